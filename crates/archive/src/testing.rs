@@ -1,0 +1,355 @@
+//! An in-process S3 server for tests (feature `test-s3`).
+//!
+//! [`TestS3`] serves a real S3 implementation (`s3s` protocol layer over the
+//! `s3s-fs` file-system backend, SigV4 authentication on) from
+//! `127.0.0.1:<random port>`, so the archive's S3 code path is exercised
+//! through HTTP exactly as against a remote store.
+//!
+//! `s3s-fs` ignores conditional writes, which real S3 honours; the server
+//! therefore wraps it and enforces `If-None-Match: *` on `PutObject` and
+//! `CompleteMultipartUpload` (returning `412 Precondition Failed`), so
+//! never-overwrite behaviour is tested against the semantics of AWS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use s3s::dto::*;
+use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::StorageConfig;
+
+/// A running in-process S3 server. Stops when dropped.
+pub struct TestS3 {
+    addr: SocketAddr,
+    bucket: String,
+    access_key: String,
+    secret_key: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestS3")
+            .field("endpoint", &self.endpoint())
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestS3 {
+    /// Starts a server storing its data under `root` (created if missing) and
+    /// creates `bucket`. Must be called inside a Tokio runtime; the server runs
+    /// on it until the `TestS3` is dropped.
+    ///
+    /// # Panics
+    /// If `root` cannot be created, the bucket name is not a valid directory
+    /// name, or no port can be bound on 127.0.0.1: a test environment problem.
+    pub async fn start(root: &Path, bucket: &str) -> TestS3 {
+        std::fs::create_dir_all(root.join(bucket)).expect("create test S3 root and bucket");
+        let root = std::fs::canonicalize(root).expect("resolve test S3 root");
+        let fs = s3s_fs::FileSystem::new(&root).expect("open s3s-fs backend");
+        let access_key = format!("AKTEST{}", uuid::Uuid::new_v4().simple())[..20].to_uppercase();
+        let secret_key = uuid::Uuid::new_v4().simple().to_string();
+
+        let mut builder = S3ServiceBuilder::new(ConditionalFs {
+            inner: fs,
+            root: root.clone(),
+            write_lock: tokio::sync::Mutex::new(()),
+        });
+        builder.set_access(ConditionalAccess { root });
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(
+            access_key.clone(),
+            secret_key.clone(),
+        ));
+        let service = builder.build().into_shared();
+
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind test S3 listener");
+        let addr = listener.local_addr().expect("test S3 listener address");
+        let server = tokio::spawn(async move {
+            // Connections live in the set, so aborting the server task
+            // (on drop) closes them too.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                connections.spawn(async move {
+                    // A client hanging up mid-request is not a server failure.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        TestS3 {
+            addr,
+            bucket: bucket.to_owned(),
+            access_key,
+            secret_key,
+            server,
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bucket created at start.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Access key id accepted by the server.
+    pub fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
+    /// Secret key accepted by the server.
+    pub fn secret_key(&self) -> &str {
+        &self.secret_key
+    }
+
+    /// A [`StorageConfig`] for `s3://<bucket>[/<prefix>]` on this server
+    /// (plain HTTP allowed). Open it with
+    /// [`Archive::open_s3_with_keys`](crate::Archive::open_s3_with_keys) and
+    /// [`access_key`](Self::access_key)/[`secret_key`](Self::secret_key).
+    pub fn storage_config(&self, prefix: &str) -> StorageConfig {
+        let prefix = prefix.trim_matches('/');
+        StorageConfig {
+            url: if prefix.is_empty() {
+                format!("s3://{}", self.bucket)
+            } else {
+                format!("s3://{}/{prefix}", self.bucket)
+            },
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".to_owned()),
+            allow_http: true,
+        }
+    }
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// `s3s-fs` plus the conditional-write semantics of AWS S3.
+struct ConditionalFs {
+    inner: s3s_fs::FileSystem,
+    root: PathBuf,
+    /// Makes "check absent, then write" atomic among conditional writes.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl ConditionalFs {
+    fn object_exists(&self, bucket: &str, key: &str) -> bool {
+        object_exists(&self.root, bucket, key)
+    }
+}
+
+fn object_exists(root: &Path, bucket: &str, key: &str) -> bool {
+    // Keys from object_store never contain `..`; s3s-fs resolves them the
+    // same way below its root.
+    root.join(bucket).join(key).is_file()
+}
+
+/// Access checks: signed requests only (the s3s default), plus the
+/// `If-None-Match: *` check of `CompleteMultipartUpload`.
+///
+/// s3s answers `CompleteMultipartUpload` with `200` and a keep-alive body,
+/// so an error from the operation itself would arrive as an error document
+/// inside a 200 response. AWS rejects a failed precondition up front with
+/// `412`; checking here, before the operation starts, reproduces that.
+/// (`ConditionalFs` checks again under its lock, so even a race between two
+/// completes in this server cannot overwrite.)
+struct ConditionalAccess {
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for ConditionalAccess {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        match cx.credentials() {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: &mut S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<()> {
+        if wants_create(req.input.if_none_match.as_deref())
+            && object_exists(&self.root, &req.input.bucket, &req.input.key)
+        {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "object exists (If-None-Match: *)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn wants_create(if_none_match: Option<&str>) -> bool {
+    if_none_match.is_some_and(|v| v.trim() == "*")
+}
+
+#[async_trait::async_trait]
+impl S3 for ConditionalFs {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        if !wants_create(req.input.if_none_match.as_deref()) {
+            return self.inner.put_object(req).await;
+        }
+        let _guard = self.write_lock.lock().await;
+        if self.object_exists(&req.input.bucket, &req.input.key) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "object exists (If-None-Match: *)"
+            ));
+        }
+        self.inner.put_object(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        if !wants_create(req.input.if_none_match.as_deref()) {
+            return self.inner.complete_multipart_upload(req).await;
+        }
+        let _guard = self.write_lock.lock().await;
+        if self.object_exists(&req.input.bucket, &req.input.key) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "object exists (If-None-Match: *)"
+            ));
+        }
+        self.inner.complete_multipart_upload(req).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.inner.create_bucket(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.inner.head_bucket(req).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.inner.list_buckets(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.inner.get_bucket_location(req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.inner.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.inner.head_object(req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.inner.copy_object(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.inner.delete_object(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.inner.delete_objects(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.inner.list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.inner.list_objects_v2(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.inner.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.inner.upload_part(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.inner.upload_part_copy(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.inner.list_parts(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.inner.abort_multipart_upload(req).await
+    }
+}

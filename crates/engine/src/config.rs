@@ -1,0 +1,294 @@
+//! The one configuration file (`wxvault.toml`), with defaults that work with no file at all.
+//!
+//! Relative paths in the file (the SQLite database, a `file://` archive, the master key file) are
+//! resolved against the directory that holds the file, so `wxvault --config some/dir/wxvault.toml`
+//! works from any working directory. Without a file they are relative to the working directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default root for state when no configuration file says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./wxvault-data";
+
+/// Everything wxvault reads from `wxvault.toml`. Unknown keys are rejected so a typo is reported
+/// instead of silently ignored.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub webex: WebexConfig,
+    #[serde(default)]
+    pub wxcc: WxccConfig,
+    #[serde(default)]
+    pub vault: VaultConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (default) or `postgres://user@host/db`.
+    #[serde(default = "default_db_url")]
+    pub url: String,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `file://path` (default `./wxvault-data/archive`) or `s3://bucket/prefix`.
+    #[serde(default = "default_storage_url")]
+    pub url: String,
+    /// S3-compatible endpoint (MinIO, Ceph, …); AWS when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow plain `http://` endpoints (local S3 implementations).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// `[webex]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebexConfig {
+    /// OAuth and REST root; the simulator's URL in tests and the demo.
+    #[serde(default = "default_webex_base")]
+    pub api_base: String,
+}
+
+/// `[wxcc]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WxccConfig {
+    /// WxCC API root; `{region}` is replaced by each org's region.
+    #[serde(default = "default_wxcc_base")]
+    pub api_base: String,
+    /// How long after a task was created a requested capture may still appear before it is
+    /// reported missing.
+    #[serde(default = "default_grace_hours")]
+    pub capture_grace_hours: u64,
+    /// Lifetime asked for capture links (1–60 minutes); links are used right after the query.
+    #[serde(default = "default_url_expiration")]
+    pub url_expiration_minutes: u32,
+}
+
+/// `[vault]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// File holding the base64 master key; `WXVAULT_MASTER_KEY` takes precedence.
+    #[serde(default = "default_key_file")]
+    pub master_key_file: String,
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Captures queries (of up to 10 tasks) in flight per org.
+    #[serde(default = "default_batches")]
+    pub batch_concurrency: usize,
+    /// Downloads in flight per captures batch.
+    #[serde(default = "default_downloads")]
+    pub downloads_per_batch: usize,
+    /// Attempts per recording across runs before a transient problem becomes a failure.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+    /// First run with no `--from`: look back this many hours.
+    #[serde(default = "default_lookback")]
+    pub first_lookback_hours: u64,
+}
+
+fn default_db_url() -> String {
+    format!("sqlite://{DEFAULT_DATA_DIR}/wxvault.db")
+}
+fn default_storage_url() -> String {
+    format!("file://{DEFAULT_DATA_DIR}/archive")
+}
+fn default_webex_base() -> String {
+    "https://webexapis.com".into()
+}
+fn default_wxcc_base() -> String {
+    "https://api.wxcc-{region}.cisco.com".into()
+}
+fn default_grace_hours() -> u64 {
+    48
+}
+fn default_url_expiration() -> u32 {
+    30
+}
+fn default_key_file() -> String {
+    format!("{DEFAULT_DATA_DIR}/master.key")
+}
+fn default_batches() -> usize {
+    4
+}
+fn default_downloads() -> usize {
+    4
+}
+fn default_max_attempts() -> i64 {
+    5
+}
+fn default_lookback() -> u64 {
+    24
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_db_url() }
+    }
+}
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self { url: default_storage_url(), endpoint: None, region: None, allow_http: false }
+    }
+}
+impl Default for WebexConfig {
+    fn default() -> Self {
+        Self { api_base: default_webex_base() }
+    }
+}
+impl Default for WxccConfig {
+    fn default() -> Self {
+        Self {
+            api_base: default_wxcc_base(),
+            capture_grace_hours: default_grace_hours(),
+            url_expiration_minutes: default_url_expiration(),
+        }
+    }
+}
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self { master_key_file: default_key_file() }
+    }
+}
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            batch_concurrency: default_batches(),
+            downloads_per_batch: default_downloads(),
+            max_attempts: default_max_attempts(),
+            first_lookback_hours: default_lookback(),
+        }
+    }
+}
+
+/// A configuration problem: what, where, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("config file {path}: {key} = {value:?} is not valid: {why}")]
+    Value { path: PathBuf, key: &'static str, value: String, why: String },
+}
+
+impl Config {
+    /// Loads `path` (or the defaults when `None`), resolves relative paths and validates values.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the key when the file is unreadable, is not TOML, has
+    /// unknown keys or holds a value out of range.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            let cfg = Config::default();
+            cfg.validate(Path::new("(defaults)"))?;
+            return Ok(cfg);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: e.to_string() })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve_relative(&base);
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Rewrites relative local paths so they are relative to `base` (the config file's folder).
+    pub fn resolve_relative(&mut self, base: &Path) {
+        if base.as_os_str().is_empty() {
+            return;
+        }
+        if let Some(rest) = self.database.url.strip_prefix("sqlite://") {
+            if !rest.starts_with('/') && !rest.starts_with(':') {
+                self.database.url = format!("sqlite://{}", base.join(rest).display());
+            }
+        }
+        if let Some(rest) = self.storage.url.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                self.storage.url = format!("file://{}", base.join(rest).display());
+            }
+        }
+        let key = Path::new(&self.vault.master_key_file);
+        if key.is_relative() {
+            self.vault.master_key_file = base.join(key).display().to_string();
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, value: &str, why: &str| ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            value: value.to_string(),
+            why: why.to_string(),
+        };
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(bad("database.url", db, "use sqlite://PATH or postgres://USER@HOST/DB"));
+        }
+        let st = &self.storage.url;
+        if !(st.starts_with("file://") || st.starts_with("s3://")) {
+            return Err(bad("storage.url", st, "use file://PATH or s3://BUCKET/PREFIX"));
+        }
+        for (key, value) in [("webex.api_base", &self.webex.api_base), ("wxcc.api_base", &self.wxcc.api_base)] {
+            let probe = value.replace("{region}", "us1");
+            match url::Url::parse(&probe) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                _ => return Err(bad(key, value, "must be an http(s) URL")),
+            }
+        }
+        if !(1..=60).contains(&self.wxcc.url_expiration_minutes) {
+            return Err(bad(
+                "wxcc.url_expiration_minutes",
+                &self.wxcc.url_expiration_minutes.to_string(),
+                "Webex accepts 1 to 60 minutes",
+            ));
+        }
+        if self.sync.batch_concurrency == 0 || self.sync.downloads_per_batch == 0 {
+            return Err(bad("sync.*_concurrency", "0", "must be at least 1"));
+        }
+        if self.sync.max_attempts < 1 {
+            return Err(bad("sync.max_attempts", &self.sync.max_attempts.to_string(), "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The archive crate's view of `[storage]`.
+    pub fn storage_config(&self) -> archive::StorageConfig {
+        archive::StorageConfig {
+            url: self.storage.url.clone(),
+            endpoint: self.storage.endpoint.clone(),
+            region: self.storage.region.clone(),
+            allow_http: self.storage.allow_http,
+        }
+    }
+
+    /// Serializes the configuration back to TOML (used by `demo` to leave its config behind).
+    ///
+    /// # Errors
+    /// Only if serialization fails, which would be a bug.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}

@@ -1,0 +1,21 @@
+//! The sync engine: plans harvest windows per org, keeps tokens alive, and drives each recording
+//! through `discovered → pending_capture → ready → stored → done` (or `missing` / `absent` /
+//! `failed` with a reason).
+//!
+//! It is the only crate that knows all three of the Webex client (`webex`), the state database
+//! (`vault`) and the object store (`archive`); those three know nothing of each other.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod progress;
+pub mod report;
+pub mod sync;
+pub mod tokens;
+pub mod wxcc;
+
+pub use clock::{Clock, FnClock, SharedClock, SystemClock};
+pub use config::Config;
+pub use error::EngineError;
+pub use report::{OrgOutcome, OrgReport, SyncReport};
+pub use sync::{Engine, OrgStatusView, SyncOptions};

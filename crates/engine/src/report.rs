@@ -1,0 +1,75 @@
+//! What one `sync` run did, per org: the basis of the summary table, `--json` and the exit code.
+
+use serde::Serialize;
+
+/// How an org's run ended.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum OrgOutcome {
+    #[default]
+    Ok,
+    /// Webex refused the grant; an admin must reconnect the org.
+    NeedsReauth(String),
+    /// An org-level error (API refusing the org, missing scope, database problem).
+    Failed(String),
+}
+
+/// Counters and named problems for one org in one run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct OrgReport {
+    pub org: String,
+    pub org_id: String,
+    pub window_from: String,
+    pub window_to: String,
+    pub outcome: OrgOutcome,
+    pub task_pages: u64,
+    pub tasks_seen: u64,
+    pub archived: u64,
+    pub already_archived: u64,
+    pub bytes: u64,
+    pub pending_capture: u64,
+    pub absent: u64,
+    pub malformed: u64,
+    /// Recordings left for a later attempt after a transient error.
+    pub transient_left: u64,
+    /// Tasks whose requested capture never appeared within the grace period.
+    pub missing: Vec<String>,
+    /// Recordings that failed permanently, with why.
+    pub failed: Vec<String>,
+    pub api_calls: u64,
+}
+
+impl OrgReport {
+    /// Adds a partial report (one captures batch) into this one.
+    pub fn absorb(&mut self, o: &OrgReport) {
+        self.task_pages += o.task_pages;
+        self.tasks_seen += o.tasks_seen;
+        self.archived += o.archived;
+        self.already_archived += o.already_archived;
+        self.bytes += o.bytes;
+        self.pending_capture += o.pending_capture;
+        self.absent += o.absent;
+        self.malformed += o.malformed;
+        self.transient_left += o.transient_left;
+        self.missing.extend(o.missing.iter().cloned());
+        self.failed.extend(o.failed.iter().cloned());
+    }
+
+    /// True when this org needs the operator (exit code 2).
+    pub fn has_problems(&self) -> bool {
+        self.outcome != OrgOutcome::Ok || !self.missing.is_empty() || !self.failed.is_empty() || self.transient_left > 0
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SyncReport {
+    pub orgs: Vec<OrgReport>,
+}
+
+impl SyncReport {
+    /// Process exit code: 0 all archived / absent / within grace, 2 when anything needs attention.
+    pub fn exit_code(&self) -> i32 {
+        if self.orgs.iter().any(OrgReport::has_problems) { 2 } else { 0 }
+    }
+}

@@ -1,0 +1,220 @@
+//! The orchestrator: opens the vault and the archive once, then harvests every selected org
+//! concurrently. One org's failure (revoked grant, missing scope, bad data) is recorded in its own
+//! report and never stops another org (design invariant 5).
+
+use std::sync::Arc;
+
+use archive::Archive;
+use futures::future::join_all;
+use serde::Serialize;
+use vault::{Counts, Failure, Keyring, Org, OrgStatus, Vault};
+use webex::ErrorClass;
+use webex::http::{RateGates, RetryPolicy};
+use webex::oauth::OAuthClient;
+use webex::wxcc::{WxccClient, api_base_for_region};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::EngineError;
+use crate::progress::{NoProgress, Progress};
+use crate::report::{OrgOutcome, OrgReport, SyncReport};
+use crate::tokens::OrgTokens;
+use crate::wxcc::{WxccHarvest, rfc3339};
+
+/// What `wxvault sync` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Org names; empty means all.
+    pub orgs: Vec<String>,
+    /// Inclusive start (epoch ms); default: end of the last completed window.
+    pub from_ms: Option<i64>,
+    /// Exclusive end (epoch ms); default: now.
+    pub to_ms: Option<i64>,
+}
+
+/// One org as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgStatusView {
+    pub org: Org,
+    pub counts: Counts,
+    pub last_window_end: Option<String>,
+    pub failures: Vec<Failure>,
+}
+
+/// Long-lived handles shared by every org in a run.
+pub struct Engine {
+    pub vault: Vault,
+    pub archive: Archive,
+    pub config: Arc<Config>,
+    pub http: reqwest::Client,
+    pub gates: RateGates,
+    pub retry: RetryPolicy,
+    pub clock: SharedClock,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Engine {
+    /// Opens the state database (running migrations) and the archive.
+    ///
+    /// # Errors
+    /// [`EngineError`] naming the config key to check when the key, database or storage cannot be
+    /// opened.
+    pub async fn open(config: Config, master_key_env: Option<&str>, clock: SharedClock) -> Result<Engine, EngineError> {
+        let keyring = Keyring::load(master_key_env, std::path::Path::new(&config.vault.master_key_file))?;
+        let vault = Vault::open(&config.database.url, keyring).await?;
+        let archive = Archive::open(&config.storage_config())?;
+        Ok(Engine {
+            vault,
+            archive,
+            config: Arc::new(config),
+            http: webex::http::build_client(),
+            gates: RateGates::default(),
+            retry: RetryPolicy::default(),
+            clock,
+            progress: Arc::new(NoProgress),
+        })
+    }
+
+    /// The OAuth client for `[webex] api_base`.
+    ///
+    /// # Errors
+    /// When the configured base is not a URL.
+    pub fn oauth(&self) -> Result<OAuthClient, EngineError> {
+        let base = url::Url::parse(&self.config.webex.api_base)
+            .map_err(|e| EngineError::Config(format!("[webex] api_base {:?}: {e}", self.config.webex.api_base)))?;
+        Ok(OAuthClient::new(self.http.clone(), base, self.retry.clone()))
+    }
+
+    /// Selected orgs, or an error naming the unknown ones.
+    ///
+    /// # Errors
+    /// Unknown org names, database errors.
+    pub async fn select_orgs(&self, names: &[String]) -> Result<Vec<Org>, EngineError> {
+        let all = self.vault.orgs().await?;
+        if names.is_empty() {
+            return Ok(all);
+        }
+        let unknown: Vec<&String> = names.iter().filter(|n| !all.iter().any(|o| &o.name == *n)).collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = all.iter().map(|o| o.name.as_str()).collect();
+            return Err(EngineError::Usage(format!(
+                "unknown org {} (known: {})",
+                unknown.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
+                if known.is_empty() { "none; add one with `wxvault org add`".to_string() } else { known.join(", ") }
+            )));
+        }
+        Ok(all.into_iter().filter(|o| names.contains(&o.name)).collect())
+    }
+
+    /// Harvests the selected orgs.
+    ///
+    /// # Errors
+    /// Only for problems that concern every org (unknown org names, database unreachable); each
+    /// org's own failure is in its report.
+    pub async fn sync(&self, opts: &SyncOptions) -> Result<SyncReport, EngineError> {
+        let orgs = self.select_orgs(&opts.orgs).await?;
+        if orgs.is_empty() {
+            return Err(EngineError::Usage("no orgs configured; add one with `wxvault org add` first".into()));
+        }
+        let oauth = self.oauth()?;
+        let reports = join_all(orgs.into_iter().map(|org| self.sync_org(org, opts, oauth.clone()))).await;
+        Ok(SyncReport { orgs: reports })
+    }
+
+    async fn sync_org(&self, org: Org, opts: &SyncOptions, oauth: OAuthClient) -> OrgReport {
+        let now = self.clock.now_ms();
+        let mut report = OrgReport { org: org.name.clone(), org_id: org.org_id.clone(), ..OrgReport::default() };
+        if let OrgStatus::NeedsReauth { reason } = &org.status {
+            report.outcome = OrgOutcome::NeedsReauth(reason.clone());
+            return report;
+        }
+        let to = opts.to_ms.unwrap_or(now).min(now);
+        let from = match opts.from_ms {
+            Some(f) => f,
+            None => match self.vault.last_window_end(&org, "wxcc").await {
+                Ok(Some(end)) => end,
+                Ok(None) => now - i64::try_from(self.config.sync.first_lookback_hours).unwrap_or(24) * 3_600_000,
+                Err(e) => {
+                    report.outcome = OrgOutcome::Failed(format!("state database: {e}"));
+                    return report;
+                }
+            },
+        };
+        report.window_from = rfc3339(from);
+        report.window_to = rfc3339(to);
+        let tokens = match OrgTokens::load(self.vault.clone(), oauth, org.clone(), self.clock.clone()).await {
+            Ok(t) => t,
+            Err(e) => {
+                report.outcome = OrgOutcome::Failed(format!("cannot read the org's secrets: {e}"));
+                return report;
+            }
+        };
+        let base = match api_base_for_region(&self.config.wxcc.api_base, &org.region) {
+            Ok(b) => b,
+            Err(e) => {
+                report.outcome = OrgOutcome::Failed(format!("[wxcc] api_base for region {}: {e}", org.region));
+                return report;
+            }
+        };
+        let client = Arc::new(WxccClient::new(
+            self.http.clone(),
+            base,
+            org.org_id.clone(),
+            tokens.clone(),
+            self.gates.gate(&org.client_id),
+            self.retry.clone(),
+        ));
+        let harvest = WxccHarvest::new(
+            self.vault.clone(),
+            self.archive.clone(),
+            client.clone(),
+            self.http.clone(),
+            self.retry.clone(),
+            self.config.clone(),
+            self.clock.clone(),
+            self.progress.clone(),
+            org.clone(),
+        );
+        let result = harvest.run(from.min(to), to, &mut report).await;
+        report.api_calls = client.api_calls();
+        if let Err(e) = result {
+            let msg = format!("org {}: {e}", org.name);
+            report.outcome = match e.class() {
+                ErrorClass::Reauth => {
+                    let fresh = tokens.org().await;
+                    match fresh.status {
+                        OrgStatus::NeedsReauth { reason } => OrgOutcome::NeedsReauth(reason),
+                        OrgStatus::Active => {
+                            let reason = format!(
+                                "{msg}. Webex rejected a freshly refreshed token: the grant no longer authorizes this call. \
+                                 Likely causes: {}. Fix: have an admin of that org reconnect it.",
+                                crate::tokens::REAUTH_CAUSES
+                            );
+                            let _ = self.vault.set_org_status(&org, OrgStatus::NeedsReauth { reason: reason.clone() }).await;
+                            OrgOutcome::NeedsReauth(reason)
+                        }
+                    }
+                }
+                ErrorClass::Transient | ErrorClass::Permanent => OrgOutcome::Failed(msg.clone()),
+            };
+            tracing::error!("{msg}");
+            let _ = self.vault.record_event(Some(&org), "sync_failed", &msg).await;
+        }
+        report
+    }
+
+    /// Per-org ledger view for `wxvault status`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn status(&self) -> Result<Vec<OrgStatusView>, EngineError> {
+        let mut out = Vec::new();
+        for org in self.vault.orgs().await? {
+            let counts = self.vault.counts(&org).await?;
+            let last = self.vault.last_window_end(&org, "wxcc").await?;
+            let failures = self.vault.failures(&org, 20).await?;
+            out.push(OrgStatusView { org, counts, last_window_end: last.map(rfc3339), failures });
+        }
+        Ok(out)
+    }
+}

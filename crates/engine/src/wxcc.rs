@@ -1,0 +1,605 @@
+//! WxCC harvest for one org: tasks → captures (10 per query) → streamed download → verified
+//! object → sidecar → ledger `done`.
+//!
+//! Capture links live at most 60 minutes, so they are never stored: each captures batch is
+//! downloaded right after its query, and a recording whose link expired is re-queried alone.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use archive::layout::{self, ObjectKey};
+use archive::sidecar::{RecordingSidecar, SCHEMA_V1};
+use archive::{Archive, ArchiveError, PutStatus};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use vault::{Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert, Vault};
+use webex::http::RetryPolicy;
+use webex::wxcc::{Capture, User, WxccClient};
+use webex::{ErrorClass, media};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::progress::{Progress, ProgressEvent};
+use crate::report::OrgReport;
+
+/// One day: WxCC task queries are kept to 24 h windows (webex-api.md §2.3).
+pub const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+const SOURCE: &str = "wxcc";
+
+/// Everything one org's harvest needs.
+pub struct WxccHarvest {
+    pub vault: Vault,
+    pub archive: Archive,
+    pub client: Arc<WxccClient>,
+    pub http: reqwest::Client,
+    pub retry: RetryPolicy,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub progress: Arc<dyn Progress>,
+    pub org: Org,
+    users: Mutex<HashMap<String, Option<User>>>,
+}
+
+/// Why a recording did not reach `done` in this attempt.
+#[derive(Debug)]
+enum ItemError {
+    /// Try again later (this run or the next).
+    Transient(String),
+    /// Recorded as failed with this reason.
+    Permanent(String),
+    /// The capture link expired: get a fresh one.
+    LinkExpired(String),
+}
+
+impl WxccHarvest {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vault: Vault,
+        archive: Archive,
+        client: Arc<WxccClient>,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+        config: Arc<Config>,
+        clock: SharedClock,
+        progress: Arc<dyn Progress>,
+        org: Org,
+    ) -> Self {
+        Self { vault, archive, client, http, retry, config, clock, progress, org, users: Mutex::new(HashMap::new()) }
+    }
+
+    /// Harvests `[from_ms, to_ms)` and re-checks every task still waiting for its capture.
+    ///
+    /// # Errors
+    /// Only org-level problems (token refused, database down, API refusing the org); problems with
+    /// single items are recorded against them and counted in the report.
+    pub async fn run(&self, from_ms: i64, to_ms: i64, report: &mut OrgReport) -> Result<(), webex::Error> {
+        let mut start = from_ms;
+        while start < to_ms {
+            let end = (start + WINDOW_MS).min(to_ms);
+            self.list_window(start, end, report).await?;
+            start = end;
+        }
+        self.process_captures(report).await?;
+        // A window is complete once its tasks are listed and every capture that exists now has
+        // been processed; tasks still waiting are tracked by their own state, not by the window.
+        if report.transient_left == 0 {
+            let mut start = from_ms;
+            while start < to_ms {
+                let end = (start + WINDOW_MS).min(to_ms);
+                self.vault.window_done(&self.org, SOURCE, start, end).await.map_err(vault_err)?;
+                start = end;
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_window(&self, from: i64, to: i64, report: &mut OrgReport) -> Result<(), webex::Error> {
+        let listing = self.client.list_tasks(from, to).await?;
+        report.task_pages += u64::from(listing.pages);
+        for rej in &listing.rejected {
+            let msg = format!(
+                "org {}: /v1/tasks returned an item that could not be read (id {}): {}",
+                self.org.name,
+                rej.id.as_deref().unwrap_or("unknown"),
+                rej.reason
+            );
+            tracing::warn!("{msg}");
+            let _ = self.vault.record_event(Some(&self.org), "bad_task", &msg).await;
+            report.malformed += 1;
+        }
+        self.progress.event(&self.org.name, ProgressEvent::TasksListed(listing.tasks.len() as u64));
+        for task in &listing.tasks {
+            report.tasks_seen += 1;
+            let row = self
+                .vault
+                .upsert_task(
+                    &self.org,
+                    &TaskUpsert {
+                        task_id: task.id.clone(),
+                        created_ms: task.created_time_ms,
+                        capture_requested: task.capture_requested,
+                        attributes_json: task.attributes.to_string(),
+                    },
+                )
+                .await
+                .map_err(vault_err)?;
+            if task.capture_requested == Some(false)
+                && matches!(row.state, TaskState::Discovered | TaskState::PendingCapture)
+            {
+                self.vault
+                    .set_task_state(&self.org, &task.id, TaskState::Absent, Some("no capture was requested for this task"))
+                    .await
+                    .map_err(vault_err)?;
+                report.absent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tasks that need a captures query: waiting ones, and captured ones with unfinished recordings
+    /// (after a crash or a transient failure the link must be fetched again).
+    async fn tasks_to_query(&self) -> Result<Vec<TaskRow>, webex::Error> {
+        let unfinished: BTreeSet<String> = self
+            .vault
+            .recordings_in_states(&self.org, &[RecordingState::Ready, RecordingState::Stored])
+            .await
+            .map_err(vault_err)?
+            .into_iter()
+            .map(|r| r.task_id)
+            .collect();
+        let rows = self
+            .vault
+            .tasks_in_states(&self.org, &[TaskState::Discovered, TaskState::PendingCapture, TaskState::Captured])
+            .await
+            .map_err(vault_err)?;
+        Ok(rows
+            .into_iter()
+            .filter(|t| match t.state {
+                TaskState::Captured => unfinished.contains(&t.task_id),
+                _ => t.capture_requested != Some(false),
+            })
+            .collect())
+    }
+
+    async fn process_captures(&self, report: &mut OrgReport) -> Result<(), webex::Error> {
+        let tasks = self.tasks_to_query().await?;
+        let batches: Vec<Vec<TaskRow>> = tasks.chunks(10).map(<[TaskRow]>::to_vec).collect();
+        let results: Vec<Result<OrgReport, webex::Error>> = stream::iter(batches)
+            .map(|batch| async move {
+                let mut part = OrgReport::default();
+                self.process_batch(batch, &mut part).await.map(|()| part)
+            })
+            .buffer_unordered(self.config.sync.batch_concurrency)
+            .collect()
+            .await;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(part) => report.absorb(&part),
+                Err(e) if first_err.is_none() => first_err = Some(e),
+                Err(_) => {}
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn process_batch(&self, batch: Vec<TaskRow>, report: &mut OrgReport) -> Result<(), webex::Error> {
+        let ids: Vec<String> = batch.iter().map(|t| t.task_id.clone()).collect();
+        let result = match self.client.query_captures(&ids, self.config.wxcc.url_expiration_minutes).await {
+            Ok(r) => r,
+            Err(e) if e.class() == ErrorClass::Transient => {
+                // Leave these tasks for the next run; the org carries on.
+                tracing::warn!(org = %self.org.name, "captures query for {} tasks failed: {e}", ids.len());
+                report.transient_left += ids.len() as u64;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for rej in &result.rejected {
+            let msg = format!(
+                "org {}: /v1/captures/query returned an item that could not be read (task/recording {}): {}",
+                self.org.name,
+                rej.id.as_deref().unwrap_or("unknown"),
+                rej.reason
+            );
+            tracing::warn!("{msg}");
+            let _ = self.vault.record_event(Some(&self.org), "bad_capture", &msg).await;
+            report.malformed += 1;
+        }
+        let mut by_task: HashMap<String, Vec<Capture>> = HashMap::new();
+        for tc in result.tasks {
+            by_task.entry(tc.task_id).or_default().extend(tc.recordings);
+        }
+        let now = self.clock.now_ms();
+        let grace_ms = i64::try_from(self.config.wxcc.capture_grace_hours).unwrap_or(48) * 3_600_000;
+        let mut work: Vec<(TaskRow, Capture, RecordingRow)> = Vec::new();
+        for task in batch {
+            self.vault.note_capture_check(&self.org, &task.task_id).await.map_err(vault_err)?;
+            let captures = by_task.remove(&task.task_id).unwrap_or_default();
+            if captures.is_empty() {
+                if task.state == TaskState::Captured {
+                    // Had recordings before; the capture vanished (retention purge) before we
+                    // finished. Recorded against each unfinished recording below.
+                    self.fail_unfinished_of(&task, "the capture is no longer listed by Webex (purged by retention?)", report)
+                        .await?;
+                    continue;
+                }
+                if now - task.created_ms > grace_ms {
+                    let (state, why) = if task.capture_requested == Some(true) {
+                        (
+                            TaskState::Missing,
+                            format!(
+                                "capture was requested but none appeared within {} h",
+                                self.config.wxcc.capture_grace_hours
+                            ),
+                        )
+                    } else {
+                        (
+                            TaskState::Absent,
+                            format!(
+                                "Webex never confirmed a capture request and none appeared within {} h",
+                                self.config.wxcc.capture_grace_hours
+                            ),
+                        )
+                    };
+                    self.vault.set_task_state(&self.org, &task.task_id, state, Some(&why)).await.map_err(vault_err)?;
+                    if state == TaskState::Missing {
+                        report.missing.push(format!("task {}: {why}", task.task_id));
+                    } else {
+                        report.absent += 1;
+                    }
+                } else {
+                    if task.state != TaskState::PendingCapture {
+                        self.vault
+                            .set_task_state(&self.org, &task.task_id, TaskState::PendingCapture, None)
+                            .await
+                            .map_err(vault_err)?;
+                    }
+                    report.pending_capture += 1;
+                }
+                continue;
+            }
+            for cap in captures {
+                let row = self
+                    .vault
+                    .upsert_recording(
+                        &self.org,
+                        &RecordingUpsert {
+                            recording_id: cap.id.clone(),
+                            task_id: task.task_id.clone(),
+                            task_created_ms: task.created_ms,
+                            file_name: cap.file_name.clone(),
+                            attributes_json: recording_json(&cap).to_string(),
+                        },
+                    )
+                    .await
+                    .map_err(vault_err)?;
+                match row.state {
+                    RecordingState::Done => report.already_archived += 1,
+                    RecordingState::Failed => {}
+                    RecordingState::Ready | RecordingState::Stored => work.push((task.clone(), cap, row)),
+                }
+            }
+            if task.state != TaskState::Captured {
+                self.vault.set_task_state(&self.org, &task.task_id, TaskState::Captured, None).await.map_err(vault_err)?;
+            }
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        self.enrich(&work).await;
+        let outcomes: Vec<(String, Result<u64, ItemError>)> = stream::iter(work)
+            .map(|(task, cap, row)| async move {
+                let id = cap.id.clone();
+                (id, self.archive_recording(&task, cap, row).await)
+            })
+            .buffer_unordered(self.config.sync.downloads_per_batch)
+            .collect()
+            .await;
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(bytes) => {
+                    report.archived += 1;
+                    report.bytes += bytes;
+                    self.progress.event(&self.org.name, ProgressEvent::Archived(bytes));
+                }
+                Err(ItemError::Permanent(reason)) => {
+                    self.vault.mark_recording_failed(&self.org, &id, &reason).await.map_err(vault_err)?;
+                    report.failed.push(format!("recording {id}: {reason}"));
+                    self.progress.event(&self.org.name, ProgressEvent::Failed);
+                }
+                Err(ItemError::Transient(reason) | ItemError::LinkExpired(reason)) => {
+                    let attempts = self.vault.note_recording_attempt(&self.org, &id, &reason).await.map_err(vault_err)?;
+                    if attempts >= self.config.sync.max_attempts {
+                        let why = format!("gave up after {attempts} attempts; last error: {reason}");
+                        self.vault.mark_recording_failed(&self.org, &id, &why).await.map_err(vault_err)?;
+                        report.failed.push(format!("recording {id}: {why}"));
+                        self.progress.event(&self.org.name, ProgressEvent::Failed);
+                    } else {
+                        tracing::warn!(org = %self.org.name, recording = %id, "will retry: {reason}");
+                        report.transient_left += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_unfinished_of(&self, task: &TaskRow, why: &str, report: &mut OrgReport) -> Result<(), webex::Error> {
+        let rows = self
+            .vault
+            .recordings_in_states(&self.org, &[RecordingState::Ready, RecordingState::Stored])
+            .await
+            .map_err(vault_err)?;
+        for r in rows.into_iter().filter(|r| r.task_id == task.task_id) {
+            if r.state == RecordingState::Stored {
+                // The audio is safe; only the sidecar is missing, and it needs no link.
+                match self.write_sidecar(task, &r).await {
+                    Ok(_) => {
+                        report.archived += 1;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(recording = %r.recording_id, "sidecar: {e:?}"),
+                }
+            }
+            self.vault.mark_recording_failed(&self.org, &r.recording_id, why).await.map_err(vault_err)?;
+            report.failed.push(format!("recording {}: {why}", r.recording_id));
+        }
+        Ok(())
+    }
+
+    /// Looks up agent names for every CI user id in the batch, once per run; failures only cost
+    /// the enrichment, never the recording.
+    async fn enrich(&self, work: &[(TaskRow, Capture, RecordingRow)]) {
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        for (task, cap, _) in work {
+            for p in &cap.participants {
+                if looks_like_uuid(p) {
+                    wanted.insert(p.to_ascii_lowercase());
+                }
+            }
+            if let Some(owner) = owner_id(&task.attributes_json) {
+                wanted.insert(owner);
+            }
+        }
+        let mut cache = self.users.lock().await;
+        let missing: Vec<String> = wanted.into_iter().filter(|id| !cache.contains_key(id)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        match self.client.users_by_ci_ids(&missing).await {
+            Ok(users) => {
+                for u in users {
+                    if let Some(ci) = &u.ci_user_id {
+                        cache.insert(ci.to_ascii_lowercase(), Some(u.clone()));
+                    }
+                }
+                for id in missing {
+                    cache.entry(id).or_insert(None);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(org = %self.org.name, "batched user lookup failed ({e}); looking up one by one");
+                for id in missing {
+                    let user = match self.client.user_by_ci_id(&id).await {
+                        Ok(u) => u,
+                        Err(e) => {
+                            tracing::warn!(org = %self.org.name, user = %id, "agent lookup failed: {e}");
+                            None
+                        }
+                    };
+                    cache.insert(id, user);
+                }
+            }
+        }
+    }
+
+    async fn agents_for(&self, task: &TaskRow, recording: &Value) -> Vec<Value> {
+        let cache = self.users.lock().await;
+        let mut ids: Vec<String> = recording
+            .get("participants")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).filter(|s| looks_like_uuid(s)).map(str::to_ascii_lowercase).collect())
+            .unwrap_or_default();
+        if let Some(o) = owner_id(&task.attributes_json) {
+            if !ids.contains(&o) {
+                ids.push(o);
+            }
+        }
+        ids.into_iter()
+            .filter_map(|id| {
+                let user = cache.get(&id)?.as_ref()?;
+                let name = match (&user.first_name, &user.last_name) {
+                    (Some(f), Some(l)) => Some(format!("{f} {l}")),
+                    (Some(f), None) => Some(f.clone()),
+                    (None, Some(l)) => Some(l.clone()),
+                    (None, None) => None,
+                };
+                Some(json!({ "ci_user_id": id, "id": user.id, "name": name, "email": user.email }))
+            })
+            .collect()
+    }
+
+    /// Download → verified object → sidecar → `done`. Returns the bytes stored.
+    async fn archive_recording(&self, task: &TaskRow, cap: Capture, row: RecordingRow) -> Result<u64, ItemError> {
+        let ext = layout::ext_from_file_name(cap.file_name.as_deref());
+        let key = layout::wxcc_audio(&self.org.org_id, task.created_ms, &task.task_id, &cap.id, &ext)
+            .map_err(|e| self.permanent(&cap.id, format!("cannot build an object key: {e}")))?;
+        let mut row = row;
+        if row.state == RecordingState::Ready {
+            let mut cap = cap;
+            let mut refreshed = false;
+            let stored = loop {
+                match self.download_to(&key, &cap).await {
+                    Err(ItemError::LinkExpired(why)) if !refreshed => {
+                        refreshed = true;
+                        tracing::info!(org = %self.org.name, recording = %cap.id, "capture link refused ({why}); asking for a fresh one");
+                        cap = self.fresh_capture(&task.task_id, &cap.id).await?;
+                    }
+                    other => break other?,
+                }
+            };
+            let (sha, size) = stored;
+            self.vault
+                .mark_recording_stored(&self.org, &cap.id, key.as_str(), &sha, i64::try_from(size).unwrap_or(i64::MAX))
+                .await
+                .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
+            row.state = RecordingState::Stored;
+            row.object_key = Some(key.to_string());
+            row.sha256 = Some(sha);
+            row.size_bytes = Some(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        self.write_sidecar(task, &row).await
+    }
+
+    async fn fresh_capture(&self, task_id: &str, recording_id: &str) -> Result<Capture, ItemError> {
+        let ids = [task_id.to_string()];
+        let result = self
+            .client
+            .query_captures(&ids, self.config.wxcc.url_expiration_minutes)
+            .await
+            .map_err(|e| classify(&e))?;
+        result
+            .tasks
+            .into_iter()
+            .flat_map(|t| t.recordings)
+            .find(|c| c.id == recording_id)
+            .ok_or_else(|| ItemError::Transient("the recording is no longer listed by the captures query".into()))
+    }
+
+    async fn download_to(&self, key: &ObjectKey, cap: &Capture) -> Result<(String, u64), ItemError> {
+        let Some(url) = cap.file_path.as_deref().filter(|u| !u.is_empty()) else {
+            return Err(ItemError::Transient("the capture has no filePath yet".into()));
+        };
+        let media = media::download(&self.http, url, &self.retry).await.map_err(|e| classify(&e))?;
+        let body = media.stream.map_err(StreamError);
+        match self.archive.put_stream(key, body, media.content_length).await {
+            Ok(outcome) => Ok((outcome.sha256, outcome.size)),
+            Err(ArchiveError::Conflict { existing_sha256, new_sha256, .. }) => Err(self.permanent(
+                &cap.id,
+                format!(
+                    "{key} already holds different bytes (sha256 {existing_sha256}, new {new_sha256}); left untouched — compare both and remove the wrong one by hand"
+                ),
+            )),
+            Err(ArchiveError::Source(src)) => {
+                // The media stream failed: classify the underlying Webex error when we can.
+                match src.downcast_ref::<StreamError>() {
+                    Some(StreamError(e)) => Err(classify(e)),
+                    None => Err(ItemError::Transient(format!("download of {} interrupted: {src}", cap.id))),
+                }
+            }
+            Err(e) if e.is_transient() => Err(ItemError::Transient(format!("storing {key}: {e}"))),
+            Err(e) => Err(self.permanent(&cap.id, format!("storing {key}: {e}"))),
+        }
+    }
+
+    async fn write_sidecar(&self, task: &TaskRow, row: &RecordingRow) -> Result<u64, ItemError> {
+        let (Some(key), Some(sha), Some(size)) = (&row.object_key, &row.sha256, row.size_bytes) else {
+            return Err(self.permanent(&row.recording_id, "ledger says stored but has no key/sha256".into()));
+        };
+        let recording: Value = serde_json::from_str(&row.attributes_json).unwrap_or(Value::Null);
+        let task_attrs: Value = serde_json::from_str(&task.attributes_json).unwrap_or(Value::Null);
+        let sidecar = RecordingSidecar {
+            schema: SCHEMA_V1.to_string(),
+            org_id: self.org.org_id.clone(),
+            source: SOURCE.to_string(),
+            task_id: task.task_id.clone(),
+            recording_id: row.recording_id.clone(),
+            agents: self.agents_for(task, &recording).await,
+            task: task_attrs,
+            recording,
+            sha256: sha.clone(),
+            size_bytes: u64::try_from(size).unwrap_or(0),
+            object_key: key.clone(),
+            archived_at: rfc3339(self.clock.now_ms()),
+        };
+        let ext = layout::ext_from_file_name(row.file_name.as_deref());
+        let audio_key = layout::wxcc_audio(&self.org.org_id, task.created_ms, &task.task_id, &row.recording_id, &ext)
+            .map_err(|e| self.permanent(&row.recording_id, format!("cannot build an object key: {e}")))?;
+        let sidecar_key = layout::sidecar_for(&audio_key);
+        let body = serde_json::to_vec_pretty(&sidecar).map_err(|e| ItemError::Permanent(format!("sidecar: {e}")))?;
+        match self.archive.put_if_absent(&sidecar_key, Bytes::from(body)).await {
+            // An existing sidecar differs only by archived_at when a crash hit between writing it
+            // and recording `done`: keep the first one.
+            Ok(PutStatus::Created | PutStatus::AlreadyPresent | PutStatus::ExistsDifferent) => {}
+            Err(e) if e.is_transient() => return Err(ItemError::Transient(format!("writing {sidecar_key}: {e}"))),
+            Err(e) => return Err(self.permanent(&row.recording_id, format!("writing {sidecar_key}: {e}"))),
+        }
+        self.vault
+            .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
+            .await
+            .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
+        Ok(u64::try_from(size).unwrap_or(0))
+    }
+
+    fn permanent(&self, recording_id: &str, reason: String) -> ItemError {
+        tracing::error!(org = %self.org.name, recording = %recording_id, "failed: {reason}");
+        ItemError::Permanent(reason)
+    }
+}
+
+/// Wraps a Webex stream error so the archive crate can carry it and we can classify it after.
+#[derive(Debug)]
+struct StreamError(webex::Error);
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl std::error::Error for StreamError {}
+
+fn classify(e: &webex::Error) -> ItemError {
+    if e.is_link_expired() {
+        return ItemError::LinkExpired(e.to_string());
+    }
+    match e.class() {
+        ErrorClass::Transient => ItemError::Transient(e.to_string()),
+        ErrorClass::Reauth | ErrorClass::Permanent => ItemError::Permanent(e.to_string()),
+    }
+}
+
+fn vault_err(e: vault::VaultError) -> webex::Error {
+    webex::Error::Config(format!("state database: {e}"))
+}
+
+/// The capture fields the sidecar contract lists, as received (plus id and segment).
+fn recording_json(cap: &Capture) -> Value {
+    let mut v = match &cap.attributes {
+        Value::Object(m) => Value::Object(m.clone()),
+        _ => json!({}),
+    };
+    if let Value::Object(m) = &mut v {
+        // The link is short-lived and signed: never keep it.
+        m.remove("filePath");
+        m.insert("id".into(), json!(cap.id));
+        m.insert("segment".into(), json!(cap.segment));
+    }
+    v
+}
+
+fn owner_id(task_attrs: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(task_attrs).ok()?;
+    let id = v.get("owner")?.get("id")?.as_str()?;
+    looks_like_uuid(id).then(|| id.to_ascii_lowercase())
+}
+
+fn looks_like_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// RFC 3339 UTC with millisecond precision.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,214 @@
+//! The one error type of this crate.
+//!
+//! Policy: every message says *what* failed (which database, org, task or recording) and,
+//! where the operator can act, *what to do*. No message ever contains a secret: database URLs
+//! are shown with their password redacted, and crypto failures name the record, never its
+//! contents.
+
+use std::path::PathBuf;
+
+/// Errors from the state database, the keyring and the ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// The master key text is not 32 bytes of standard base64.
+    #[error(
+        "invalid master key from {origin}: {problem} — it must be 32 random bytes in base64 (run `wxvault init` to create a key file)"
+    )]
+    BadKey {
+        /// Where the key came from (`WXVAULT_MASTER_KEY` or the key file path).
+        origin: String,
+        /// What is wrong with it (never the key itself).
+        problem: String,
+    },
+
+    /// Neither the environment nor the key file provided a master key.
+    #[error(
+        "no master key: {} does not exist — run `wxvault init` to create it, or set WXVAULT_MASTER_KEY",
+        path.display()
+    )]
+    KeyMissing {
+        /// The key file that was looked for.
+        path: PathBuf,
+    },
+
+    /// The key file exists but could not be read or written.
+    #[error("cannot {action} key file {}: {source}", path.display())]
+    KeyFile {
+        /// "read" or "create".
+        action: &'static str,
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The database URL has a scheme this crate does not support.
+    #[error(
+        "unsupported database url {url}: use sqlite://PATH, sqlite::memory: or postgres://… — check [database] url"
+    )]
+    UnsupportedUrl {
+        /// The URL, password redacted.
+        url: String,
+    },
+
+    /// Connecting to (or creating) the database failed.
+    #[error("cannot open database {url}: {detail} — check [database] url")]
+    Open {
+        /// The URL, password redacted.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// Applying the schema migrations failed.
+    #[error(
+        "cannot migrate database {url}: {source} — was it written by a newer wxvault, or edited by hand?"
+    )]
+    Migrate {
+        /// The URL, password redacted.
+        url: String,
+        /// The migration error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A query failed.
+    #[error("state database error while {op}: {source}")]
+    Db {
+        /// What was being done, e.g. "saving tokens for org acme".
+        op: String,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A uniqueness rule was violated (e.g. an org name or Webex org id already exists).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// The caller passed a value the vault refuses to store.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+
+    /// The org, task or recording does not exist.
+    #[error("{0} not found in the state database")]
+    NotFound(String),
+
+    /// A state transition that would break the ledger's invariants (e.g. `done` before `stored`).
+    #[error("{item}: cannot go from {from} to {to}: {why}")]
+    Transition {
+        /// "task …" or "recording …".
+        item: String,
+        /// Current state.
+        from: String,
+        /// Requested state.
+        to: String,
+        /// Why that is refused.
+        why: &'static str,
+    },
+
+    /// Authenticated decryption failed: wrong key, tampered ciphertext, or a ciphertext moved
+    /// from another row or field.
+    #[error(
+        "decryption failed for {what}: wrong master key? (key version {key_version}) — or the stored value was altered or copied from another record"
+    )]
+    Decrypt {
+        /// Which record and field, e.g. "org acme client_secret".
+        what: String,
+        /// Key version named by the record.
+        key_version: u32,
+    },
+
+    /// The record names a key version this keyring does not hold.
+    #[error(
+        "{what} is sealed with master key version {key_version}, which this keyring does not hold (it has {have}) — use the master key that wrote it"
+    )]
+    UnknownKeyVersion {
+        /// Which record and field.
+        what: String,
+        /// Key version named by the record.
+        key_version: u32,
+        /// Versions the keyring holds.
+        have: String,
+    },
+
+    /// A stored value does not have the expected shape.
+    #[error("corrupt value in the state database for {what}: {detail}")]
+    Corrupt {
+        /// Which record and field.
+        what: String,
+        /// What is wrong (never the value itself if it may be secret).
+        detail: String,
+    },
+
+    /// Encryption failed (practically only on absurd input sizes).
+    #[error("encryption failed for {what}")]
+    Encrypt {
+        /// Which record and field.
+        what: String,
+    },
+}
+
+impl VaultError {
+    /// Builds a [`VaultError::Db`] from a description of the operation.
+    pub(crate) fn db(op: impl Into<String>) -> impl FnOnce(sqlx::Error) -> VaultError {
+        let op = op.into();
+        move |source| VaultError::Db { op, source }
+    }
+
+    /// True when a unique or primary-key constraint rejected the write.
+    pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+    }
+}
+
+/// Hides the password of a database URL (`user:secret@` → `user:***@`, `password=…` → `password=***`).
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out = format!("{head}{query}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:s3cret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(
+            redact_url("postgres://u@db/x?password=s3cret&sslmode=require"),
+            "postgres://u@db/x?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite:///var/x.db"), "sqlite:///var/x.db");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+    }
+}

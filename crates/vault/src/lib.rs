@@ -1,0 +1,32 @@
+//! The wxvault state database: orgs and their sealed OAuth secrets, the recording ledger,
+//! completed harvest windows and an event log.
+//!
+//! Why one crate owns all of this: "nothing lost" (see the design notes) is a property of the
+//! ledger's state machine, and the ledger is only trustworthy if every transition goes through
+//! one place that makes it a single idempotent write. The same runtime SQL runs on SQLite
+//! (embedded, the default) and PostgreSQL (many workers) through sqlx's `Any` driver; only the
+//! identity columns of the schema differ, so each backend has its own migrations directory.
+//!
+//! Secrets never leave this crate unsealed except through [`Vault::org_secrets`], which
+//! returns [`secrecy::SecretString`]s. See [`Keyring`] for the sealed format.
+//!
+//! Times are epoch milliseconds (`i64`); JSON is stored as text.
+
+mod crypto;
+mod db;
+mod error;
+mod ledger;
+mod model;
+mod orgs;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
+pub use db::Vault;
+pub use error::VaultError;
+pub use ledger::SOURCE_WXCC;
+pub use model::{
+    Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow, RecordingState,
+    RecordingUpsert, TaskRow, TaskState, TaskUpsert, TokenUpdate,
+};
+pub use secrecy::SecretString;

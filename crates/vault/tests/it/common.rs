@@ -1,0 +1,97 @@
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use sqlx::AnyPool;
+use vault::testing::{TempPostgres, random_keyring};
+use vault::{Keyring, NewOrg, TokenUpdate, Vault};
+
+/// One backend under test. Field order matters: the vault's pool closes before the
+/// PostgreSQL database is dropped.
+pub struct TestDb {
+    pub vault: Vault,
+    pub url: String,
+    pub keyring: Keyring,
+    /// The SQLite file, for raw-byte checks.
+    pub sqlite_path: Option<PathBuf>,
+    _pg: Option<TempPostgres>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn name(&self) -> &'static str {
+        self.vault.backend()
+    }
+
+    /// A second, raw connection pool for poking at rows behind the vault's back.
+    pub async fn raw(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPool::connect(&self.url).await.expect("raw pool")
+    }
+
+    /// Reopens the same database with another keyring.
+    pub async fn reopen(&self, keyring: Keyring) -> Vault {
+        Vault::open(&self.url, keyring).await.expect("reopen")
+    }
+}
+
+/// SQLite always; PostgreSQL when reachable (mandatory with WXVAULT_REQUIRE_PG).
+pub async fn backends() -> Vec<TestDb> {
+    let mut out = Vec::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested").join("state.db");
+    let url = format!("sqlite://{}", path.display());
+    let keyring = random_keyring();
+    out.push(TestDb {
+        vault: Vault::open(&url, keyring.clone())
+            .await
+            .expect("open sqlite"),
+        url,
+        keyring,
+        sqlite_path: Some(path),
+        _pg: None,
+        _dir: Some(dir),
+    });
+    if let Some(pg) = TempPostgres::create().await {
+        let keyring = random_keyring();
+        let url = pg.url().to_string();
+        out.push(TestDb {
+            vault: Vault::open(&url, keyring.clone())
+                .await
+                .expect("open postgres"),
+            url,
+            keyring,
+            sqlite_path: None,
+            _pg: Some(pg),
+            _dir: None,
+        });
+    }
+    out
+}
+
+pub const CLIENT_SECRET: &str = "cs-PLAINTEXT-client-secret-0001";
+pub const ACCESS: &str = "at-PLAINTEXT-access-token-0001";
+pub const REFRESH: &str = "rt-PLAINTEXT-refresh-token-0001";
+
+pub fn secret(s: &str) -> SecretString {
+    SecretString::from(s.to_string())
+}
+
+pub fn new_org(name: &str, org_id: &str) -> NewOrg {
+    NewOrg {
+        name: name.into(),
+        org_id: org_id.into(),
+        region: "us1".into(),
+        client_id: format!("client-{name}"),
+        client_secret: secret(CLIENT_SECRET),
+        client_auth: "form".into(),
+        sources: vec!["wxcc".into()],
+        tokens: TokenUpdate {
+            access_token: Some(secret(ACCESS)),
+            access_expires_at_ms: Some(1_000),
+            refresh_token: Some(secret(REFRESH)),
+            refresh_expires_at_ms: Some(2_000),
+            scopes: Some("cjp:config_read".into()),
+            refreshed_at_ms: Some(500),
+        },
+    }
+}

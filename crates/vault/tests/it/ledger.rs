@@ -1,0 +1,432 @@
+use vault::{
+    Counts, Org, RecordingState as R, RecordingUpsert, TaskState as T, TaskUpsert, Vault,
+    VaultError,
+};
+
+use crate::common::{backends, new_org};
+
+async fn org(v: &Vault, name: &str) -> Org {
+    v.add_org(new_org(
+        name,
+        &format!("00000000-0000-4000-8000-{name:0>12}"),
+    ))
+    .await
+    .unwrap()
+}
+
+fn task(id: &str, created: i64, capture: Option<bool>) -> TaskUpsert {
+    TaskUpsert {
+        task_id: id.into(),
+        created_ms: created,
+        capture_requested: capture,
+        attributes_json: format!(r#"{{"id":"{id}","v":1}}"#),
+    }
+}
+
+fn rec(id: &str, task: &str) -> RecordingUpsert {
+    RecordingUpsert {
+        recording_id: id.into(),
+        task_id: task.into(),
+        task_created_ms: 1_000,
+        file_name: Some(format!("{id}.wav")),
+        attributes_json: format!(r#"{{"id":"{id}"}}"#),
+    }
+}
+
+#[tokio::test]
+async fn tasks_are_idempotent_and_never_regress() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let o = org(v, "one").await;
+
+        let first = v
+            .upsert_task(&o, &task("t1", 1_000, Some(true)))
+            .await
+            .unwrap();
+        assert_eq!(first.state, T::Discovered, "{b}");
+        assert_eq!(first.capture_requested, Some(true), "{b}");
+        assert_eq!(first.checks, 0, "{b}");
+        // Again, with the flag unknown and new attributes: one row, flag kept, attrs updated.
+        let mut again = task("t1", 1_000, None);
+        again.attributes_json = r#"{"id":"t1","v":2}"#.into();
+        let second = v.upsert_task(&o, &again).await.unwrap();
+        assert_eq!(
+            second.capture_requested,
+            Some(true),
+            "{b}: known flag not forgotten"
+        );
+        assert_eq!(second.attributes_json, r#"{"id":"t1","v":2}"#, "{b}");
+        assert_eq!(
+            v.tasks_in_states(&o, T::ALL).await.unwrap().len(),
+            1,
+            "{b}: one row"
+        );
+
+        v.note_capture_check(&o, "t1").await.unwrap();
+        v.note_capture_check(&o, "t1").await.unwrap();
+        v.set_task_state(&o, "t1", T::PendingCapture, None)
+            .await
+            .unwrap();
+        let rows = v.tasks_in_states(&o, &[T::PendingCapture]).await.unwrap();
+        assert_eq!(rows.len(), 1, "{b}");
+        assert_eq!(rows[0].checks, 2, "{b}");
+
+        v.set_task_state(&o, "t1", T::Captured, None).await.unwrap();
+        // Backwards moves and re-upserts leave it captured.
+        v.set_task_state(&o, "t1", T::PendingCapture, None)
+            .await
+            .unwrap();
+        v.set_task_state(&o, "t1", T::Discovered, None)
+            .await
+            .unwrap();
+        v.set_task_state(&o, "t1", T::Missing, Some("late"))
+            .await
+            .unwrap();
+        let row = v
+            .upsert_task(&o, &task("t1", 1_000, Some(false)))
+            .await
+            .unwrap();
+        assert_eq!(row.state, T::Captured, "{b}");
+        assert_eq!(
+            row.capture_requested,
+            Some(false),
+            "{b}: a new known flag replaces the old"
+        );
+        assert_eq!(row.reason, None, "{b}");
+
+        // Missing can still become captured; absent is final.
+        v.upsert_task(&o, &task("t2", 2_000, Some(true)))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "t2", T::Missing, Some("none within 48 h"))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "t2", T::Missing, Some("none within 48 h"))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "t2", T::Captured, None).await.unwrap();
+        v.upsert_task(&o, &task("t3", 3_000, Some(false)))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "t3", T::Absent, Some("capture not requested"))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "t3", T::Captured, None).await.unwrap();
+        let t3 = v.tasks_in_states(&o, &[T::Absent]).await.unwrap();
+        assert_eq!(t3.len(), 1, "{b}");
+        assert_eq!(
+            t3[0].reason.as_deref(),
+            Some("capture not requested"),
+            "{b}"
+        );
+        let captured: Vec<_> = v
+            .tasks_in_states(&o, &[T::Captured])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect();
+        assert_eq!(captured, ["t1", "t2"], "{b}: oldest first");
+        assert!(v.tasks_in_states(&o, &[]).await.unwrap().is_empty(), "{b}");
+
+        // Unknown tasks are errors, not silent no-ops.
+        assert!(matches!(
+            v.set_task_state(&o, "nope", T::Captured, None).await,
+            Err(VaultError::NotFound(_))
+        ));
+        assert!(matches!(
+            v.note_capture_check(&o, "nope").await,
+            Err(VaultError::NotFound(_))
+        ));
+
+        // Another org sees none of it, and may use the same task id.
+        let o2 = org(v, "two").await;
+        assert!(
+            v.tasks_in_states(&o2, T::ALL).await.unwrap().is_empty(),
+            "{b}"
+        );
+        assert_eq!(
+            v.upsert_task(&o2, &task("t1", 5, None))
+                .await
+                .unwrap()
+                .state,
+            T::Discovered
+        );
+    }
+}
+
+#[tokio::test]
+async fn recordings_follow_ready_stored_done() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let o = org(v, "one").await;
+        v.upsert_task(&o, &task("t1", 1_000, Some(true)))
+            .await
+            .unwrap();
+
+        let r = v.upsert_recording(&o, &rec("r1", "t1")).await.unwrap();
+        assert_eq!((r.state, r.attempts), (R::Ready, 0), "{b}");
+        let mut again = rec("r1", "t1");
+        again.file_name = None;
+        again.attributes_json = r#"{"id":"r1","v":2}"#.into();
+        let r = v.upsert_recording(&o, &again).await.unwrap();
+        assert_eq!(
+            r.file_name.as_deref(),
+            Some("r1.wav"),
+            "{b}: known file name kept"
+        );
+        assert_eq!(r.attributes_json, r#"{"id":"r1","v":2}"#, "{b}");
+        assert_eq!(
+            v.recordings_in_states(&o, R::ALL).await.unwrap().len(),
+            1,
+            "{b}: one row"
+        );
+
+        // Sidecar before audio is refused.
+        let err = v.mark_recording_done(&o, "r1", "k.json").await.unwrap_err();
+        assert!(matches!(err, VaultError::Transition { .. }), "{b}: {err:?}");
+        assert!(err.to_string().contains("recording r1"), "{b}: {err}");
+
+        assert_eq!(
+            v.note_recording_attempt(&o, "r1", "HTTP 503")
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            v.note_recording_attempt(&o, "r1", "HTTP 503")
+                .await
+                .unwrap(),
+            2
+        );
+        v.mark_recording_stored(&o, "r1", "k.wav", "ab12", 42)
+            .await
+            .unwrap();
+        v.mark_recording_stored(&o, "r1", "k.wav", "ab12", 42)
+            .await
+            .unwrap();
+        let r = v.upsert_recording(&o, &rec("r1", "t1")).await.unwrap();
+        assert_eq!(r.state, R::Stored, "{b}: upsert never regresses");
+        assert_eq!(
+            (
+                r.object_key.as_deref(),
+                r.sha256.as_deref(),
+                r.size_bytes,
+                r.attempts
+            ),
+            (Some("k.wav"), Some("ab12"), Some(42), 2),
+            "{b}"
+        );
+        v.mark_recording_done(&o, "r1", "k.json").await.unwrap();
+        v.mark_recording_done(&o, "r1", "k.json").await.unwrap();
+        // Done is final: failing or re-storing it changes nothing.
+        v.mark_recording_failed(&o, "r1", "purged").await.unwrap();
+        v.mark_recording_stored(&o, "r1", "other.wav", "ff", 1)
+            .await
+            .unwrap();
+        let r = v.recording(&o, "r1").await.unwrap().unwrap();
+        assert_eq!(r.state, R::Done, "{b}");
+        assert_eq!(r.object_key.as_deref(), Some("k.wav"), "{b}");
+        assert_eq!(r.reason, None, "{b}");
+        assert_eq!(
+            v.upsert_recording(&o, &rec("r1", "t1"))
+                .await
+                .unwrap()
+                .state,
+            R::Done
+        );
+
+        // Failed records its reason; a later successful store recovers it.
+        v.upsert_recording(&o, &rec("r2", "t1")).await.unwrap();
+        v.mark_recording_failed(&o, "r2", "HTTP 404 on download")
+            .await
+            .unwrap();
+        let r2 = v.recordings_in_states(&o, &[R::Failed]).await.unwrap();
+        assert_eq!(r2.len(), 1, "{b}");
+        assert_eq!(r2[0].reason.as_deref(), Some("HTTP 404 on download"), "{b}");
+        assert_eq!(
+            v.upsert_recording(&o, &rec("r2", "t1"))
+                .await
+                .unwrap()
+                .state,
+            R::Failed
+        );
+        v.mark_recording_stored(&o, "r2", "k2.wav", "cd34", 7)
+            .await
+            .unwrap();
+        let r2 = v.recording(&o, "r2").await.unwrap().unwrap();
+        assert_eq!((r2.state, r2.reason), (R::Stored, None), "{b}");
+
+        for res in [
+            v.mark_recording_stored(&o, "nope", "k", "s", 1).await,
+            v.mark_recording_done(&o, "nope", "k").await,
+            v.mark_recording_failed(&o, "nope", "x").await,
+        ] {
+            assert!(matches!(res, Err(VaultError::NotFound(_))), "{b}: {res:?}");
+        }
+        assert!(matches!(
+            v.note_recording_attempt(&o, "nope", "x").await,
+            Err(VaultError::NotFound(_))
+        ));
+        assert!(v.recording(&o, "nope").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_upserts_make_one_row() {
+    for db in backends().await {
+        let b = db.name();
+        let o = org(&db.vault, "one").await;
+        let mut handles = Vec::new();
+        for i in 0..8 {
+            let v = db.vault.clone();
+            let o = o.clone();
+            handles.push(tokio::spawn(async move {
+                v.upsert_task(&o, &task("t1", 1_000, Some(i % 2 == 0)))
+                    .await?;
+                v.upsert_recording(&o, &rec("r1", "t1")).await
+            }));
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        let c = db.vault.counts(&o).await.unwrap();
+        assert_eq!((c.tasks, c.recordings), (1, 1), "{b}");
+    }
+}
+
+#[tokio::test]
+async fn counts_and_failures_reflect_the_ledger() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let o = org(v, "one").await;
+        assert_eq!(v.counts(&o).await.unwrap(), Counts::default(), "{b}");
+
+        // Tasks: discovered(unknown), pending(true), discovered(false: not pending),
+        // missing, absent, failed, captured.
+        for (id, cap) in [
+            ("d", None),
+            ("p", Some(true)),
+            ("f0", Some(false)),
+            ("m", Some(true)),
+            ("a", Some(false)),
+            ("x", Some(true)),
+            ("c", Some(true)),
+        ] {
+            v.upsert_task(&o, &task(id, 1_000, cap)).await.unwrap();
+        }
+        v.set_task_state(&o, "p", T::PendingCapture, None)
+            .await
+            .unwrap();
+        v.set_task_state(&o, "m", T::Missing, Some("none within 48 h"))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "a", T::Absent, Some("not requested"))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "x", T::Failed, Some("bad data"))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "c", T::Captured, None).await.unwrap();
+        // Recordings: ready, stored, done x2, failed.
+        for id in ["r-ready", "r-stored", "r-done1", "r-done2", "r-failed"] {
+            v.upsert_recording(&o, &rec(id, "c")).await.unwrap();
+        }
+        for id in ["r-stored", "r-done1", "r-done2"] {
+            v.mark_recording_stored(&o, id, "k", "s", 1).await.unwrap();
+        }
+        for id in ["r-done1", "r-done2"] {
+            v.mark_recording_done(&o, id, "k.json").await.unwrap();
+        }
+        v.mark_recording_failed(&o, "r-failed", "HTTP 403")
+            .await
+            .unwrap();
+
+        let expected = Counts {
+            tasks: 7,
+            recordings: 5,
+            archived: 2,
+            in_progress: 2,
+            pending_capture: 2,
+            missing: 1,
+            absent: 1,
+            failed: 2,
+        };
+        assert_eq!(v.counts(&o).await.unwrap(), expected, "{b}");
+        // Other orgs are counted separately.
+        let o2 = org(v, "two").await;
+        assert_eq!(v.counts(&o2).await.unwrap(), Counts::default(), "{b}");
+
+        let f = v.failures(&o, 10).await.unwrap();
+        let mut items: Vec<_> = f
+            .iter()
+            .map(|f| (f.item.as_str(), f.state.as_str(), f.reason.as_str()))
+            .collect();
+        items.sort();
+        assert_eq!(
+            items,
+            [
+                ("recording r-failed", "failed", "HTTP 403"),
+                ("task m", "missing", "none within 48 h"),
+                ("task x", "failed", "bad data"),
+            ],
+            "{b}"
+        );
+        assert!(
+            f.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+            "{b}: newest first"
+        );
+        assert!(f.iter().all(|f| f.at_ms > 0), "{b}");
+        assert_eq!(v.failures(&o, 1).await.unwrap().len(), 1, "{b}: limit");
+    }
+}
+
+#[tokio::test]
+async fn windows_and_events() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let o = org(v, "one").await;
+        assert_eq!(v.last_window_end(&o, "wxcc").await.unwrap(), None, "{b}");
+        v.window_done(&o, "wxcc", 0, 100).await.unwrap();
+        v.window_done(&o, "wxcc", 100, 250).await.unwrap();
+        v.window_done(&o, "wxcc", 100, 250).await.unwrap();
+        v.window_done(&o, "calling", 0, 999).await.unwrap();
+        assert_eq!(
+            v.last_window_end(&o, "wxcc").await.unwrap(),
+            Some(250),
+            "{b}"
+        );
+        assert_eq!(
+            v.last_window_end(&o, "calling").await.unwrap(),
+            Some(999),
+            "{b}"
+        );
+        assert!(matches!(
+            v.window_done(&o, "wxcc", 5, 1).await,
+            Err(VaultError::Invalid(_))
+        ));
+        let o2 = org(v, "two").await;
+        assert_eq!(v.last_window_end(&o2, "wxcc").await.unwrap(), None, "{b}");
+
+        v.record_event(Some(&o), "needs_reauth", "org one: invalid_grant")
+            .await
+            .unwrap();
+        v.record_event(None, "started", "wxvault serve started")
+            .await
+            .unwrap();
+        let all = v.recent_events(None, 10).await.unwrap();
+        assert_eq!(all.len(), 2, "{b}");
+        assert_eq!(all[0].kind, "started", "{b}: newest first");
+        assert_eq!(all[0].org, None, "{b}");
+        let mine = v.recent_events(Some(&o), 10).await.unwrap();
+        assert_eq!(mine.len(), 1, "{b}");
+        assert_eq!(
+            (mine[0].org, mine[0].message.as_str()),
+            (Some(o.id), "org one: invalid_grant")
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the vault. Every database test runs against SQLite (in a temp dir) and
+//! PostgreSQL (a fresh database per test, see `vault::testing`).
+
+mod common;
+mod keys;
+mod ledger;
+mod open;
+mod orgs;

@@ -1,0 +1,112 @@
+//! Plain data handed to tests and tools: the ground truth and the counters.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wav::TalkSpan;
+
+/// A simulated customer organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimOrg {
+    /// Bare org UUID, as WxCC uses it.
+    pub org_id: String,
+    /// Display name; also accepted as `login_hint` on the consent page.
+    pub name: String,
+    /// WxCC region, e.g. `us1`.
+    pub region: String,
+}
+
+/// Tokens minted directly by [`crate::SimHandle::issue_grant`] (test/demo API).
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantTokens {
+    /// Bearer token for the WxCC APIs.
+    pub access_token: String,
+    /// Refresh token for `grant_type=refresh_token`.
+    pub refresh_token: String,
+    /// Access-token lifetime in seconds.
+    pub expires_in: u64,
+    /// Refresh-token lifetime in seconds.
+    pub refresh_token_expires_in: u64,
+}
+
+/// Ground truth for one org: what a perfect archiver ends up with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Every task of the org, sorted by `created_ms`, including non-telephony ones.
+    pub tasks: Vec<ExpectedTask>,
+    /// Every recording a default captures query (`includeSegments:false`,
+    /// `includeVARecordings:false`) returns once available.
+    pub recordings: Vec<ExpectedRecording>,
+    /// Captures returned only with `includeSegments:true` (segments) or
+    /// `includeVARecordings:true` (virtual-agent legs).
+    pub optional_recordings: Vec<ExpectedRecording>,
+}
+
+impl Manifest {
+    /// Recordings a default captures query shows at sim time `now_ms`.
+    #[must_use]
+    pub fn available_at(&self, now_ms: i64) -> Vec<&ExpectedRecording> {
+        self.recordings
+            .iter()
+            .filter(|r| r.available_at_ms <= now_ms)
+            .collect()
+    }
+}
+
+/// One task as `/v1/tasks` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedTask {
+    /// Task id.
+    pub task_id: String,
+    /// `createdTime`, epoch ms.
+    pub created_ms: i64,
+    /// `telephony`, `chat`, `email` or `social`.
+    pub channel_type: String,
+    /// `captureRequested`: `None` means the API sends `null`.
+    pub capture_requested: Option<bool>,
+    /// CI user id of the owning agent; `None` for IVR-only or abandoned calls.
+    pub owner_ci_id: Option<String>,
+    /// `status`, e.g. `completed` or `abandoned`.
+    pub status: String,
+}
+
+/// One capture and the exact bytes the media URL serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedRecording {
+    /// Task the capture belongs to.
+    pub task_id: String,
+    /// Capture id (`recording[].id`); unique.
+    pub recording_id: String,
+    /// `createdTime` of the task.
+    pub task_created_ms: i64,
+    /// `attributes.fileName`; deliberately not unique.
+    pub file_name: String,
+    /// Exact size of the served file.
+    pub size_bytes: u64,
+    /// Lowercase hex sha256 of the served bytes.
+    pub sha256: String,
+    /// Sim time from which the captures query lists it.
+    pub available_at_ms: i64,
+    /// `recording[].segment`.
+    pub segment: bool,
+    /// `attributes.callType`: `main`, `consult`, `va-main`.
+    pub call_type: String,
+    /// Audio length in milliseconds.
+    pub duration_ms: u64,
+    /// Who talks when (caller = left channel, agent = right channel).
+    pub talk_spans: Vec<TalkSpan>,
+}
+
+/// Request counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests per endpoint: `access_token`, `authorize`, `tasks`, `captures`, `users`, `media`.
+    pub by_endpoint: BTreeMap<String, u64>,
+    /// 429 answers (real budget exhausted or injected).
+    pub throttled_429: u64,
+    /// Injected 5xx answers.
+    pub injected_5xx: u64,
+    /// Media body bytes handed to the network.
+    pub media_bytes: u64,
+}

@@ -1,0 +1,372 @@
+//! The server, its handle, and the `/_sim` control API.
+// Handler helpers return the finished error `Response` as `Err`; it goes
+// straight back to axum, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::config::{ConsentMode, Faults, SimConfig};
+use crate::dataset::Dataset;
+use crate::http::parse_pairs;
+use crate::media::BUCKET;
+use crate::model::{GrantTokens, Manifest, SimOrg, Stats};
+use crate::oauth::grantable;
+use crate::state::{Shared, lock};
+use crate::{media, oauth, wxcc};
+
+/// A running simulator bound to a loopback port.
+#[derive(Debug)]
+pub struct SimServer {
+    handle: SimHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimServer {
+    /// Generates the dataset, binds `addr` (port 0 picks a free port) and starts serving.
+    ///
+    /// # Errors
+    /// Returns the I/O error if the address cannot be bound.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else if local.is_ipv6() {
+            format!("[{}]", local.ip())
+        } else {
+            local.ip().to_string()
+        };
+        let base_url = Url::parse(&format!("http://{host}:{}/", local.port()))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let start_ms = config.start_ms.unwrap_or_else(|| {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            now * 1_000
+        });
+        let spec = config.dataset.clone();
+        let seed = config.seed;
+        let data = tokio::task::spawn_blocking(move || Dataset::generate(&spec, seed, start_ms))
+            .await
+            .map_err(std::io::Error::other)?;
+        let shared = Arc::new(Shared::new(config, data, start_ms, base_url));
+        let app = router(Arc::clone(&shared));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "webex-sim server stopped with an error");
+            }
+        });
+        tracing::info!(url = %shared.base_url, "webex-sim listening");
+        Ok(SimServer {
+            handle: SimHandle { shared },
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Base URL of every simulated host, e.g. `http://127.0.0.1:41234/`.
+    #[must_use]
+    pub fn base_url(&self) -> Url {
+        self.handle.shared.base_url.clone()
+    }
+
+    /// A cloneable control handle.
+    #[must_use]
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting connections and waits (at most 5 s) for in-flight
+    /// requests; then aborts whatever is left (e.g. an idle keep-alive).
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Cloneable handle for tests and tools to steer the simulator.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+}
+
+impl SimHandle {
+    /// Simulator clock, epoch milliseconds.
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        self.shared.now_ms()
+    }
+
+    /// Moves the simulator clock forward: captures appear, links, codes and tokens expire.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared
+            .clock
+            .advance(i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 4));
+    }
+
+    /// Replaces the fault knobs.
+    pub fn set_faults(&self, f: Faults) {
+        *lock(&self.shared.faults) = f;
+    }
+
+    /// Current fault knobs.
+    #[must_use]
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+
+    /// Changes what the consent page answers.
+    pub fn set_consent(&self, c: ConsentMode) {
+        *lock(&self.shared.consent) = c;
+    }
+
+    /// The simulated orgs.
+    #[must_use]
+    pub fn orgs(&self) -> Vec<SimOrg> {
+        self.shared.data.sim_orgs()
+    }
+
+    /// Mints a grant as if consent had happened elsewhere. Scopes are
+    /// intersected with the registered ones, like a real consent.
+    #[must_use]
+    pub fn issue_grant(&self, client_id: &str, org_id: &str, scopes: &[&str]) -> GrantTokens {
+        let s = &self.shared;
+        let granted = grantable(s, scopes);
+        let now = s.now_ms();
+        let (_, i) = lock(&s.auth).mint(
+            client_id,
+            org_id,
+            granted,
+            now,
+            s.cfg.access_ttl_secs,
+            s.cfg.refresh_ttl_secs,
+        );
+        GrantTokens {
+            access_token: i.access_token,
+            refresh_token: i.refresh_token,
+            expires_in: i.expires_in,
+            refresh_token_expires_in: i.refresh_token_expires_in,
+        }
+    }
+
+    /// Revokes every grant of the org: refresh gets `invalid_grant`, APIs 401.
+    pub fn revoke_grants(&self, org_id: &str) {
+        lock(&self.shared.auth).revoke_org(org_id);
+    }
+
+    /// Ground truth for one org (empty for unknown orgs). The first call
+    /// hashes every recording of the org, which takes a moment for big datasets.
+    #[must_use]
+    pub fn manifest(&self, org_id: &str) -> Manifest {
+        self.shared.data.manifest(org_id)
+    }
+
+    /// Request counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.stats).clone()
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/authorize", get(oauth::authorize))
+        .route("/v1/access_token", post(oauth::access_token))
+        .route(
+            "/v1/.well-known/openid-configuration",
+            get(oauth::discovery),
+        )
+        .route("/v1/tasks", get(wxcc::tasks))
+        .route("/v1/captures/query", post(wxcc::captures))
+        .route(
+            "/organization/{org}/user/by-ci-user-id/{ci}",
+            get(wxcc::user_by_ci),
+        )
+        .route("/organization/{org}/v2/user", get(wxcc::users_v2))
+        .route(
+            &format!("/{BUCKET}/{{org}}/{{task}}/{{rec}}/{{file}}"),
+            get(media::media),
+        )
+        .route("/_sim/orgs", get(ctl_orgs))
+        .route("/_sim/manifest", get(ctl_manifest))
+        .route("/_sim/stats", get(ctl_stats))
+        .route("/_sim/clock", get(ctl_clock))
+        .route("/_sim/clock/advance", post(ctl_advance))
+        .route("/_sim/faults", get(ctl_get_faults).post(ctl_faults))
+        .route("/_sim/grant", post(ctl_grant))
+        .route("/_sim/revoke", post(ctl_revoke))
+        .route("/_sim/consent", post(ctl_consent))
+        .with_state(shared)
+}
+
+type St = State<Arc<Shared>>;
+
+fn handle(s: &Arc<Shared>) -> SimHandle {
+    SimHandle {
+        shared: Arc::clone(s),
+    }
+}
+
+fn bad_request(msg: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": msg.to_string() })),
+    )
+        .into_response()
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(bad_request)
+}
+
+async fn ctl_orgs(State(s): St) -> Response {
+    axum::Json(handle(&s).orgs()).into_response()
+}
+
+async fn ctl_manifest(State(s): St, RawQuery(q): RawQuery) -> Response {
+    let p = parse_pairs(q.as_deref());
+    let Some(org) = p.get("orgId").cloned() else {
+        return bad_request("orgId is required");
+    };
+    if s.data.org(&org).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "unknown orgId" })),
+        )
+            .into_response();
+    }
+    let h = handle(&s);
+    match tokio::task::spawn_blocking(move || h.manifest(&org)).await {
+        Ok(m) => axum::Json(m).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ctl_stats(State(s): St) -> Response {
+    axum::Json(handle(&s).stats()).into_response()
+}
+
+async fn ctl_clock(State(s): St) -> Response {
+    axum::Json(json!({ "nowMs": s.now_ms() })).into_response()
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: u64,
+}
+
+async fn ctl_advance(State(s): St, body: axum::body::Bytes) -> Response {
+    match parse_json::<Advance>(&body) {
+        Ok(a) => {
+            handle(&s).advance_clock(Duration::from_secs(a.seconds));
+            axum::Json(json!({ "nowMs": s.now_ms() })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn ctl_get_faults(State(s): St) -> Response {
+    axum::Json(s.faults()).into_response()
+}
+
+async fn ctl_faults(State(s): St, body: axum::body::Bytes) -> Response {
+    match parse_json::<Faults>(&body) {
+        Ok(f) => {
+            handle(&s).set_faults(f.clone());
+            axum::Json(f).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantReq {
+    client_id: String,
+    org_id: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+async fn ctl_grant(State(s): St, body: axum::body::Bytes) -> Response {
+    let g = match parse_json::<GrantReq>(&body) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    if s.data.org(&g.org_id).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "unknown orgId" })),
+        )
+            .into_response();
+    }
+    let scopes: Vec<&str> = g.scopes.iter().map(String::as_str).collect();
+    axum::Json(handle(&s).issue_grant(&g.client_id, &g.org_id, &scopes)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeReq {
+    org_id: String,
+}
+
+async fn ctl_revoke(State(s): St, body: axum::body::Bytes) -> Response {
+    match parse_json::<RevokeReq>(&body) {
+        Ok(r) => {
+            handle(&s).revoke_grants(&r.org_id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct ConsentReq {
+    mode: String,
+}
+
+async fn ctl_consent(State(s): St, body: axum::body::Bytes) -> Response {
+    let req = match parse_json::<ConsentReq>(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match req.mode.parse::<ConsentMode>() {
+        Ok(m) => {
+            handle(&s).set_consent(m);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}

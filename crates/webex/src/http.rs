@@ -1,0 +1,336 @@
+//! HTTP plumbing shared by every Webex call: the client, the retry policy, `Retry-After`
+//! parsing and the per-client-id rate gate.
+//!
+//! Webex rate limits belong to the integration's client id, not to an org (webex-api.md §2.10),
+//! so all orgs connected through one integration must share one [`RateGate`]; [`RateGates`] is
+//! the registry that hands out that shared gate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::time::Instant;
+
+/// Builds the `reqwest::Client` every Webex call should use.
+///
+/// rustls, redirects disabled (Webex never redirects APIs, and a redirect to another host must
+/// not carry the bearer token), a 10 s connect timeout and a 60 s read timeout but no total
+/// timeout, so multi-gigabyte media downloads are bounded only by progress, gzip, and a
+/// `wxvault/<version>` user agent.
+///
+/// # Panics
+///
+/// Panics if the TLS backend cannot be initialised, exactly like `reqwest::Client::new`.
+pub fn build_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .gzip(true)
+        .user_agent(concat!("wxvault/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("TLS backend initialisation failed")
+}
+
+/// How often and how long to retry transient failures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts per request, including the first (429s and 5xx both count).
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per attempt.
+    pub base_delay: Duration,
+    /// Cap on one backoff delay.
+    pub max_delay: Duration,
+    /// Wait used when a 429 has no usable `Retry-After` (what the official samples sleep).
+    pub default_retry_after: Duration,
+    /// Cap on any server-requested wait.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+            default_retry_after: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff before retry number `attempt` (1-based): exponential, capped, with "equal
+    /// jitter" (half fixed, half random) so that many clients do not retry in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(31);
+        let raw = self
+            .base_delay
+            .checked_mul(1u32 << exp)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay);
+        let half = raw / 2;
+        half + random_up_to(raw - half)
+    }
+
+    /// The wait to honour for a `Retry-After` header value (`None` when absent): parsed,
+    /// defaulted when absent or garbage, and clamped to `max_retry_after`.
+    pub fn retry_after_from_header(&self, value: Option<&str>) -> Duration {
+        value
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            .unwrap_or(self.default_retry_after)
+            .min(self.max_retry_after)
+    }
+}
+
+/// A uniformly random duration in `[0, max]`.
+pub(crate) fn random_up_to(max: Duration) -> Duration {
+    let nanos = max.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+}
+
+/// Parses a `Retry-After` value: integer (or decimal) seconds, or an HTTP-date relative to `now`.
+///
+/// Returns `None` for anything else (e.g. the `rand(30),add(30)` Webex has been seen sending,
+/// or negative numbers); the caller then uses [`RetryPolicy::default_retry_after`]. A date in
+/// the past yields zero. The result is not clamped: that is the caller's job.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    if v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && v.bytes().filter(|&b| b == b'.').count() == 1
+    {
+        let secs: f64 = v.parse().ok()?;
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Blocks every request for one client id while Webex has told any of them to back off.
+///
+/// Driven only by 429s: a request that sees `429 + Retry-After` calls [`RateGate::block_for`],
+/// and every request going through the same gate then waits in [`RateGate::ready`] until the
+/// deadline. Waiters wake with a little random jitter (up to 10% of the block, at most 1 s) so
+/// they do not stampede the API the moment the block lifts.
+#[derive(Debug, Default)]
+pub struct RateGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct GateState {
+    until: Option<Instant>,
+    jitter: Duration,
+}
+
+impl RateGate {
+    /// A new, open gate.
+    pub fn new() -> Self {
+        RateGate::default()
+    }
+
+    /// Waits until the gate is open. Returns at once when nothing blocked it.
+    pub async fn ready(&self) {
+        loop {
+            let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(until) = state.until else { return };
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            let deadline = until + random_up_to(state.jitter);
+            tokio::time::sleep_until(deadline).await;
+            // Loop: another 429 may have extended the block while we slept.
+            let after = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if after.until.is_none_or(|u| u <= until) {
+                return;
+            }
+        }
+    }
+
+    /// Closes the gate for `d` from now (never shortens an existing block).
+    pub fn block_for(&self, d: Duration) {
+        let now = Instant::now();
+        let until = now
+            .checked_add(d)
+            .unwrap_or(now + Duration::from_secs(86_400));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.until.is_none_or(|u| u < until) {
+            state.until = Some(until);
+            state.jitter = (d / 10).min(Duration::from_secs(1));
+        }
+    }
+
+    /// How long the gate stays closed from now (zero when open).
+    pub fn blocked_for(&self) -> Duration {
+        let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .until
+            .map(|u| u.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Registry of [`RateGate`]s keyed by client id; clones share the same gates.
+#[derive(Debug, Default, Clone)]
+pub struct RateGates {
+    gates: Arc<Mutex<HashMap<String, Arc<RateGate>>>>,
+}
+
+impl RateGates {
+    /// The gate for `client_id`, created on first use.
+    pub fn gate(&self, client_id: &str) -> Arc<RateGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .entry(client_id.to_owned())
+            .or_insert_with(|| Arc::new(RateGate::new()))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        // 2015-10-21T07:28:00Z
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480)
+    }
+
+    #[test]
+    fn retry_after_integer_and_decimal_seconds() {
+        assert_eq!(parse_retry_after("4", now()), Some(Duration::from_secs(4)));
+        assert_eq!(parse_retry_after(" 0 ", now()), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("1.5", now()),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now()),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn retry_after_http_date() {
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now()),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn retry_after_garbage_is_none() {
+        for v in [
+            "rand(30),add(30)",
+            "",
+            "  ",
+            "-5",
+            "soon",
+            "1.2.3",
+            "5s",
+            "1e3",
+        ] {
+            assert_eq!(parse_retry_after(v, now()), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn policy_defaults_and_clamps() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.max_attempts, 6);
+        assert_eq!(p.retry_after_from_header(None), Duration::from_secs(60));
+        assert_eq!(
+            p.retry_after_from_header(Some("rand(30),add(30)")),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            p.retry_after_from_header(Some("100000")),
+            Duration::from_secs(300)
+        );
+        assert_eq!(p.retry_after_from_header(Some("4")), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(500),
+            ..RetryPolicy::default()
+        };
+        for _ in 0..50 {
+            let b1 = p.backoff(1);
+            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100));
+            let b3 = p.backoff(3);
+            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
+            let b40 = p.backoff(40);
+            assert!(b40 >= Duration::from_millis(250) && b40 <= Duration::from_millis(500));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gate_blocks_every_waiter_until_deadline() {
+        let gates = RateGates::default();
+        let gate = gates.gate("C1");
+        assert!(Arc::ptr_eq(&gate, &gates.clone().gate("C1")));
+        assert!(!Arc::ptr_eq(&gate, &gates.gate("C2")));
+
+        // Open gate: no wait at all.
+        let t0 = Instant::now();
+        gate.ready().await;
+        assert_eq!(Instant::now(), t0);
+
+        gate.block_for(Duration::from_secs(10));
+        // A shorter block never shortens the existing one.
+        gate.block_for(Duration::from_secs(1));
+        let other = gates.gate("C1");
+        let waiter = tokio::spawn(async move {
+            other.ready().await;
+            Instant::now()
+        });
+        gate.ready().await;
+        let woke = waiter.await.unwrap();
+        for t in [Instant::now(), woke] {
+            let waited = t - t0;
+            assert!(waited >= Duration::from_secs(10), "{waited:?}");
+            assert!(waited <= Duration::from_secs(11), "{waited:?}");
+        }
+        // The other client id was never blocked.
+        let t1 = Instant::now();
+        gates.gate("C2").ready().await;
+        assert_eq!(Instant::now(), t1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gate_extension_while_waiting_is_honoured() {
+        let gate = Arc::new(RateGate::new());
+        let t0 = Instant::now();
+        gate.block_for(Duration::from_secs(2));
+        let g2 = gate.clone();
+        let waiter = tokio::spawn(async move {
+            g2.ready().await;
+            Instant::now()
+        });
+        tokio::task::yield_now().await;
+        gate.block_for(Duration::from_secs(20));
+        let woke = waiter.await.unwrap();
+        assert!(woke - t0 >= Duration::from_secs(20));
+        assert_eq!(gate.blocked_for(), Duration::ZERO);
+    }
+}

@@ -1,0 +1,698 @@
+//! Webex OAuth 2.0: authorization code with PKCE, and refresh (webex-api.md §1).
+//!
+//! Hand-rolled rather than built on the `oauth2` crate because Webex adds a non-standard
+//! `refresh_token_expires_in`, sometimes omits `token_type`, and answers errors in router-shaped
+//! bodies; classifying from the raw bytes is simpler than undoing a generic parser.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use rand::Rng;
+use reqwest::header::RETRY_AFTER;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::api::{describe_transport, tracking_id};
+use crate::error::{ErrorBody, redact_body, status_is_transient, summarize_body};
+use crate::http::RetryPolicy;
+use crate::{Error, ReauthKind, json};
+
+const TOKEN_ENDPOINT: &str = "POST /v1/access_token";
+
+/// How the client authenticates to the token endpoint (webex-api.md §1.2).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` as form fields (what every official sample does).
+    #[default]
+    Form,
+    /// HTTP Basic (what OIDC discovery advertises).
+    Basic,
+}
+
+/// An integration's client credentials.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    /// The integration's client id (begins with `C`).
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretString,
+    /// How to present them.
+    pub auth: ClientAuth,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// A PKCE verifier/challenge pair (RFC 7636, `S256`).
+#[derive(Debug, Clone)]
+pub struct Pkce {
+    /// Sent with the token request; keep it secret until then.
+    pub verifier: SecretString,
+    /// `BASE64URL(SHA256(verifier))`, unpadded; goes into the authorize URL.
+    pub challenge: String,
+}
+
+const PKCE_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
+
+impl Pkce {
+    /// A fresh 64-character verifier from the OS RNG and its S256 challenge.
+    pub fn generate() -> Pkce {
+        let mut rng = rand::rngs::OsRng;
+        let verifier: String = (0..64)
+            .map(|_| PKCE_ALPHABET[rng.gen_range(0..PKCE_ALPHABET.len())] as char)
+            .collect();
+        let challenge = pkce_challenge(&verifier);
+        Pkce {
+            verifier: SecretString::from(verifier),
+            challenge,
+        }
+    }
+}
+
+/// `BASE64URL(SHA256(ASCII(verifier)))` without padding.
+pub fn pkce_challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// `base` joined with a relative `path`, treating `base` as a directory even without a
+/// trailing slash, so a simulator mounted at `http://127.0.0.1:9/sim` works.
+pub(crate) fn endpoint_url(base: &Url, path: &str) -> Result<Url, Error> {
+    let mut dir = base.clone();
+    if !dir.path().ends_with('/') {
+        let p = format!("{}/", dir.path());
+        dir.set_path(&p);
+    }
+    dir.set_query(None);
+    dir.join(path)
+        .map_err(|e| Error::Config(format!("cannot join {path:?} onto base URL {base}: {e}")))
+}
+
+/// The browser URL that starts the consent flow: `GET {api_base}v1/authorize` with
+/// `response_type=code`, space-separated scopes and an `S256` PKCE challenge.
+pub fn authorize_url(
+    api_base: &Url,
+    client_id: &str,
+    redirect_uri: &str,
+    scopes: &[&str],
+    state: &str,
+    code_challenge: &str,
+) -> Url {
+    let mut url = endpoint_url(api_base, "v1/authorize").unwrap_or_else(|_| api_base.clone());
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("scope", &scopes.join(" "))
+        .append_pair("state", state)
+        .append_pair("code_challenge", code_challenge)
+        .append_pair("code_challenge_method", "S256");
+    // Form encoding writes spaces as '+'; Webex documents %20 ("space-separated, then
+    // URL-encoded"). A literal '+' is always encoded as %2B, so every '+' here is a space.
+    if let Some(q) = url.query().map(|q| q.replace('+', "%20")) {
+        url.set_query(Some(&q));
+    }
+    url
+}
+
+/// A token-endpoint success response. `Debug` redacts the tokens.
+#[derive(Debug, Clone)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: SecretString,
+    /// Seconds until the access token expires, if stated.
+    pub expires_in: Option<u64>,
+    /// A (possibly rotated) refresh token; absent means "keep the one you have".
+    pub refresh_token: Option<SecretString>,
+    /// Seconds left on the refresh token (Webex extension).
+    pub refresh_token_expires_in: Option<u64>,
+    /// Token type; `Bearer` when the server omits it.
+    pub token_type: String,
+    /// Granted scopes, space-separated, when the server says.
+    pub scope: Option<String>,
+}
+
+impl TokenResponse {
+    /// Parses a token response body. Never echoes body values: it contains secrets.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the body is not a JSON object with a non-empty `access_token`.
+    pub fn parse(body: &[u8]) -> Result<TokenResponse, Error> {
+        let decode = |detail: String| Error::Decode {
+            what: "token response".to_owned(),
+            location: TOKEN_ENDPOINT.to_owned(),
+            detail,
+        };
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|_| decode(format!("body is not JSON ({} bytes)", body.len())))?;
+        let Value::Object(o) = &v else {
+            return Err(decode(format!("body is {}, not an object", json::kind(&v))));
+        };
+        let access_token = match o.get("access_token") {
+            Some(Value::String(s)) if !s.trim().is_empty() => SecretString::from(s.trim()),
+            Some(other) => {
+                return Err(decode(format!(
+                    "access_token is {}, not a non-empty string",
+                    json::kind(other)
+                )));
+            }
+            None => return Err(decode("access_token is missing".to_owned())),
+        };
+        let seconds = |name: &str| -> Result<Option<u64>, Error> {
+            match o.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => json::epoch_ms(Some(v))
+                    .and_then(|n| u64::try_from(n).ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        decode(format!(
+                            "{name} is {}, not a non-negative integer",
+                            json::kind(v)
+                        ))
+                    }),
+            }
+        };
+        let refresh_token = match o.get("refresh_token") {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(SecretString::from(s.trim())),
+            _ => None,
+        };
+        Ok(TokenResponse {
+            access_token,
+            expires_in: seconds("expires_in")?,
+            refresh_token,
+            refresh_token_expires_in: seconds("refresh_token_expires_in")?,
+            token_type: json::string(o.get("token_type")).unwrap_or_else(|| "Bearer".to_owned()),
+            scope: json::string(o.get("scope")),
+        })
+    }
+}
+
+/// The `<cluster>` and `<orgId>` suffix of a Webex token or authorization code (§1.10).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenAnatomy {
+    /// Common Identity cluster, e.g. `PF84` (not a WxCC region).
+    pub cluster: String,
+    /// The org's UUID, lowercased.
+    pub org_id: String,
+}
+
+/// Splits `<opaque>_<cluster>_<orgId>` from the right; `None` unless the last part is a UUID.
+pub fn token_anatomy(token: &str) -> Option<TokenAnatomy> {
+    let mut parts = token.trim().rsplitn(3, '_');
+    let org = parts.next()?;
+    let cluster = parts.next()?;
+    let opaque = parts.next()?;
+    if opaque.is_empty() || cluster.is_empty() || !is_uuid(org) {
+        return None;
+    }
+    Some(TokenAnatomy {
+        cluster: cluster.to_owned(),
+        org_id: org.to_ascii_lowercase(),
+    })
+}
+
+/// The org UUID from a Webex REST org id (base64 of `ciscospark://us/ORGANIZATION/<uuid>`);
+/// a bare UUID passes through. Always lowercased.
+pub fn org_uuid_from_rest_id(id: &str) -> Option<String> {
+    let id = id.trim();
+    if is_uuid(id) {
+        return Some(id.to_ascii_lowercase());
+    }
+    let trimmed = id.trim_end_matches('=');
+    let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let rest = text.strip_prefix("ciscospark://")?;
+    let mut segs = rest.split('/');
+    let _region = segs.next()?;
+    if segs.next()? != "ORGANIZATION" {
+        return None;
+    }
+    let uuid = segs.next()?;
+    if segs.next().is_some() || !is_uuid(uuid) {
+        return None;
+    }
+    Some(uuid.to_ascii_lowercase())
+}
+
+/// 8-4-4-4-12 hex digits.
+pub(crate) fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Classifies a non-2xx token-endpoint response (webex-api.md §1.6 table).
+pub(crate) fn classify_token_error(
+    status: u16,
+    tracking: Option<String>,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    secrets: &[&str],
+) -> Error {
+    let parsed = ErrorBody::parse(body);
+    let tracking = tracking.or_else(|| parsed.tracking_id.clone());
+    if status == 429 {
+        return Error::RateLimited {
+            endpoint: TOKEN_ENDPOINT.to_owned(),
+            retry_after: retry_after.unwrap_or_default(),
+            tracking_id: tracking,
+        };
+    }
+    if status_is_transient(status) || !(400..500).contains(&status) {
+        return Error::Http {
+            endpoint: TOKEN_ENDPOINT.to_owned(),
+            status,
+            tracking_id: tracking,
+            body: summarize_body(body, &parsed, secrets),
+            retry_after,
+        };
+    }
+    let code = parsed.oauth_error.clone();
+    let description = parsed
+        .description
+        .as_deref()
+        .map(|d| summarize_body(d.as_bytes(), &ErrorBody::default(), secrets));
+    let mentions_client = parsed
+        .description
+        .as_deref()
+        .is_some_and(|d| d.to_ascii_lowercase().contains("client"));
+    let kind = match code.as_deref() {
+        Some("invalid_grant" | "access_denied") => ReauthKind::GrantRevoked,
+        Some("invalid_client" | "unauthorized_client") => ReauthKind::ClientCredentials,
+        None if mentions_client => ReauthKind::ClientCredentials,
+        _ => ReauthKind::Setup,
+    };
+    Error::Grant {
+        kind,
+        code: code
+            .map(|c| redact_body(&c, secrets))
+            .unwrap_or_else(|| format!("http_{status}")),
+        description,
+        status,
+        tracking_id: tracking,
+    }
+}
+
+/// Which transient failures a token request may retry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RetryScope {
+    /// Refresh is idempotent enough: retry every transient failure.
+    AllTransient,
+    /// An authorization code is single-use: retry only when the server certainly did not
+    /// consume it (connection never made, 429, 423).
+    NotConsumed,
+}
+
+/// Client for the token endpoint `{api_base}v1/access_token`.
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    http: reqwest::Client,
+    api_base: Url,
+    retry: RetryPolicy,
+}
+
+impl OAuthClient {
+    /// `api_base` is the Webex API root, normally `https://webexapis.com/`.
+    pub fn new(http: reqwest::Client, api_base: Url, retry: RetryPolicy) -> Self {
+        OAuthClient {
+            http,
+            api_base,
+            retry,
+        }
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier) for tokens.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Grant`] (Reauth) for any 4xx, e.g. a reused or expired code or a redirect URI
+    /// mismatch; transient errors only after retries that could not have consumed the code;
+    /// [`Error::Decode`] for an unreadable success body.
+    pub async fn exchange_code(
+        &self,
+        creds: &ClientCredentials,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &SecretString,
+    ) -> Result<TokenResponse, Error> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", code_verifier.expose_secret()),
+        ];
+        self.token_request(
+            creds,
+            &form,
+            &[code, code_verifier.expose_secret()],
+            RetryScope::NotConsumed,
+        )
+        .await
+    }
+
+    /// Refreshes an access token. Retries transient errors per the policy; never retries a
+    /// grant error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Grant`] with a [`ReauthKind`] when the token endpoint refuses (any 4xx);
+    /// [`Error::Network`] / [`Error::Http`] / [`Error::RateLimited`] (Transient) when retries
+    /// ran out; [`Error::Decode`] for an unreadable success body.
+    pub async fn refresh(
+        &self,
+        creds: &ClientCredentials,
+        refresh_token: &SecretString,
+    ) -> Result<TokenResponse, Error> {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+        ];
+        self.token_request(
+            creds,
+            &form,
+            &[refresh_token.expose_secret()],
+            RetryScope::AllTransient,
+        )
+        .await
+    }
+
+    async fn token_request(
+        &self,
+        creds: &ClientCredentials,
+        form: &[(&str, &str)],
+        request_secrets: &[&str],
+        scope: RetryScope,
+    ) -> Result<TokenResponse, Error> {
+        let url = endpoint_url(&self.api_base, "v1/access_token")?;
+        let mut secrets: Vec<&str> = request_secrets.to_vec();
+        secrets.push(creds.client_secret.expose_secret());
+        let max_attempts = self.retry.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut fields: Vec<(&str, &str)> = form.to_vec();
+            let mut req = self.http.post(url.clone());
+            match creds.auth {
+                ClientAuth::Form => {
+                    fields.push(("client_id", &creds.client_id));
+                    fields.push(("client_secret", creds.client_secret.expose_secret()));
+                }
+                ClientAuth::Basic => {
+                    req =
+                        req.basic_auth(&creds.client_id, Some(creds.client_secret.expose_secret()));
+                }
+            }
+            let sent = req
+                .header(reqwest::header::ACCEPT, "application/json")
+                .form(&fields)
+                .send()
+                .await;
+            let (retryable, err) = match sent {
+                Err(e) => (
+                    scope == RetryScope::AllTransient || e.is_connect(),
+                    Error::Network {
+                        endpoint: TOKEN_ENDPOINT.to_owned(),
+                        message: describe_transport(&e),
+                        timeout: e.is_timeout(),
+                    },
+                ),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let tracking = tracking_id(resp.headers(), None);
+                    let retry_after_header = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    match resp.bytes().await {
+                        Err(e) => (
+                            scope == RetryScope::AllTransient,
+                            Error::Network {
+                                endpoint: TOKEN_ENDPOINT.to_owned(),
+                                message: describe_transport(&e),
+                                timeout: e.is_timeout(),
+                            },
+                        ),
+                        Ok(body) if (200..300).contains(&status) => {
+                            return TokenResponse::parse(&body);
+                        }
+                        Ok(body) => {
+                            let wait = match status {
+                                429 => Some(
+                                    self.retry
+                                        .retry_after_from_header(retry_after_header.as_deref()),
+                                ),
+                                _ => retry_after_header
+                                    .as_deref()
+                                    .and_then(|v| {
+                                        crate::http::parse_retry_after(
+                                            v,
+                                            std::time::SystemTime::now(),
+                                        )
+                                    })
+                                    .map(|d| d.min(self.retry.max_retry_after)),
+                            };
+                            let err = classify_token_error(status, tracking, wait, &body, &secrets);
+                            let retryable = status_is_transient(status)
+                                && (scope == RetryScope::AllTransient
+                                    || matches!(status, 423 | 429));
+                            (retryable, err)
+                        }
+                    }
+                }
+            };
+            if !retryable || attempt >= max_attempts {
+                tracing::warn!(tracking_id = err.tracking_id(), error = %err, "token endpoint call failed");
+                return Err(err);
+            }
+            let delay = match err.retry_after() {
+                Some(d) => d + crate::http::random_up_to((d / 10).min(Duration::from_secs(1))),
+                None => self.retry.backoff(attempt),
+            };
+            tracing::warn!(attempt, ?delay, tracking_id = err.tracking_id(), error = %err, "retrying token endpoint");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc7636_example_and_shape() {
+        // RFC 7636 appendix B.
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let p = Pkce::generate();
+        let v = p.verifier.expose_secret();
+        assert_eq!(v.len(), 64);
+        assert!(v.bytes().all(|b| PKCE_ALPHABET.contains(&b)));
+        assert_eq!(p.challenge, pkce_challenge(v));
+        assert_ne!(Pkce::generate().verifier.expose_secret(), v);
+        assert!(!format!("{p:?}").contains(v));
+    }
+
+    #[test]
+    fn authorize_url_shape() {
+        let base = Url::parse("https://webexapis.com/").unwrap();
+        let u = authorize_url(
+            &base,
+            "C123",
+            "https://vault.example/callback?x=1",
+            &["cjp:config_read", "spark:people_read"],
+            "st+ate",
+            "chal",
+        );
+        assert_eq!(u.path(), "/v1/authorize");
+        let q = u.query().unwrap();
+        assert!(
+            q.contains("scope=cjp%3Aconfig_read%20spark%3Apeople_read"),
+            "{q}"
+        );
+        assert!(q.contains("state=st%2Bate"), "{q}");
+        let pairs: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(pairs["response_type"], "code");
+        assert_eq!(pairs["client_id"], "C123");
+        assert_eq!(pairs["redirect_uri"], "https://vault.example/callback?x=1");
+        assert_eq!(pairs["scope"], "cjp:config_read spark:people_read");
+        assert_eq!(pairs["state"], "st+ate");
+        assert_eq!(pairs["code_challenge"], "chal");
+        assert_eq!(pairs["code_challenge_method"], "S256");
+        // A base without trailing slash is treated as a directory.
+        let sim = Url::parse("http://127.0.0.1:9/sim").unwrap();
+        assert_eq!(
+            authorize_url(&sim, "C", "r", &[], "s", "c").path(),
+            "/sim/v1/authorize"
+        );
+    }
+
+    #[test]
+    fn token_response_tolerates_missing_and_string_fields() {
+        let t = TokenResponse::parse(
+            br#"{"access_token":"ZDI3abc","expires_in":"1209600","refresh_token":"MDEy","refresh_token_expires_in":7776000}"#,
+        )
+        .unwrap();
+        assert_eq!(t.access_token.expose_secret(), "ZDI3abc");
+        assert_eq!(t.expires_in, Some(1_209_600));
+        assert_eq!(t.refresh_token.as_ref().unwrap().expose_secret(), "MDEy");
+        assert_eq!(t.refresh_token_expires_in, Some(7_776_000));
+        assert_eq!(t.token_type, "Bearer");
+        assert_eq!(t.scope, None);
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("ZDI3abc") && !dbg.contains("MDEy"), "{dbg}");
+
+        let min =
+            TokenResponse::parse(br#"{"access_token":"A","token_type":"bearer","scope":"a b"}"#)
+                .unwrap();
+        assert!(min.refresh_token.is_none() && min.expires_in.is_none());
+        assert_eq!(min.token_type, "bearer");
+        assert_eq!(min.scope.as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn token_response_errors_never_echo_values() {
+        for body in [
+            &br#"{"access_token":""}"#[..],
+            br#"{"refresh_token":"SECRETVALUE"}"#,
+            br#"{"access_token":"SECRETVALUE","expires_in":"soon"}"#,
+            br#"SECRETVALUE"#,
+            br#"["SECRETVALUE"]"#,
+        ] {
+            let e = TokenResponse::parse(body).unwrap_err();
+            assert!(matches!(e, Error::Decode { .. }));
+            assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+        }
+    }
+
+    #[test]
+    fn anatomy_splits_from_the_right() {
+        let a = token_anatomy("ZDA4_x_y_PF84_1EB65FDF-9643-417F-9974-AD72CAE0E10F").unwrap();
+        assert_eq!(a.cluster, "PF84");
+        assert_eq!(a.org_id, "1eb65fdf-9643-417f-9974-ad72cae0e10f");
+        assert_eq!(token_anatomy("abc_PF84_not-a-uuid"), None);
+        assert_eq!(
+            token_anatomy("PF84_1eb65fdf-9643-417f-9974-ad72cae0e10f"),
+            None
+        );
+        assert_eq!(
+            token_anatomy("abc__1eb65fdf-9643-417f-9974-ad72cae0e10f"),
+            None
+        );
+        assert_eq!(token_anatomy("opaque"), None);
+    }
+
+    #[test]
+    fn org_uuid_conversion() {
+        let uuid = "1eb65fdf-9643-417f-9974-ad72cae0e10f";
+        let rest = base64::engine::general_purpose::STANDARD
+            .encode(format!("ciscospark://us/ORGANIZATION/{uuid}"));
+        assert_eq!(org_uuid_from_rest_id(&rest).as_deref(), Some(uuid));
+        let unpadded = rest.trim_end_matches('=');
+        assert_eq!(org_uuid_from_rest_id(unpadded).as_deref(), Some(uuid));
+        assert_eq!(
+            org_uuid_from_rest_id(&uuid.to_uppercase()).as_deref(),
+            Some(uuid)
+        );
+        let person = base64::engine::general_purpose::STANDARD
+            .encode(format!("ciscospark://us/PEOPLE/{uuid}"));
+        assert_eq!(org_uuid_from_rest_id(&person), None);
+        assert_eq!(org_uuid_from_rest_id("not base64 !"), None);
+    }
+
+    #[test]
+    fn token_error_classification_table() {
+        let grant = |status: u16, body: &str| {
+            classify_token_error(status, None, None, body.as_bytes(), &[])
+        };
+        let kind = |e: &Error| match e {
+            Error::Grant { kind, .. } => Some(*kind),
+            _ => None,
+        };
+        for (status, body, want) in [
+            (
+                400,
+                r#"{"error":"invalid_grant"}"#,
+                ReauthKind::GrantRevoked,
+            ),
+            (
+                401,
+                r#"{"error":"access_denied"}"#,
+                ReauthKind::GrantRevoked,
+            ),
+            (
+                401,
+                r#"{"error":"invalid_client"}"#,
+                ReauthKind::ClientCredentials,
+            ),
+            (
+                400,
+                r#"{"error":"unauthorized_client"}"#,
+                ReauthKind::ClientCredentials,
+            ),
+            (
+                400,
+                r#"{"message":"bad","errors":[{"description":"Client Id is invalid"}],"trackingId":"ROUTER_1"}"#,
+                ReauthKind::ClientCredentials,
+            ),
+            (400, r#"{"error":"invalid_scope"}"#, ReauthKind::Setup),
+            (
+                400,
+                r#"{"error":"unsupported_grant_type"}"#,
+                ReauthKind::Setup,
+            ),
+            (400, r#"{"error":"invalid_request"}"#, ReauthKind::Setup),
+            (400, r#"{"error":"tokenlimit_reached"}"#, ReauthKind::Setup),
+            (404, "", ReauthKind::Setup),
+            (400, "<html>nope</html>", ReauthKind::Setup),
+        ] {
+            let e = grant(status, body);
+            assert_eq!(kind(&e), Some(want), "{status} {body}");
+            assert_eq!(e.class(), crate::ErrorClass::Reauth);
+        }
+        let routed = grant(
+            400,
+            r#"{"message":"bad","errors":[{"description":"Client Id is invalid"}],"trackingId":"ROUTER_1"}"#,
+        );
+        assert_eq!(routed.tracking_id(), Some("ROUTER_1"));
+        match grant(400, "") {
+            Error::Grant { code, .. } => assert_eq!(code, "http_400"),
+            other => panic!("{other:?}"),
+        }
+        for status in [500, 502, 503, 504, 423, 429] {
+            assert_eq!(
+                grant(status, "").class(),
+                crate::ErrorClass::Transient,
+                "{status}"
+            );
+        }
+        // Echoed secrets are redacted.
+        let e = classify_token_error(
+            400,
+            None,
+            None,
+            br#"{"error":"invalid_grant","error_description":"refresh token rt-123456 expired"}"#,
+            &["rt-123456"],
+        );
+        assert!(!e.to_string().contains("rt-123456"), "{e}");
+        assert!(e.to_string().contains("invalid_grant"));
+    }
+}

@@ -1,0 +1,392 @@
+//! OAuthClient and media downloads against scripted local servers.
+
+mod support;
+
+use base64::Engine as _;
+use futures::StreamExt;
+use serde_json::json;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use webex::oauth::{ClientAuth, ClientCredentials, OAuthClient};
+use webex::{Error, ErrorClass, ExposeSecret, ReauthKind, SecretString, media};
+
+const CLIENT_SECRET: &str = "client-secret-value-7f3a";
+const REFRESH: &str = "refresh-token-value-9c1b";
+
+fn creds(auth: ClientAuth) -> ClientCredentials {
+    ClientCredentials {
+        client_id: "Cabc123".into(),
+        client_secret: SecretString::from(CLIENT_SECRET),
+        auth,
+    }
+}
+
+fn ok_token() -> axum::response::Response {
+    json(
+        200,
+        json!({"access_token": "new-access_PF84_1eb65fdf-9643-417f-9974-ad72cae0e10f",
+               "expires_in": 1209599, "refresh_token": "new-refresh",
+               "refresh_token_expires_in": 7775999, "token_type": "Bearer"}),
+    )
+}
+
+#[tokio::test]
+async fn exchange_code_sends_form_credentials_and_pkce() {
+    let server = serve(|_, _| ok_token()).await;
+    let oauth = OAuthClient::new(
+        webex::http::build_client(),
+        server.base.clone(),
+        fast_retry(),
+    );
+    let verifier = SecretString::from("v".repeat(64));
+    let t = oauth
+        .exchange_code(
+            &creds(ClientAuth::Form),
+            "the-code",
+            "https://v.example/cb",
+            &verifier,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.access_token.expose_secret(),
+        "new-access_PF84_1eb65fdf-9643-417f-9974-ad72cae0e10f"
+    );
+    assert_eq!(t.expires_in, Some(1_209_599));
+    assert_eq!(t.refresh_token_expires_in, Some(7_775_999));
+    let req = &server.requests()[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/v1/access_token");
+    assert!(
+        req.header("content-type")
+            .unwrap()
+            .starts_with("application/x-www-form-urlencoded")
+    );
+    assert_eq!(req.header("authorization"), None);
+    let form = req.form();
+    assert_eq!(form["grant_type"], "authorization_code");
+    assert_eq!(form["code"], "the-code");
+    assert_eq!(form["redirect_uri"], "https://v.example/cb");
+    assert_eq!(form["code_verifier"], "v".repeat(64));
+    assert_eq!(form["client_id"], "Cabc123");
+    assert_eq!(form["client_secret"], CLIENT_SECRET);
+}
+
+#[tokio::test]
+async fn refresh_with_basic_auth() {
+    let server = serve(|_, _| ok_token()).await;
+    let oauth = OAuthClient::new(
+        webex::http::build_client(),
+        server.base.clone(),
+        fast_retry(),
+    );
+    oauth
+        .refresh(&creds(ClientAuth::Basic), &SecretString::from(REFRESH))
+        .await
+        .unwrap();
+    let req = &server.requests()[0];
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("Cabc123:{CLIENT_SECRET}"))
+    );
+    assert_eq!(req.header("authorization"), Some(expected.as_str()));
+    let form = req.form();
+    assert_eq!(form["grant_type"], "refresh_token");
+    assert_eq!(form["refresh_token"], REFRESH);
+    assert!(!form.contains_key("client_secret"));
+}
+
+#[tokio::test]
+async fn refresh_retries_transient_but_never_grant_errors() {
+    let flaky = serve(|_, n| match n {
+        0 => status_with(503, &[], "maintenance"),
+        1 => status_with(429, &[("Retry-After", "0")], ""),
+        _ => ok_token(),
+    })
+    .await;
+    let oauth = OAuthClient::new(
+        webex::http::build_client(),
+        flaky.base.clone(),
+        fast_retry(),
+    );
+    oauth
+        .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
+        .await
+        .unwrap();
+    assert_eq!(flaky.count(), 3);
+
+    let dead = serve(|_, _| {
+        json(
+            400,
+            json!({"error": "invalid_grant",
+                   "error_description": format!("refresh token {REFRESH} has expired")}),
+        )
+    })
+    .await;
+    let oauth = OAuthClient::new(webex::http::build_client(), dead.base.clone(), fast_retry());
+    let err = oauth
+        .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
+    assert_eq!(dead.count(), 1, "grant errors are never retried");
+    assert_eq!(err.class(), ErrorClass::Reauth);
+    assert_eq!(err.reauth_kind(), Some(ReauthKind::GrantRevoked));
+    let msg = format!("{err} {err:?}");
+    assert!(!msg.contains(REFRESH), "{msg}");
+    assert!(!msg.contains(CLIENT_SECRET), "{msg}");
+    assert!(msg.contains("invalid_grant"));
+}
+
+#[tokio::test]
+async fn bad_client_via_router_body_is_credentials_reauth() {
+    let server = serve(|_, _| {
+        json(
+            400,
+            json!({"message": "The request could not be understood by the server due to malformed syntax.",
+                   "errors": [{"description": "Client Id is invalid"}],
+                   "trackingId": "ROUTER_62E068B0-AAAA"}),
+        )
+    })
+    .await;
+    let oauth = OAuthClient::new(
+        webex::http::build_client(),
+        server.base.clone(),
+        fast_retry(),
+    );
+    let err = oauth
+        .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reauth_kind(), Some(ReauthKind::ClientCredentials));
+    assert_eq!(err.tracking_id(), Some("ROUTER_62E068B0-AAAA"));
+    assert!(
+        err.to_string().contains("client id and client secret"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn exchange_does_not_retry_server_errors_that_may_have_consumed_the_code() {
+    let server = serve(|_, _| status_with(500, &[], "")).await;
+    let oauth = OAuthClient::new(
+        webex::http::build_client(),
+        server.base.clone(),
+        fast_retry(),
+    );
+    let err = oauth
+        .exchange_code(
+            &creds(ClientAuth::Form),
+            "code",
+            "https://v/cb",
+            &SecretString::from("v"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(server.count(), 1);
+}
+
+#[tokio::test]
+async fn media_download_streams_without_authorization() {
+    let audio: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let body = audio.clone();
+    let server = serve(move |_, _| {
+        axum::response::Response::builder()
+            .status(200)
+            .header("content-type", "audio/wav")
+            .header("content-length", body.len().to_string())
+            .body(axum::body::Body::from(body.clone()))
+            .unwrap()
+    })
+    .await;
+    let url = format!("{}rec/a.wav?X-Amz-Signature=sig", server.base);
+    let m = media::download(&webex::http::build_client(), &url, &fast_retry())
+        .await
+        .unwrap();
+    assert_eq!(m.content_length, Some(100_000));
+    assert_eq!(m.content_type.as_deref(), Some("audio/wav"));
+    let mut got = Vec::new();
+    let mut s = m.stream;
+    while let Some(chunk) = s.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, audio);
+    let req = &server.requests()[0];
+    assert_eq!(req.header("authorization"), None);
+    assert_eq!(req.query["X-Amz-Signature"], "sig");
+}
+
+#[tokio::test]
+async fn media_expired_link_and_error_pages() {
+    for status in [400u16, 401, 403] {
+        let server = serve(move |_, _| {
+            status_with(
+                status,
+                &[("content-type", "application/xml")],
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+            )
+        })
+        .await;
+        let url = format!("{}a.wav?X-Amz-Signature=topsecret", server.base);
+        let err = media::download(&webex::http::build_client(), &url, &fast_retry())
+            .await
+            .unwrap_err();
+        assert!(err.is_link_expired(), "{status}: {err}");
+        assert_eq!(err.class(), ErrorClass::Transient);
+        assert!(!err.to_string().contains("topsecret"));
+        assert_eq!(server.count(), 1);
+    }
+
+    let json_200 = serve(|_, _| json(200, json!({"error": "nope"}))).await;
+    let err = media::download(
+        &webex::http::build_client(),
+        &json_200.url("a.wav"),
+        &fast_retry(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::UnexpectedContentType { .. }), "{err}");
+
+    let gone = serve(|_, _| status_with(404, &[], "NoSuchKey")).await;
+    let err = media::download(
+        &webex::http::build_client(),
+        &gone.url("a.wav"),
+        &fast_retry(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert!(!err.is_link_expired());
+}
+
+#[tokio::test]
+async fn media_server_errors_are_retried() {
+    let server = serve(|_, n| {
+        if n < 2 {
+            status_with(503, &[("Retry-After", "0")], "SlowDown")
+        } else {
+            status_with(200, &[("content-type", "audio/wav")], "RIFF")
+        }
+    })
+    .await;
+    let m = media::download(
+        &webex::http::build_client(),
+        &server.url("a.wav"),
+        &fast_retry(),
+    )
+    .await
+    .unwrap();
+    let chunks: Vec<_> = m.stream.collect().await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(&chunks[0].as_ref().unwrap()[..], b"RIFF");
+    assert_eq!(server.count(), 3);
+}
+
+#[tokio::test]
+async fn media_truncated_body_is_a_transient_stream_error() {
+    // A raw server that promises 100 bytes, sends 40 and closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf).await.unwrap();
+        sock.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: audio/wav\r\ncontent-length: 100\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        sock.write_all(&[7u8; 40]).await.unwrap();
+        sock.shutdown().await.unwrap();
+    });
+    let url = format!("http://{addr}/a.wav?X-Amz-Signature=s");
+    let m = media::download(&webex::http::build_client(), &url, &fast_retry())
+        .await
+        .unwrap();
+    assert_eq!(m.content_length, Some(100));
+    let items: Vec<_> = m.stream.collect().await;
+    let received: usize = items
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|b| b.len())
+        .sum();
+    assert_eq!(received, 40);
+    let err = items
+        .into_iter()
+        .find_map(Result::err)
+        .expect("truncation reported");
+    assert!(
+        matches!(
+            err,
+            Error::Truncated {
+                expected: 100,
+                received: 40,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Transient);
+}
+
+#[tokio::test]
+async fn invalid_media_url_is_permanent() {
+    let err = media::download(
+        &webex::http::build_client(),
+        "file:///etc/passwd",
+        &fast_retry(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent);
+}
+
+#[test]
+fn public_futures_are_send_and_secrets_stay_out_of_debug() {
+    fn assert_send<T: Send>(_: &T) {}
+    let http = webex::http::build_client();
+    let base = url::Url::parse("http://127.0.0.1:9/").unwrap();
+    let oauth = OAuthClient::new(http.clone(), base.clone(), fast_retry());
+    let c = creds(ClientAuth::Form);
+    let rt = SecretString::from(REFRESH);
+    assert_send(&oauth.refresh(&c, &rt));
+    assert_send(&media::download(
+        &http,
+        "http://127.0.0.1:9/a",
+        &fast_retry(),
+    ));
+    let wx = webex::wxcc::WxccClient::new(
+        http,
+        base,
+        "org".into(),
+        std::sync::Arc::new(webex::StaticToken::new(SecretString::from(
+            "static-tok-123",
+        ))),
+        std::sync::Arc::new(webex::http::RateGate::new()),
+        fast_retry(),
+    );
+    assert_send(&wx.list_tasks(0, 1));
+    assert_send(&wx.query_captures(&[], 1));
+    assert_send(&wx.users_by_ci_ids(&[]));
+    let dbg = format!(
+        "{c:?} {:?} {wx:?}",
+        webex::StaticToken::new(SecretString::from("static-tok-123"))
+    );
+    assert!(
+        !dbg.contains(CLIENT_SECRET) && !dbg.contains("static-tok-123"),
+        "{dbg}"
+    );
+}
+
+#[tokio::test]
+async fn static_token_cannot_be_refreshed() {
+    use webex::TokenProvider;
+    let t = webex::StaticToken::new(SecretString::from("abc"));
+    assert_eq!(t.access_token().await.unwrap().expose_secret(), "abc");
+    let err = t
+        .refresh_after_unauthorized(&SecretString::from("abc"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Reauth);
+    assert!(!err.to_string().contains("abc"));
+}

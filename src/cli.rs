@@ -1,0 +1,151 @@
+//! Command-line surface. Every flag here is documented in `--help` and docs/cli.md.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "wxvault", version, about = "Archive Webex Contact Center recordings into storage you control")]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, defaults keep everything under ./wxvault-data.
+    #[arg(long, global = true, env = "WXVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the master key (mode 0600) and the state database if they do not exist.
+    Init,
+    /// Manage connected Webex organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Discover and archive recordings for a time window.
+    Sync(SyncArgs),
+    /// Per org: token health, window progress, archived / pending / missing / failed counts.
+    Status(JsonFlag),
+    /// The Webex simulator.
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// Run the whole flow against an in-process simulator into ./wxvault-demo.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Import credentials obtained elsewhere. The client secret and tokens are read from
+    /// WXVAULT_CLIENT_SECRET, WXVAULT_REFRESH_TOKEN and (optional) WXVAULT_ACCESS_TOKEN, or from a
+    /// hidden prompt; never from the command line.
+    Add(OrgAddArgs),
+    /// List connected orgs (no secrets).
+    List(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct OrgAddArgs {
+    /// A name for the org, used by --org and in reports.
+    #[arg(long)]
+    pub name: String,
+    /// WxCC region (us1, eu1, eu2, anz1, ca1, jp1, sg1, in1, …).
+    #[arg(long)]
+    pub region: String,
+    /// The integration's client id.
+    #[arg(long)]
+    pub client_id: String,
+    /// How to send the client secret to the token endpoint.
+    #[arg(long, value_enum, default_value_t = ClientAuthArg::Form)]
+    pub client_auth: ClientAuthArg,
+    /// The org id, when it cannot be read from the token's last `_` segment.
+    #[arg(long)]
+    pub org_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClientAuthArg {
+    Form,
+    Basic,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only these orgs (repeatable); default all.
+    #[arg(long = "org")]
+    pub orgs: Vec<String>,
+    /// Window start, inclusive (RFC 3339 or YYYY-MM-DD, UTC). Default: end of the last completed window; first run: 24 h ago.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Window end, exclusive (RFC 3339 or YYYY-MM-DD, UTC). Default: now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Machine-readable report on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Serve the simulator on 127.0.0.1 until interrupted.
+    Serve(SimServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimServeArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8089)]
+    pub port: u16,
+    /// Dataset seed: the same seed gives the same orgs, tasks and bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Dataset preset.
+    #[arg(long, value_enum, default_value_t = DatasetArg::Small)]
+    pub dataset: DatasetArg,
+    /// Telephony tasks for --dataset bench.
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: u32,
+    /// Recordings for --dataset bench.
+    #[arg(long, default_value_t = 3000)]
+    pub recordings: u32,
+    /// Approximate recording size in bytes for --dataset bench.
+    #[arg(long, default_value_t = 200_000)]
+    pub recording_bytes: u64,
+    /// Add one recording of this many bytes (e.g. 1073741824 for the memory benchmark).
+    #[arg(long)]
+    pub large_recording_bytes: Option<u64>,
+    /// Turn the 300 requests/minute per client id limit off.
+    #[arg(long)]
+    pub no_rate_limit: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DatasetArg {
+    Small,
+    Demo,
+    Bench,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its config, database, key and archive.
+    #[arg(long, default_value = "wxvault-demo")]
+    pub dir: PathBuf,
+}

@@ -1,0 +1,211 @@
+//! Command implementations: load configuration, call the engine, print, choose the exit code.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use engine::{Config, Engine, SyncOptions, SystemClock};
+use secrecy::{ExposeSecret, SecretString};
+use vault::{NewOrg, TokenUpdate};
+
+use crate::cli::{ClientAuthArg, Cli, Command, OrgAddArgs, OrgCommand, SimCommand, SyncArgs};
+use crate::output;
+
+/// Runs one command and returns the process exit code.
+pub async fn run(cli: Cli) -> Result<u8> {
+    init_logging(&cli);
+    let path = cli.config.clone();
+    let load_config = || -> Result<Config> { Ok(Config::load(path.as_deref())?) };
+    match cli.command {
+        Command::Init => init(&load_config()?).await.map(|()| 0),
+        Command::Org(OrgCommand::Add(args)) => org_add(&load_config()?, args).await.map(|()| 0),
+        Command::Org(OrgCommand::List(j)) => org_list(&load_config()?, j.json).await.map(|()| 0),
+        Command::Sync(args) => sync(&load_config()?, args).await,
+        Command::Status(j) => status(&load_config()?, j.json).await.map(|()| 0),
+        Command::Sim(SimCommand::Serve(args)) => crate::demo::sim_serve(args).await.map(|()| 0),
+        Command::Demo(args) => crate::demo::run(args).await,
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        crate::cli::LogFormat::Json => builder.json().try_init(),
+        crate::cli::LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn master_key_env() -> Option<String> {
+    std::env::var("WXVAULT_MASTER_KEY").ok().filter(|s| !s.trim().is_empty())
+}
+
+pub async fn open_engine(config: Config) -> Result<Engine> {
+    let env = master_key_env();
+    Engine::open(config, env.as_deref(), Arc::new(SystemClock)).await.context("cannot open wxvault's state")
+}
+
+async fn init(config: &Config) -> Result<()> {
+    let key = std::path::Path::new(&config.vault.master_key_file);
+    if master_key_env().is_some() {
+        println!("master key: taken from WXVAULT_MASTER_KEY (no key file written)");
+    } else if vault::init_key_file(key).with_context(|| format!("creating {}", key.display()))? {
+        println!("master key: created {} (mode 0600) — back it up; without it the stored secrets cannot be read", key.display());
+    } else {
+        println!("master key: {} already exists, left as it is", key.display());
+    }
+    let engine = open_engine(config.clone()).await?;
+    println!("database:   {} ({})", redact_db_url(&config.database.url), engine.vault.backend());
+    println!("archive:    {}", engine.archive.describe());
+    Ok(())
+}
+
+fn redact_db_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Reads a secret from the environment, or from a hidden prompt on a terminal.
+fn read_secret(var: &str, prompt: &str, required: bool) -> Result<Option<SecretString>> {
+    if let Ok(v) = std::env::var(var) {
+        let v = v.trim().to_string();
+        if !v.is_empty() {
+            return Ok(Some(SecretString::from(v)));
+        }
+    }
+    if std::io::stdin().is_terminal() {
+        let v = rpassword::prompt_password(prompt).with_context(|| format!("reading {var} from the terminal"))?;
+        let v = v.trim().to_string();
+        if !v.is_empty() {
+            return Ok(Some(SecretString::from(v)));
+        }
+    }
+    if required {
+        bail!("{var} is not set and there is no terminal to ask on; set {var} in the environment (never pass secrets as arguments)");
+    }
+    Ok(None)
+}
+
+async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
+    let client_secret = read_secret("WXVAULT_CLIENT_SECRET", "Client secret: ", true)?.expect("required");
+    let refresh = read_secret("WXVAULT_REFRESH_TOKEN", "Refresh token: ", true)?.expect("required");
+    let access = read_secret("WXVAULT_ACCESS_TOKEN", "Access token (optional, Enter to skip): ", false)?;
+    let from_token = webex::oauth::token_anatomy(refresh.expose_secret())
+        .or_else(|| access.as_ref().and_then(|a| webex::oauth::token_anatomy(a.expose_secret())));
+    let org_id = match (&args.org_id, from_token) {
+        (Some(given), Some(anat)) if !given.eq_ignore_ascii_case(&anat.org_id) => bail!(
+            "--org-id {given} does not match the org id in the token ({}); check that the tokens belong to this org",
+            anat.org_id
+        ),
+        (Some(given), _) => webex::oauth::org_uuid_from_rest_id(given)
+            .with_context(|| format!("--org-id {given:?} is neither a UUID nor a Webex org id"))?,
+        (None, Some(anat)) => anat.org_id,
+        (None, None) => bail!(
+            "cannot read the org id from the token (expected <opaque>_<cluster>_<orgId>); pass --org-id"
+        ),
+    };
+    let engine = open_engine(config.clone()).await?;
+    let org = engine
+        .vault
+        .add_org(NewOrg {
+            name: args.name.clone(),
+            org_id,
+            region: args.region.clone(),
+            client_id: args.client_id.clone(),
+            client_secret,
+            client_auth: match args.client_auth {
+                ClientAuthArg::Form => "form".into(),
+                ClientAuthArg::Basic => "basic".into(),
+            },
+            sources: vec!["wxcc".into()],
+            tokens: TokenUpdate {
+                access_token: access,
+                access_expires_at_ms: None,
+                refresh_token: Some(refresh),
+                refresh_expires_at_ms: None,
+                scopes: None,
+                refreshed_at_ms: None,
+            },
+        })
+        .await
+        .with_context(|| format!("adding org {}", args.name))?;
+    println!("added org {} (org id {}, region {}); secrets stored encrypted", org.name, org.org_id, org.region);
+    Ok(())
+}
+
+async fn org_list(config: &Config, json: bool) -> Result<()> {
+    let engine = open_engine(config.clone()).await?;
+    let orgs = engine.vault.orgs().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&orgs)?);
+    } else {
+        output::print_orgs(&orgs);
+    }
+    Ok(())
+}
+
+/// Parses RFC 3339 or a bare date (UTC midnight) into epoch ms.
+pub fn parse_time(flag: &str, s: &str) -> Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000)?);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &fmt) {
+        return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
+    }
+    bail!("{flag} {s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time (2026-01-31T12:00:00Z)")
+}
+
+async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
+    let from = args.from.as_deref().map(|s| parse_time("--from", s)).transpose()?;
+    let to = args.to.as_deref().map(|s| parse_time("--to", s)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            bail!("--from must be before --to (the window is [from, to))");
+        }
+    }
+    let mut engine = open_engine(config.clone()).await?;
+    let bars = (!args.json && std::io::stderr().is_terminal()).then(output::Bars::new);
+    if let Some(b) = &bars {
+        engine.progress = b.clone();
+    }
+    let report = engine
+        .sync(&SyncOptions { orgs: args.orgs, from_ms: from, to_ms: to })
+        .await
+        .map_err(|e| match e {
+            engine::EngineError::Usage(m) => anyhow::anyhow!(m),
+            other => anyhow::Error::new(other),
+        })?;
+    if let Some(b) = bars {
+        b.finish();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::print_sync_report(&report);
+    }
+    Ok(u8::try_from(report.exit_code()).unwrap_or(2))
+}
+
+async fn status(config: &Config, json: bool) -> Result<()> {
+    let engine = open_engine(config.clone()).await?;
+    let views = engine.status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        output::print_status(&views, engine.clock.now_ms());
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `wxvault demo` and `wxvault sim serve`: the simulator, in-process or standing alone.
+//!
+//! The demo is the real product path end to end — authorization-code flow with PKCE, encrypted
+//! vault, WxCC harvest, verified archive, sidecars — only the Webex side is the simulator and the
+//! consenting browser is played by an HTTP client.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use engine::{Config, SyncOptions};
+use secrecy::SecretString;
+use vault::{NewOrg, TokenUpdate};
+use webex::oauth::{ClientAuth, ClientCredentials, Pkce};
+use webex_sim::{DatasetSpec, SimClient, SimConfig, SimServer};
+
+use crate::cli::{DatasetArg, DemoArgs, SimServeArgs};
+use crate::output;
+
+/// Marks a folder as the demo's own, so re-running the demo may replace it but nothing else.
+const MARKER: &str = ".wxvault-demo";
+/// Redirect URI registered for the simulator's demo integration (the demo intercepts it).
+const DEMO_REDIRECT: &str = "http://localhost:8765/callback";
+
+pub async fn sim_serve(args: SimServeArgs) -> Result<()> {
+    let mut dataset = match args.dataset {
+        DatasetArg::Small => DatasetSpec::small(),
+        DatasetArg::Demo => DatasetSpec::demo(),
+        DatasetArg::Bench => DatasetSpec::bench(args.tasks, args.recordings, args.recording_bytes),
+    };
+    if let Some(b) = args.large_recording_bytes {
+        dataset = dataset.with_large_recording(b);
+    }
+    let config = SimConfig {
+        seed: args.seed,
+        dataset,
+        rate_limit_per_minute: if args.no_rate_limit { None } else { Some(300) },
+        ..SimConfig::default()
+    };
+    let client = config.clients.first().cloned();
+    let addr: SocketAddr = ([127, 0, 0, 1], args.port).into();
+    let server = SimServer::start(config, addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    println!("simulator listening on {}", server.base_url());
+    if let Some(c) = client {
+        println!("integration: client id {} (client secret: see docs/simulator.md)", c.client_id);
+    }
+    for org in server.handle().orgs() {
+        println!("org {} id {} region {}", org.name, org.org_id, org.region);
+    }
+    println!("controls: GET /_sim/orgs, /_sim/manifest?orgId=, /_sim/stats; POST /_sim/clock/advance, /_sim/faults, /_sim/grant, /_sim/revoke, /_sim/consent");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    server.shutdown().await;
+    Ok(())
+}
+
+fn prepare_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if !dir.join(MARKER).exists() {
+            bail!(
+                "{} exists and was not made by `wxvault demo`; pass --dir with a new folder",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing the previous demo in {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by wxvault demo; safe to delete\n")?;
+    Ok(())
+}
+
+pub async fn run(args: DemoArgs) -> Result<u8> {
+    let started = Instant::now();
+    let dir = args.dir;
+    prepare_dir(&dir)?;
+
+    let demo_client = SimClient { redirect_uris: vec![DEMO_REDIRECT.to_string()], ..SimClient::demo() };
+    let sim_config = SimConfig { seed: 7, dataset: DatasetSpec::demo(), clients: vec![demo_client.clone()], ..SimConfig::default() };
+    let server = SimServer::start(sim_config, ([127, 0, 0, 1], 0).into()).await.context("starting the simulator")?;
+    let sim_url = server.base_url().to_string();
+    println!("1/4 simulator of the Webex APIs running at {sim_url}");
+
+    let mut config = Config::default();
+    config.database.url = "sqlite://wxvault.db".into();
+    config.storage.url = "file://archive".into();
+    config.vault.master_key_file = "master.key".into();
+    config.webex.api_base = sim_url.clone();
+    config.wxcc.api_base = sim_url.clone();
+    let config_path = dir.join("wxvault.toml");
+    let text = format!(
+        "# Written by `wxvault demo`. Paths are relative to this file.\n\
+         # The api_base URLs point at the demo's in-process simulator, which stopped when the demo ended;\n\
+         # `status` and `org list` work as they are.\n{}",
+        config.to_toml()?
+    );
+    std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+    let config = Config::load(Some(&config_path))?;
+    vault::init_key_file(Path::new(&config.vault.master_key_file))?;
+    let engine = crate::commands::open_engine(config.clone()).await?;
+
+    // The authorization-code flow, exactly as `connect` runs it, with an HTTP client as browser.
+    let oauth = engine.oauth()?;
+    let pkce = Pkce::generate();
+    let state = uuid::Uuid::new_v4().simple().to_string();
+    let api_base = url::Url::parse(&sim_url)?;
+    let scopes = ["cjp:config_read"];
+    let authorize = webex::oauth::authorize_url(&api_base, &demo_client.client_id, DEMO_REDIRECT, &scopes, &state, &pkce.challenge);
+    let resp = engine.http.get(authorize).send().await.context("opening the authorize page")?;
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .context("the authorize endpoint did not redirect back")?;
+    let back = url::Url::parse(location).context("the redirect back is not a URL")?;
+    let param = |k: &str| back.query_pairs().find(|(key, _)| key == k).map(|(_, v)| v.into_owned());
+    if let Some(err) = param("error") {
+        bail!("authorization refused: {err}");
+    }
+    if param("state").as_deref() != Some(state.as_str()) {
+        bail!("authorization answer carried the wrong state; refusing it");
+    }
+    let code = param("code").context("the redirect back carried no code")?;
+    let creds = ClientCredentials {
+        client_id: demo_client.client_id.clone(),
+        client_secret: SecretString::from(demo_client.client_secret.clone()),
+        auth: ClientAuth::Form,
+    };
+    let sent_at = engine.clock.now_ms();
+    let tokens = oauth.exchange_code(&creds, &code, DEMO_REDIRECT, &pkce.verifier).await.context("exchanging the code")?;
+    let anatomy = webex::oauth::token_anatomy(secrecy::ExposeSecret::expose_secret(&tokens.access_token))
+        .context("the access token does not end in _<cluster>_<orgId>")?;
+    let secs = |s: u64| sent_at + i64::try_from(s).unwrap_or(0) * 1000;
+    let org = engine
+        .vault
+        .add_org(NewOrg {
+            name: "demo".into(),
+            org_id: anatomy.org_id.clone(),
+            region: "us1".into(),
+            client_id: demo_client.client_id.clone(),
+            client_secret: creds.client_secret.clone(),
+            client_auth: "form".into(),
+            sources: vec!["wxcc".into()],
+            tokens: TokenUpdate {
+                access_token: Some(tokens.access_token.clone()),
+                access_expires_at_ms: tokens.expires_in.map(secs),
+                refresh_token: tokens.refresh_token.clone(),
+                refresh_expires_at_ms: tokens.refresh_token_expires_in.map(secs),
+                scopes: tokens.scope.clone(),
+                refreshed_at_ms: Some(sent_at),
+            },
+        })
+        .await?;
+    println!(
+        "2/4 connected org {} through the OAuth authorization-code flow (PKCE); tokens stored encrypted",
+        org.org_id
+    );
+
+    println!("3/4 archiving the last 24 hours of Contact Center recordings…");
+    let mut engine = engine;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        engine.progress = output::Bars::new();
+    }
+    let now = engine.clock.now_ms();
+    let report = engine
+        .sync(&SyncOptions { orgs: vec![], from_ms: Some(now - 24 * 3_600_000), to_ms: Some(now) })
+        .await?;
+    server.shutdown().await;
+    println!();
+    output::print_sync_report(&report);
+    let archive_dir = dir.join("archive");
+    println!();
+    println!("4/4 done in {:.1} s. Where to look:", started.elapsed().as_secs_f64());
+    println!("  recordings and sidecars: {}/{}/wxcc/YYYY/MM/DD/<task>/<recording>.wav|.json", archive_dir.display(), org.org_id);
+    if let Some(example) = first_sidecar(&archive_dir) {
+        println!("  for example:             {}", example.display());
+    }
+    println!("  status:                  wxvault --config {} status", config_path.display());
+    println!("  (cargo run --release -- --config {} status)", config_path.display());
+    Ok(u8::try_from(report.exit_code()).unwrap_or(2))
+}
+
+fn first_sidecar(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d).ok()?.filter_map(Result::ok).map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "json") {
+                return Some(p);
+            }
+        }
+    }
+    None
+}

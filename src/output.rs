@@ -1,0 +1,214 @@
+//! Human output: tables for sync and status, progress bars on a terminal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use engine::progress::{Progress, ProgressEvent};
+use engine::{OrgOutcome, OrgStatusView, SyncReport};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use vault::{Org, OrgStatus};
+
+/// One spinner per org with running counts.
+#[derive(Clone)]
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Arc<Mutex<HashMap<String, (ProgressBar, u64, u64, u64, u64)>>>,
+}
+
+impl Bars {
+    pub fn new() -> Arc<Bars> {
+        Arc::new(Bars { multi: MultiProgress::new(), bars: Arc::new(Mutex::new(HashMap::new())) })
+    }
+
+    pub fn finish(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for (bar, ..) in bars.values() {
+                bar.finish();
+            }
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn event(&self, org: &str, event: ProgressEvent) {
+        let Ok(mut bars) = self.bars.lock() else { return };
+        let entry = bars.entry(org.to_string()).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_prefix(org.to_string());
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            (bar, 0, 0, 0, 0)
+        });
+        match event {
+            ProgressEvent::TasksListed(n) => entry.1 += n,
+            ProgressEvent::Archived(b) => {
+                entry.2 += 1;
+                entry.3 += b;
+            }
+            ProgressEvent::Failed => entry.4 += 1,
+        }
+        entry.0.set_message(format!(
+            "{} tasks, {} archived ({}), {} failed",
+            entry.1,
+            entry.2,
+            human_bytes(entry.3),
+            entry.4
+        ));
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[i]) }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|s| (*s).to_string()).collect());
+    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+pub fn print_sync_report(report: &SyncReport) {
+    let rows: Vec<Vec<String>> = report
+        .orgs
+        .iter()
+        .map(|o| {
+            vec![
+                o.org.clone(),
+                match &o.outcome {
+                    OrgOutcome::Ok => "ok".into(),
+                    OrgOutcome::NeedsReauth(_) => "NEEDS REAUTH".into(),
+                    OrgOutcome::Failed(_) => "FAILED".into(),
+                },
+                o.tasks_seen.to_string(),
+                o.archived.to_string(),
+                human_bytes(o.bytes),
+                o.already_archived.to_string(),
+                o.pending_capture.to_string(),
+                o.absent.to_string(),
+                o.missing.len().to_string(),
+                (o.failed.len() as u64 + o.transient_left).to_string(),
+                o.api_calls.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["org", "result", "tasks", "archived", "bytes", "already", "pending", "absent", "missing", "failed", "api calls"],
+        &rows,
+    );
+    for o in &report.orgs {
+        if !o.window_from.is_empty() {
+            println!("{}: window [{} , {})", o.org, o.window_from, o.window_to);
+        }
+        match &o.outcome {
+            OrgOutcome::Ok => {}
+            OrgOutcome::NeedsReauth(r) => println!("{}: needs re-authorization: {r}", o.org),
+            OrgOutcome::Failed(r) => println!("{}: failed: {r}", o.org),
+        }
+        for m in &o.missing {
+            println!("{}: missing {m}", o.org);
+        }
+        for f in &o.failed {
+            println!("{}: failed {f}", o.org);
+        }
+        if o.transient_left > 0 {
+            println!("{}: {} item(s) hit transient errors and will be retried on the next run", o.org, o.transient_left);
+        }
+        if o.malformed > 0 {
+            println!("{}: {} item(s) in Webex responses could not be read (see the log)", o.org, o.malformed);
+        }
+    }
+}
+
+fn ago(now_ms: i64, at: Option<i64>) -> String {
+    match at {
+        None => "-".into(),
+        Some(t) => {
+            let d = (t - now_ms) / 1000;
+            let (sign, d) = if d < 0 { ("-", -d) } else { ("", d) };
+            if d >= 86_400 {
+                format!("{sign}{}d", d / 86_400)
+            } else if d >= 3600 {
+                format!("{sign}{}h", d / 3600)
+            } else {
+                format!("{sign}{}m", d / 60)
+            }
+        }
+    }
+}
+
+pub fn print_orgs(orgs: &[Org]) {
+    let rows: Vec<Vec<String>> = orgs
+        .iter()
+        .map(|o| {
+            vec![
+                o.name.clone(),
+                o.org_id.clone(),
+                o.region.clone(),
+                o.client_id.clone(),
+                match &o.status {
+                    OrgStatus::Active => "active".into(),
+                    OrgStatus::NeedsReauth { .. } => "needs_reauth".into(),
+                },
+            ]
+        })
+        .collect();
+    table(&["org", "org id", "region", "client id", "status"], &rows);
+}
+
+pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
+    if views.is_empty() {
+        println!("no orgs yet: add one with `wxvault org add`, or try `wxvault demo`");
+        return;
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.org.name.clone(),
+                match &v.org.status {
+                    OrgStatus::Active => "active".into(),
+                    OrgStatus::NeedsReauth { .. } => "NEEDS REAUTH".into(),
+                },
+                ago(now_ms, v.org.access_expires_at_ms),
+                ago(now_ms, v.org.refresh_expires_at_ms),
+                v.last_window_end.clone().unwrap_or_else(|| "-".into()),
+                v.counts.archived.to_string(),
+                (v.counts.in_progress + v.counts.pending_capture).to_string(),
+                v.counts.absent.to_string(),
+                v.counts.missing.to_string(),
+                v.counts.failed.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["org", "token", "access expires", "refresh expires", "synced up to", "archived", "pending", "absent", "missing", "failed"],
+        &rows,
+    );
+    for v in views {
+        if let OrgStatus::NeedsReauth { reason } = &v.org.status {
+            println!("{}: needs re-authorization: {reason}", v.org.name);
+        }
+        for f in &v.failures {
+            println!("{}: {} {} — {}", v.org.name, f.state, f.item, f.reason);
+        }
+    }
+}

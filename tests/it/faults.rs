@@ -1,0 +1,132 @@
+//! The fault knobs: 5xx, 429, truncated bodies, expired links, and kill -9 in the middle.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use webex_sim::{DatasetSpec, Faults, SimConfig};
+
+use crate::harness::*;
+
+/// Waits for `cond` to hold, checking on a fixed interval, up to `limit`. Used only to decide
+/// *when* to act (e.g. when to kill a process), never as a stand-in for an assertion.
+async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tick.tick().await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_5xx_429_and_truncated_bodies() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let org = env.handle().orgs()[0].clone();
+    env.add_org("acme", &org.org_id).await;
+    let now = env.handle().now_ms();
+    env.handle().set_faults(Faults {
+        error_5xx_rate: 0.15,
+        rate_429_rate: 0.1,
+        truncate_rate: 0.25,
+        ..Faults::default()
+    });
+    // Transient failures are retried within the run and, if they persist, on the next run.
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let out = env.sync_all(3, &["--json"]).await;
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        let o = &report["orgs"][0];
+        assert_eq!(o["outcome"]["state"], "ok", "faults are transient; the org must not fail: {report:#}");
+        assert!(o["failed"].as_array().unwrap().is_empty(), "transient faults must not become failures: {report:#}");
+        if o["transient_left"].as_u64() == Some(0) {
+            break;
+        }
+        assert!(runs < 4, "still not done after {runs} runs: {report:#}");
+    }
+    let stats = env.handle().stats();
+    assert!(stats.injected_5xx > 0 && stats.throttled_429 > 0, "the faults should have fired: {stats:?}");
+    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
+    assert_archive_matches(&files(&env.archive_dir()), &org.org_id, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_links_are_not_failures() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let org = env.handle().orgs()[0].clone();
+    env.add_org("acme", &org.org_id).await;
+    let now = env.handle().now_ms();
+    env.handle().set_faults(Faults { url_expiry_secs: Some(0), ..Faults::default() });
+    let out = env.sync_all(3, &["--json"]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &report["orgs"][0];
+    assert_eq!(out.status.code(), Some(2), "nothing could be downloaded: {report:#}");
+    assert_eq!(o["archived"].as_u64(), Some(0));
+    assert!(o["transient_left"].as_u64().unwrap() > 0);
+    assert!(o["failed"].as_array().unwrap().is_empty(), "an expired link is not a failure: {report:#}");
+    let captures_first = env.handle().stats().by_endpoint.get("captures").copied().unwrap_or(0);
+    assert!(
+        captures_first > report["orgs"][0]["tasks_seen"].as_u64().unwrap() / 10,
+        "an expired link must trigger a fresh captures query"
+    );
+    env.handle().set_faults(Faults::default());
+    let out = env.sync_all(3, &[]).await;
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", text(&out));
+    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
+    assert_archive_matches(&files(&env.archive_dir()), &org.org_id, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
+    let sim = SimConfig {
+        dataset: DatasetSpec::small(),
+        rate_limit_per_minute: None,
+        faults: Faults { latency_ms: 15, ..Faults::default() },
+        ..SimConfig::default()
+    };
+    let env = Env::start_with(sim, Some("\n[sync]\nbatch_concurrency = 1\ndownloads_per_batch = 1\n")).await;
+    let org = env.handle().orgs()[0].clone();
+    env.add_org("acme", &org.org_id).await;
+    let now = env.handle().now_ms();
+    let from = rfc3339(now - 3 * 86_400_000);
+    let to = rfc3339(now + 1);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxvault"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sync", "--from", &from, "--to", &to])
+        .env("WXVAULT_MASTER_KEY", MASTER_KEY)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let h = env.handle();
+    let started = wait_until(Duration::from_secs(60), || h.stats().by_endpoint.get("media").copied().unwrap_or(0) >= 3).await;
+    assert!(started, "the sync never started downloading");
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run should have been killed mid-way");
+    let partial = files(&env.archive_dir());
+    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
+    assert!(
+        partial.len() < expected.len() * 2,
+        "the kill came too late to test anything ({} of {} objects)",
+        partial.len(),
+        expected.len() * 2
+    );
+    env.handle().set_faults(Faults::default());
+    let out = env.run(&["sync", "--from", &from, "--to", &to], &[]).await;
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", text(&out));
+    let archive = files(&env.archive_dir());
+    // Whatever the kill left behind must be either absent or the exact final object.
+    for (k, v) in &partial {
+        if let Some(now_v) = archive.get(k) {
+            assert_eq!(now_v, v, "{k} changed after the resume");
+        }
+    }
+    let archive: std::collections::BTreeMap<_, _> = archive.into_iter().filter(|(k, _)| !k.contains('#')).collect();
+    assert_archive_matches(&archive, &org.org_id, &expected);
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `wxvault` binary (and the engine library where a controllable clock
+//! is needed) against the simulator on a loopback port.
+
+mod cli;
+mod demo;
+mod faults;
+mod harness;
+mod lifecycle;
+mod storage;
+mod sync;

@@ -1,0 +1,67 @@
+//! S3 storage against a real in-process S3 implementation (s3s-fs).
+
+use archive::layout::ObjectKey;
+use archive::testing::TestS3;
+use archive::{Archive, StorageConfig};
+use sha2::{Digest, Sha256};
+use webex_sim::DatasetSpec;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_into_s3() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = TestS3::start(s3_root.path(), "recordings").await;
+    let extra = format!(
+        "\n[storage]\nurl = \"s3://recordings/wx\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+        s3.endpoint()
+    );
+    let env = Env::start(DatasetSpec::small()).await;
+    let cfg = std::fs::read_to_string(&env.config_path).unwrap().replace("[storage]\nurl = \"file://archive\"\n", "");
+    std::fs::write(&env.config_path, format!("{cfg}{extra}")).unwrap();
+    let org = env.handle().orgs()[0].clone();
+    env.add_org("acme", &org.org_id).await;
+    let now = env.handle().now_ms();
+    let aws = [("AWS_ACCESS_KEY_ID", s3.access_key()), ("AWS_SECRET_ACCESS_KEY", s3.secret_key())];
+    let from = rfc3339(now - 3 * 86_400_000);
+    let to = rfc3339(now + 1);
+    let out = env.run(&["sync", "--from", &from, "--to", &to], &aws).await;
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", text(&out));
+    assert!(!text(&out).contains(s3.secret_key()), "the S3 secret must not be printed");
+
+    let store = Archive::open_s3_with_keys(
+        &StorageConfig {
+            url: "s3://recordings/wx".into(),
+            endpoint: Some(s3.endpoint()),
+            region: Some("us-east-1".into()),
+            allow_http: true,
+        },
+        s3.access_key(),
+        s3.secret_key(),
+    )
+    .unwrap();
+    let listed = store.list(&org.org_id).await.unwrap();
+    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
+    assert_eq!(listed.len(), expected.len() * 2, "audio + sidecar per recording: {listed:?}");
+    for r in &expected {
+        let key = audio_key(&org.org_id, r);
+        let bytes = store.get_bytes(&archive_key(&key)).await.unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), r.sha256, "{key}");
+    }
+    // Nothing written to the local default location.
+    assert!(!env.archive_dir().exists());
+}
+
+fn archive_key(k: &str) -> ObjectKey {
+    let (stem, ext) = k.rsplit_once('.').unwrap();
+    let parts: Vec<&str> = stem.split('/').collect();
+    // org/wxcc/YYYY/MM/DD/task/recording
+    let date = time::Date::from_calendar_date(
+        parts[2].parse().unwrap(),
+        time::Month::try_from(parts[3].parse::<u8>().unwrap()).unwrap(),
+        parts[4].parse().unwrap(),
+    )
+    .unwrap();
+    let ms = date.midnight().assume_utc().unix_timestamp() * 1000;
+    archive::layout::wxcc_audio(parts[0], ms, parts[5], parts[6], ext).unwrap()
+}
