@@ -23,17 +23,23 @@ async fn usage_and_config_errors_exit_1_with_a_clear_message() {
 
     let bad = env.dir.path().join("bad.toml");
     std::fs::write(&bad, "[wxcc]\nurl_expiration_minutes = 90\n").unwrap();
-    let out = env.run(&["--config", bad.to_str().unwrap(), "status"], &[]).await;
+    let out = run_with_config(&bad, &["status"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("url_expiration_minutes") && text(&out).contains("bad.toml"), "{}", text(&out));
 
     std::fs::write(&bad, "[storage]\nurll = \"file://x\"\n").unwrap();
-    let out = env.run(&["--config", bad.to_str().unwrap(), "status"], &[]).await;
+    let out = run_with_config(&bad, &["status"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("urll"), "unknown keys are named: {}", text(&out));
 
     let out = env.run(&["--help"], &[]).await;
     assert_eq!(out.status.code(), Some(0));
+}
+
+async fn run_with_config(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxvault"));
+    cmd.arg("--config").arg(config).args(args).env("WXVAULT_MASTER_KEY", MASTER_KEY);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

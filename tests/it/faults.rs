@@ -49,8 +49,7 @@ async fn survives_5xx_429_and_truncated_bodies() {
     }
     let stats = env.handle().stats();
     assert!(stats.injected_5xx > 0 && stats.throttled_429 > 0, "the faults should have fired: {stats:?}");
-    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
-    assert_archive_matches(&files(&env.archive_dir()), &org.org_id, &expected);
+    check_archive(&env, &org.org_id, now - 3 * 86_400_000, now);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,8 +74,7 @@ async fn expired_links_are_not_failures() {
     env.handle().set_faults(Faults::default());
     let out = env.sync_all(3, &[]).await;
     assert!(matches!(out.status.code(), Some(0 | 2)), "{}", text(&out));
-    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
-    assert_archive_matches(&files(&env.archive_dir()), &org.org_id, &expected);
+    check_archive(&env, &org.org_id, now - 3 * 86_400_000, now);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +83,7 @@ async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
         dataset: DatasetSpec::small(),
         rate_limit_per_minute: None,
         faults: Faults { latency_ms: 15, ..Faults::default() },
+        realtime_clock: false,
         ..SimConfig::default()
     };
     let env = Env::start_with(sim, Some("\n[sync]\nbatch_concurrency = 1\ndownloads_per_batch = 1\n")).await;

@@ -41,7 +41,7 @@ async fn archives_into_s3() {
     )
     .unwrap();
     let listed = store.list(&org.org_id).await.unwrap();
-    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
+    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, env.handle().now_ms());
     assert_eq!(listed.len(), expected.len() * 2, "audio + sidecar per recording: {listed:?}");
     for r in &expected {
         let key = audio_key(&org.org_id, r);

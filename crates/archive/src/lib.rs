@@ -47,7 +47,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 pub use error::ArchiveError;
-use layout::ObjectKey;
+pub use layout::ObjectKey;
 
 /// Size of each uploaded part. S3 requires at least 5 MiB for all parts but
 /// the last.
@@ -109,6 +109,9 @@ pub enum PutStatus {
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     description: Arc<str>,
+    /// Root folder of a `file://` archive, for cleaning staging files that
+    /// `object_store` does not list.
+    local_root: Option<Arc<PathBuf>>,
 }
 
 impl fmt::Debug for Archive {
@@ -447,6 +450,79 @@ impl Archive {
         Ok(out)
     }
 
+    /// Deletes staging data older than `older_than` left by uploads that were
+    /// killed mid-way (a crash between upload and link). Returns how many
+    /// staging objects or files were removed.
+    ///
+    /// Choose `older_than` well above the longest upload (e.g. a day): a
+    /// younger staging object may belong to an upload still running in
+    /// another process. On S3, parts of never-completed multipart uploads are
+    /// not objects and are not seen here; a bucket lifecycle rule
+    /// (`AbortIncompleteMultipartUpload`) removes them.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Store`] when listing or deleting fails.
+    pub async fn remove_stale_staging(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<usize, ArchiveError> {
+        let now = std::time::SystemTime::now();
+        let is_stale = |modified: std::time::SystemTime| {
+            now.duration_since(modified)
+                .is_ok_and(|age| age >= older_than)
+        };
+        let staging = Path::from(STAGING_PREFIX);
+        let stale: Vec<Path> = self
+            .store
+            .list(Some(&staging))
+            .try_filter_map(|meta| {
+                let modified: std::time::SystemTime = meta.last_modified.into();
+                futures::future::ready(Ok(is_stale(modified).then_some(meta.location)))
+            })
+            .try_collect()
+            .await
+            .map_err(|e| ArchiveError::store(STAGING_PREFIX, e))?;
+        let mut removed = 0;
+        for path in stale {
+            match self.store.delete(&path).await {
+                Ok(()) => removed += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
+            }
+        }
+        // The local backend writes parts to `<staging>#<n>` files, which it
+        // does not list; remove those directly.
+        if let Some(root) = &self.local_root {
+            let dir = root.join(STAGING_PREFIX);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries.collect::<Result<Vec<_>, _>>(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+            .map_err(|e| ArchiveError::store(STAGING_PREFIX, local_io_error(&dir, e)))?;
+            for entry in entries {
+                let path = entry.path();
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(is_stale);
+                if stale && entry.file_name().to_string_lossy().contains('#') {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(ArchiveError::store(
+                                STAGING_PREFIX,
+                                local_io_error(&path, e),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The key exists: report `AlreadyPresent` if it holds exactly the
     /// offered bytes, `Conflict` otherwise.
     async fn settle_existing(
@@ -487,6 +563,13 @@ impl Archive {
         if let Err(e) = self.store.delete(staging).await {
             tracing::warn!(staging = %staging, error = %e, "could not remove staging object");
         }
+    }
+}
+
+fn local_io_error(path: &FsPath, e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {e}", path.display()).into(),
     }
 }
 
@@ -638,6 +721,7 @@ fn open_local(path: &FsPath) -> Result<Archive, ArchiveError> {
     Ok(Archive {
         store: Arc::new(store),
         description: format!("file://{}", root.display()).into(),
+        local_root: Some(Arc::new(root)),
     })
 }
 
@@ -754,5 +838,6 @@ fn open_s3(
     Ok(Archive {
         store,
         description: description.into(),
+        local_root: None,
     })
 }

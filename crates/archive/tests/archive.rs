@@ -25,7 +25,7 @@ struct Backend {
     objects_dir: PathBuf,
     /// Everything the backend writes (staging, upload parts, metadata).
     data_dir: PathBuf,
-    _s3: Option<TestS3>,
+    s3: Option<TestS3>,
     _tmp: TempDir,
 }
 
@@ -45,7 +45,7 @@ impl Backend {
             archive,
             objects_dir: dir.clone(),
             data_dir: dir,
-            _s3: None,
+            s3: None,
             _tmp: tmp,
         }
     }
@@ -65,7 +65,7 @@ impl Backend {
             archive,
             objects_dir: root.join("vault/tenant/one"),
             data_dir: root,
-            _s3: Some(s3),
+            s3: Some(s3),
             _tmp: tmp,
         }
     }
@@ -107,7 +107,10 @@ impl Backend {
             .collect();
         self.files()
             .into_iter()
-            .filter(|f| !expected.contains(f) && !(self._s3.is_some() && f.starts_with(".bucket-")))
+            .filter(|f| {
+                let bookkeeping = self.s3.is_some() && f.starts_with(".bucket-");
+                !bookkeeping && !expected.contains(f)
+            })
             .collect()
     }
 }
@@ -597,4 +600,59 @@ async fn s3_config_checks_and_no_secret_leaks() {
     assert!(matches!(err, ArchiveError::Store { .. }), "{err}");
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains(wrong_secret), "{shown}");
+}
+
+#[tokio::test]
+async fn stale_staging_is_removed_and_fresh_is_kept() {
+    let b = Backend::local().await;
+    let staging = b.objects_dir.join(".wxvault-staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    // A completed staging object and a part file of a killed upload.
+    std::fs::write(staging.join("0b7c-old"), b"complete").unwrap();
+    std::fs::write(staging.join("1c8d-old#1"), b"partial").unwrap();
+    let k = key(1);
+    b.archive
+        .put_if_absent(&k, Bytes::from_static(b"audio"))
+        .await
+        .unwrap();
+
+    // Everything is younger than a day: nothing goes.
+    let removed = b
+        .archive
+        .remove_stale_staging(std::time::Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert_eq!(removed, 0);
+    assert_eq!(b.stray_files(&[&k]).len(), 2);
+
+    // With a zero age threshold both leftovers go; real objects stay.
+    let removed = b
+        .archive
+        .remove_stale_staging(std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert!(b.stray_files(&[&k]).is_empty(), "{:?}", b.files());
+    assert_eq!(b.archive.head(&k).await.unwrap(), Some(5));
+}
+
+#[tokio::test]
+async fn stale_staging_on_s3() {
+    let b = Backend::s3().await;
+    std::fs::create_dir_all(b.objects_dir.join(".wxvault-staging")).unwrap();
+    std::fs::write(b.objects_dir.join(".wxvault-staging/old"), b"complete").unwrap();
+    let k = key(1);
+    b.archive
+        .put_if_absent(&k, Bytes::from_static(b"audio"))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.archive
+            .remove_stale_staging(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!b.objects_dir.join(".wxvault-staging/old").exists());
+    assert_eq!(b.archive.list("").await.unwrap().len(), 1);
 }

@@ -27,6 +27,8 @@ use crate::report::OrgReport;
 /// One day: WxCC task queries are kept to 24 h windows (webex-api.md §2.3).
 pub const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 const SOURCE: &str = "wxcc";
+/// Download attempts for one recording within one run before it waits for the next run.
+const IN_RUN_ATTEMPTS: u32 = 3;
 
 /// Everything one org's harvest needs.
 pub struct WxccHarvest {
@@ -434,12 +436,20 @@ impl WxccHarvest {
         if row.state == RecordingState::Ready {
             let mut cap = cap;
             let mut refreshed = false;
+            let mut attempt = 0;
             let stored = loop {
                 match self.download_to(&key, &cap).await {
                     Err(ItemError::LinkExpired(why)) if !refreshed => {
                         refreshed = true;
                         tracing::info!(org = %self.org.name, recording = %cap.id, "capture link refused ({why}); asking for a fresh one");
                         cap = self.fresh_capture(&task.task_id, &cap.id).await?;
+                    }
+                    // Truncated bodies and dropped connections: try again within this run, with
+                    // backoff; what still fails is left for the next run (never marked failed here).
+                    Err(ItemError::Transient(why)) if attempt + 1 < IN_RUN_ATTEMPTS => {
+                        attempt += 1;
+                        tracing::info!(org = %self.org.name, recording = %cap.id, attempt, "transient: {why}; retrying");
+                        tokio::time::sleep(self.retry.backoff(attempt)).await;
                     }
                     other => break other?,
                 }

@@ -287,7 +287,10 @@ mod tests {
     fn relative_sqlite_paths_survive_url_handling() {
         use sqlx::ConnectOptions as _;
         for (url, file) in [
-            ("sqlite://./wxvault-data/wxvault.db", "./wxvault-data/wxvault.db"),
+            (
+                "sqlite://./wxvault-data/wxvault.db",
+                "./wxvault-data/wxvault.db",
+            ),
             ("sqlite://wxvault.db", "wxvault.db"),
             ("sqlite:///abs/Dir/x.db", "/abs/Dir/x.db"),
         ] {

@@ -425,7 +425,8 @@ impl Vault {
         Ok(())
     }
 
-    /// Counts a failed attempt and keeps its error; returns the attempts so far.
+    /// Counts a failed attempt and keeps its error (shown to operators: no secrets, no signed
+    /// URLs); returns the attempts so far.
     ///
     /// # Errors
     /// [`VaultError::NotFound`] if the recording is unknown, [`VaultError::Db`] on database failure.

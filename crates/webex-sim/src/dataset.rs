@@ -762,6 +762,19 @@ mod tests {
     }
 
     #[test]
+    fn demo_is_one_org_of_about_150_telephony_tasks_within_a_day() {
+        let ds = Dataset::generate(&DatasetSpec::demo(), 1, START);
+        assert_eq!(ds.orgs.len(), 1);
+        let tel = ds.orgs[0]
+            .tasks
+            .iter()
+            .filter(|t| t.channel_type == "telephony")
+            .count();
+        assert!((135..=165).contains(&tel), "{tel}");
+        assert!(ds.orgs[0].tasks.iter().all(|t| t.created_ms > START - DAY));
+    }
+
+    #[test]
     fn large_recording_is_planned_not_stored() {
         let ds = Dataset::generate(
             &DatasetSpec::bench(1, 1, 1_000).with_large_recording(1 << 30),

@@ -19,10 +19,19 @@
 //!   [`SimConfig::dataset`] / [`DatasetSpec::with_large_recording`]), so a 1 GiB
 //!   recording never sits in memory.
 //!
+//! Semantics chosen where webex-api.md is UNCERTAIN: `/v1/tasks` `from` is
+//! inclusive and `to` exclusive (clients overlap by 1 ms anyway); tasks created
+//! after the sim clock are hidden; `urlExpiration` outside 1..=60 is a 400;
+//! refresh keeps the refresh token and its countdown unless
+//! [`SimConfig::rotate_refresh_tokens`]; a missing/garbled `Authorization`
+//! header on WxCC is 400, an unknown, expired or revoked token 401, a missing
+//! scope or foreign `orgId` 403; media with an `Authorization` header is 400.
+//!
 //! HTTP surface (paths relative to [`SimServer::base_url`]):
 //! `GET /v1/authorize`, `POST /v1/access_token`, `GET /v1/tasks`,
 //! `POST /v1/captures/query`, `GET /organization/{orgId}/user/by-ci-user-id/{ciUserId}`,
-//! `GET /organization/{orgId}/v2/user`, media under
+//! `GET /organization/{orgId}/user/{id}`, `GET /organization/{orgId}/v2/user`
+//! (RSQL `filter`), `GET /v1/.well-known/openid-configuration`, media under
 //! `/cjp-ccone-produs1-media-storage-recording/...`, and the control API:
 //! `GET /_sim/orgs`, `GET /_sim/manifest?orgId=`, `GET /_sim/stats`,
 //! `GET /_sim/clock`, `POST /_sim/clock/advance {"seconds":N}`,

@@ -214,6 +214,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/organization/{org}/user/by-ci-user-id/{ci}",
             get(wxcc::user_by_ci),
         )
+        .route("/organization/{org}/user/{id}", get(wxcc::user_by_id))
         .route("/organization/{org}/v2/user", get(wxcc::users_v2))
         .route(
             &format!("/{BUCKET}/{{org}}/{{task}}/{{rec}}/{{file}}"),

@@ -275,6 +275,16 @@ impl Auth {
                     "code_verifier is required.",
                 ));
             };
+            // RFC 7636 §4.1: 43–128 unreserved characters.
+            let well_formed = (43..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !well_formed {
+                return Err(GrantError::new(
+                    "invalid_grant",
+                    "code_verifier is malformed.",
+                ));
+            }
             let computed = if ch.method_s256 {
                 use base64::Engine as _;
                 use sha2::Digest as _;
@@ -371,6 +381,16 @@ fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1_000)).unwrap_or(i64::MAX / 4)
 }
 
+/// Keys of [`Stats::by_endpoint`], present from the start (with 0) so lookups never miss.
+const ENDPOINTS: &[&str] = &[
+    "access_token",
+    "authorize",
+    "tasks",
+    "captures",
+    "users",
+    "media",
+];
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -401,7 +421,10 @@ impl Shared {
             auth: Mutex::new(Auth::new(cfg.seed)),
             limiter: Mutex::new(HashMap::new()),
             rng: Mutex::new(SplitMix64::new(mix2(cfg.seed, 0x4641_554C))),
-            stats: Mutex::new(Stats::default()),
+            stats: Mutex::new(Stats {
+                by_endpoint: ENDPOINTS.iter().map(|e| ((*e).to_owned(), 0)).collect(),
+                ..Stats::default()
+            }),
             base_url,
             sign_key,
             data,

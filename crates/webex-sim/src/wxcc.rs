@@ -378,6 +378,26 @@ pub(crate) async fn user_by_ci(
     }
 }
 
+/// `GET /organization/{orgId}/user/{id}`: lookup by Contact Center resource id.
+pub(crate) async fn user_by_id(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((org_id, id)): Path<(String, String)>,
+) -> Response {
+    let run = async {
+        let bearer = gate(&shared, "users", &headers, USER_SCOPES).await?;
+        let org = org_of(&shared, &bearer, Some(&org_id))?;
+        org.agents
+            .iter()
+            .find(|a| a.cc_id == id)
+            .map(|a| wxcc_ok(&shared, user_json(org, a)))
+            .ok_or_else(|| wxcc_error(&shared, StatusCode::NOT_FOUND, "User not found."))
+    };
+    match run.await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
 /// `GET /organization/{orgId}/v2/user` with RSQL `filter`, `search`, `page`, `pageSize`.
 pub(crate) async fn users_v2(
     State(shared): State<Arc<Shared>>,

@@ -1005,6 +1005,18 @@ async fn users_lookup_and_rsql_list() {
     let u: Value = resp.json().await.unwrap();
     assert_eq!(u["ciUserId"], owners[0].as_str());
     assert!(u["firstName"].is_string() && u["email"].is_string());
+    let cc_id = u["id"].as_str().unwrap();
+    let by_id: Value = ctx
+        .http
+        .get(ctx.url(&format!("organization/{org}/user/{cc_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_id["ciUserId"], owners[0].as_str());
     let resp = ctx
         .http
         .get(ctx.url(&format!("organization/{org}/user/by-ci-user-id/nobody")))
@@ -1040,7 +1052,28 @@ async fn users_lookup_and_rsql_list() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(ctx.sim.stats().by_endpoint["users"], 4);
+    assert_eq!(ctx.sim.stats().by_endpoint["users"], 5);
+}
+
+#[tokio::test]
+async fn default_config_follows_the_wall_clock() {
+    let server = SimServer::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(server.base_url().host_str(), Some("127.0.0.1"));
+    let h = server.handle();
+    let wall = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    assert!((h.now_ms() - wall).abs() < 60_000);
+    h.advance_clock(Duration::from_secs(3_600));
+    assert!(h.now_ms() - wall >= 3_600_000 - 60_000);
+    assert_eq!(h.stats().by_endpoint["media"], 0);
+    server.shutdown().await;
 }
 
 #[tokio::test]

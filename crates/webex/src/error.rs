@@ -108,7 +108,7 @@ pub enum Error {
     },
 
     /// HTTP 429 still returned after the retry budget was spent.
-    #[error("{endpoint} is rate limited (HTTP 429{}); retry after {}s — the per-client-id budget is shared by every org using this integration", fmt_tracking_inner(tracking_id.as_deref()), retry_after.as_secs())]
+    #[error("{endpoint} is rate limited (HTTP 429{}); retry after {:.1}s — the per-client-id budget is shared by every org using this integration", fmt_tracking_inner(tracking_id.as_deref()), retry_after.as_secs_f64())]
     RateLimited {
         /// Logical endpoint name.
         endpoint: String,

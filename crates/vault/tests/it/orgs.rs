@@ -53,6 +53,18 @@ async fn secrets_round_trip_and_never_stored_in_plaintext() {
                 assert!(!v.contains(plain), "{b}");
             }
         }
+        if b == "postgres" {
+            // Whole rows as PostgreSQL renders them, every column included.
+            let rows: Vec<String> = sqlx::query_scalar("SELECT CAST(orgs AS TEXT) FROM orgs")
+                .fetch_all(&raw)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+            assert!(rows[0].contains(ORG_A), "non-vacuous: {}", rows[0]);
+            for plain in [CLIENT_SECRET, ACCESS, REFRESH] {
+                assert!(!rows[0].contains(plain), "{plain} in a PostgreSQL row");
+            }
+        }
         raw.close().await;
 
         if let Some(path) = &db.sqlite_path {
