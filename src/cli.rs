@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "wxvault", version, about = "Archive Webex Contact Center recordings into storage you control")]
+#[command(
+    name = "wxvault",
+    version,
+    about = "Archive Webex Contact Center recordings into storage you control"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Without one, defaults keep everything under ./wxvault-data.
     #[arg(long, global = true, env = "WXVAULT_CONFIG")]

@@ -8,7 +8,7 @@ use engine::{Config, Engine, SyncOptions, SystemClock};
 use secrecy::{ExposeSecret, SecretString};
 use vault::{NewOrg, TokenUpdate};
 
-use crate::cli::{ClientAuthArg, Cli, Command, OrgAddArgs, OrgCommand, SimCommand, SyncArgs};
+use crate::cli::{Cli, ClientAuthArg, Command, OrgAddArgs, OrgCommand, SimCommand, SyncArgs};
 use crate::output;
 
 /// Runs one command and returns the process exit code.
@@ -35,7 +35,9 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         crate::cli::LogFormat::Json => builder.json().try_init(),
         crate::cli::LogFormat::Text => builder.try_init(),
@@ -43,12 +45,16 @@ fn init_logging(cli: &Cli) {
 }
 
 fn master_key_env() -> Option<String> {
-    std::env::var("WXVAULT_MASTER_KEY").ok().filter(|s| !s.trim().is_empty())
+    std::env::var("WXVAULT_MASTER_KEY")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
 }
 
 pub async fn open_engine(config: Config) -> Result<Engine> {
     let env = master_key_env();
-    Engine::open(config, env.as_deref(), Arc::new(SystemClock)).await.context("cannot open wxvault's state")
+    Engine::open(config, env.as_deref(), Arc::new(SystemClock))
+        .await
+        .context("cannot open wxvault's state")
 }
 
 async fn init(config: &Config) -> Result<()> {
@@ -56,12 +62,22 @@ async fn init(config: &Config) -> Result<()> {
     if master_key_env().is_some() {
         println!("master key: taken from WXVAULT_MASTER_KEY (no key file written)");
     } else if vault::init_key_file(key).with_context(|| format!("creating {}", key.display()))? {
-        println!("master key: created {} (mode 0600) — back it up; without it the stored secrets cannot be read", key.display());
+        println!(
+            "master key: created {} (mode 0600) — back it up; without it the stored secrets cannot be read",
+            key.display()
+        );
     } else {
-        println!("master key: {} already exists, left as it is", key.display());
+        println!(
+            "master key: {} already exists, left as it is",
+            key.display()
+        );
     }
     let engine = open_engine(config.clone()).await?;
-    println!("database:   {} ({})", redact_db_url(&config.database.url), engine.vault.backend());
+    println!(
+        "database:   {} ({})",
+        redact_db_url(&config.database.url),
+        engine.vault.backend()
+    );
     println!("archive:    {}", engine.archive.describe());
     Ok(())
 }
@@ -85,24 +101,35 @@ fn read_secret(var: &str, prompt: &str, required: bool) -> Result<Option<SecretS
         }
     }
     if std::io::stdin().is_terminal() {
-        let v = rpassword::prompt_password(prompt).with_context(|| format!("reading {var} from the terminal"))?;
+        let v = rpassword::prompt_password(prompt)
+            .with_context(|| format!("reading {var} from the terminal"))?;
         let v = v.trim().to_string();
         if !v.is_empty() {
             return Ok(Some(SecretString::from(v)));
         }
     }
     if required {
-        bail!("{var} is not set and there is no terminal to ask on; set {var} in the environment (never pass secrets as arguments)");
+        bail!(
+            "{var} is not set and there is no terminal to ask on; set {var} in the environment (never pass secrets as arguments)"
+        );
     }
     Ok(None)
 }
 
 async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
-    let client_secret = read_secret("WXVAULT_CLIENT_SECRET", "Client secret: ", true)?.expect("required");
+    let client_secret =
+        read_secret("WXVAULT_CLIENT_SECRET", "Client secret: ", true)?.expect("required");
     let refresh = read_secret("WXVAULT_REFRESH_TOKEN", "Refresh token: ", true)?.expect("required");
-    let access = read_secret("WXVAULT_ACCESS_TOKEN", "Access token (optional, Enter to skip): ", false)?;
-    let from_token = webex::oauth::token_anatomy(refresh.expose_secret())
-        .or_else(|| access.as_ref().and_then(|a| webex::oauth::token_anatomy(a.expose_secret())));
+    let access = read_secret(
+        "WXVAULT_ACCESS_TOKEN",
+        "Access token (optional, Enter to skip): ",
+        false,
+    )?;
+    let from_token = webex::oauth::token_anatomy(refresh.expose_secret()).or_else(|| {
+        access
+            .as_ref()
+            .and_then(|a| webex::oauth::token_anatomy(a.expose_secret()))
+    });
     let org_id = match (&args.org_id, from_token) {
         (Some(given), Some(anat)) if !given.eq_ignore_ascii_case(&anat.org_id) => bail!(
             "--org-id {given} does not match the org id in the token ({}); check that the tokens belong to this org",
@@ -140,7 +167,10 @@ async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
         })
         .await
         .with_context(|| format!("adding org {}", args.name))?;
-    println!("added org {} (org id {}, region {}); secrets stored encrypted", org.name, org.org_id, org.region);
+    println!(
+        "added org {} (org id {}, region {}); secrets stored encrypted",
+        org.name, org.org_id, org.region
+    );
     Ok(())
 }
 
@@ -169,12 +199,20 @@ pub fn parse_time(flag: &str, s: &str) -> Result<i64> {
 }
 
 async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
-    let from = args.from.as_deref().map(|s| parse_time("--from", s)).transpose()?;
-    let to = args.to.as_deref().map(|s| parse_time("--to", s)).transpose()?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f >= t {
-            bail!("--from must be before --to (the window is [from, to))");
-        }
+    let from = args
+        .from
+        .as_deref()
+        .map(|s| parse_time("--from", s))
+        .transpose()?;
+    let to = args
+        .to
+        .as_deref()
+        .map(|s| parse_time("--to", s))
+        .transpose()?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        bail!("--from must be before --to (the window is [from, to))");
     }
     let mut engine = open_engine(config.clone()).await?;
     let bars = (!args.json && std::io::stderr().is_terminal()).then(output::Bars::new);
@@ -182,7 +220,11 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
         engine.progress = b.clone();
     }
     let report = engine
-        .sync(&SyncOptions { orgs: args.orgs, from_ms: from, to_ms: to })
+        .sync(&SyncOptions {
+            orgs: args.orgs,
+            from_ms: from,
+            to_ms: to,
+        })
         .await
         .map_err(|e| match e {
             engine::EngineError::Usage(m) => anyhow::anyhow!(m),

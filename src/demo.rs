@@ -40,16 +40,25 @@ pub async fn sim_serve(args: SimServeArgs) -> Result<()> {
     };
     let client = config.clients.first().cloned();
     let addr: SocketAddr = ([127, 0, 0, 1], args.port).into();
-    let server = SimServer::start(config, addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let server = SimServer::start(config, addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     println!("simulator listening on {}", server.base_url());
     if let Some(c) = client {
-        println!("integration: client id {} (client secret: see docs/simulator.md)", c.client_id);
+        println!(
+            "integration: client id {} (client secret: see docs/simulator.md)",
+            c.client_id
+        );
     }
     for org in server.handle().orgs() {
         println!("org {} id {} region {}", org.name, org.org_id, org.region);
     }
-    println!("controls: GET /_sim/orgs, /_sim/manifest?orgId=, /_sim/stats; POST /_sim/clock/advance, /_sim/faults, /_sim/grant, /_sim/revoke, /_sim/consent");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!(
+        "controls: GET /_sim/orgs, /_sim/manifest?orgId=, /_sim/stats; POST /_sim/clock/advance, /_sim/faults, /_sim/grant, /_sim/revoke, /_sim/consent"
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     server.shutdown().await;
     Ok(())
 }
@@ -62,7 +71,8 @@ fn prepare_dir(dir: &Path) -> Result<()> {
                 dir.display()
             );
         }
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing the previous demo in {}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("clearing the previous demo in {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join(MARKER), "made by wxvault demo; safe to delete\n")?;
@@ -74,9 +84,19 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let dir = args.dir;
     prepare_dir(&dir)?;
 
-    let demo_client = SimClient { redirect_uris: vec![DEMO_REDIRECT.to_string()], ..SimClient::demo() };
-    let sim_config = SimConfig { seed: 7, dataset: DatasetSpec::demo(), clients: vec![demo_client.clone()], ..SimConfig::default() };
-    let server = SimServer::start(sim_config, ([127, 0, 0, 1], 0).into()).await.context("starting the simulator")?;
+    let demo_client = SimClient {
+        redirect_uris: vec![DEMO_REDIRECT.to_string()],
+        ..SimClient::demo()
+    };
+    let sim_config = SimConfig {
+        seed: 7,
+        dataset: DatasetSpec::demo(),
+        clients: vec![demo_client.clone()],
+        ..SimConfig::default()
+    };
+    let server = SimServer::start(sim_config, ([127, 0, 0, 1], 0).into())
+        .await
+        .context("starting the simulator")?;
     let sim_url = server.base_url().to_string();
     println!("1/4 simulator of the Webex APIs running at {sim_url}");
 
@@ -93,7 +113,8 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
          # `status` and `org list` work as they are.\n{}",
         config.to_toml()?
     );
-    std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
     let config = Config::load(Some(&config_path))?;
     vault::init_key_file(Path::new(&config.vault.master_key_file))?;
     let engine = crate::commands::open_engine(config.clone()).await?;
@@ -104,15 +125,31 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let state = uuid::Uuid::new_v4().simple().to_string();
     let api_base = url::Url::parse(&sim_url)?;
     let scopes = ["cjp:config_read"];
-    let authorize = webex::oauth::authorize_url(&api_base, &demo_client.client_id, DEMO_REDIRECT, &scopes, &state, &pkce.challenge);
-    let resp = engine.http.get(authorize).send().await.context("opening the authorize page")?;
+    let authorize = webex::oauth::authorize_url(
+        &api_base,
+        &demo_client.client_id,
+        DEMO_REDIRECT,
+        &scopes,
+        &state,
+        &pkce.challenge,
+    );
+    let resp = engine
+        .http
+        .get(authorize)
+        .send()
+        .await
+        .context("opening the authorize page")?;
     let location = resp
         .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .context("the authorize endpoint did not redirect back")?;
     let back = url::Url::parse(location).context("the redirect back is not a URL")?;
-    let param = |k: &str| back.query_pairs().find(|(key, _)| key == k).map(|(_, v)| v.into_owned());
+    let param = |k: &str| {
+        back.query_pairs()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.into_owned())
+    };
     if let Some(err) = param("error") {
         bail!("authorization refused: {err}");
     }
@@ -126,9 +163,13 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         auth: ClientAuth::Form,
     };
     let sent_at = engine.clock.now_ms();
-    let tokens = oauth.exchange_code(&creds, &code, DEMO_REDIRECT, &pkce.verifier).await.context("exchanging the code")?;
-    let anatomy = webex::oauth::token_anatomy(secrecy::ExposeSecret::expose_secret(&tokens.access_token))
-        .context("the access token does not end in _<cluster>_<orgId>")?;
+    let tokens = oauth
+        .exchange_code(&creds, &code, DEMO_REDIRECT, &pkce.verifier)
+        .await
+        .context("exchanging the code")?;
+    let anatomy =
+        webex::oauth::token_anatomy(secrecy::ExposeSecret::expose_secret(&tokens.access_token))
+            .context("the access token does not end in _<cluster>_<orgId>")?;
     let secs = |s: u64| sent_at + i64::try_from(s).unwrap_or(0) * 1000;
     let org = engine
         .vault
@@ -162,27 +203,48 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     }
     let now = engine.clock.now_ms();
     let report = engine
-        .sync(&SyncOptions { orgs: vec![], from_ms: Some(now - 24 * 3_600_000), to_ms: Some(now) })
+        .sync(&SyncOptions {
+            orgs: vec![],
+            from_ms: Some(now - 24 * 3_600_000),
+            to_ms: Some(now),
+        })
         .await?;
     server.shutdown().await;
     println!();
     output::print_sync_report(&report);
     let archive_dir = dir.join("archive");
     println!();
-    println!("4/4 done in {:.1} s. Where to look:", started.elapsed().as_secs_f64());
-    println!("  recordings and sidecars: {}/{}/wxcc/YYYY/MM/DD/<task>/<recording>.wav|.json", archive_dir.display(), org.org_id);
+    println!(
+        "4/4 done in {:.1} s. Where to look:",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  recordings and sidecars: {}/{}/wxcc/YYYY/MM/DD/<task>/<recording>.wav|.json",
+        archive_dir.display(),
+        org.org_id
+    );
     if let Some(example) = first_sidecar(&archive_dir) {
         println!("  for example:             {}", example.display());
     }
-    println!("  status:                  wxvault --config {} status", config_path.display());
-    println!("  (cargo run --release -- --config {} status)", config_path.display());
+    println!(
+        "  status:                  wxvault --config {} status",
+        config_path.display()
+    );
+    println!(
+        "  (cargo run --release -- --config {} status)",
+        config_path.display()
+    );
     Ok(u8::try_from(report.exit_code()).unwrap_or(2))
 }
 
 fn first_sidecar(dir: &Path) -> Option<std::path::PathBuf> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&d).ok()?.filter_map(Result::ok).map(|e| e.path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&d)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
         entries.sort();
         for p in entries {
             if p.is_dir() {

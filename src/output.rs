@@ -12,18 +12,30 @@ use vault::{Org, OrgStatus};
 #[derive(Clone)]
 pub struct Bars {
     multi: MultiProgress,
-    bars: Arc<Mutex<HashMap<String, (ProgressBar, u64, u64, u64, u64)>>>,
+    bars: Arc<Mutex<HashMap<String, OrgBar>>>,
+}
+
+/// One org's spinner and the counts it shows.
+struct OrgBar {
+    bar: ProgressBar,
+    tasks: u64,
+    archived: u64,
+    bytes: u64,
+    failed: u64,
 }
 
 impl Bars {
     pub fn new() -> Arc<Bars> {
-        Arc::new(Bars { multi: MultiProgress::new(), bars: Arc::new(Mutex::new(HashMap::new())) })
+        Arc::new(Bars {
+            multi: MultiProgress::new(),
+            bars: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     pub fn finish(&self) {
         if let Ok(bars) = self.bars.lock() {
-            for (bar, ..) in bars.values() {
-                bar.finish();
+            for b in bars.values() {
+                b.bar.finish();
             }
         }
     }
@@ -31,28 +43,39 @@ impl Bars {
 
 impl Progress for Bars {
     fn event(&self, org: &str, event: ProgressEvent) {
-        let Ok(mut bars) = self.bars.lock() else { return };
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
         let entry = bars.entry(org.to_string()).or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.set_prefix(org.to_string());
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            (bar, 0, 0, 0, 0)
+            OrgBar {
+                bar,
+                tasks: 0,
+                archived: 0,
+                bytes: 0,
+                failed: 0,
+            }
         });
         match event {
-            ProgressEvent::TasksListed(n) => entry.1 += n,
+            ProgressEvent::TasksListed(n) => entry.tasks += n,
             ProgressEvent::Archived(b) => {
-                entry.2 += 1;
-                entry.3 += b;
+                entry.archived += 1;
+                entry.bytes += b;
             }
-            ProgressEvent::Failed => entry.4 += 1,
+            ProgressEvent::Failed => entry.failed += 1,
         }
-        entry.0.set_message(format!(
+        entry.bar.set_message(format!(
             "{} tasks, {} archived ({}), {} failed",
-            entry.1,
-            entry.2,
-            human_bytes(entry.3),
-            entry.4
+            entry.tasks,
+            entry.archived,
+            human_bytes(entry.bytes),
+            entry.failed
         ));
     }
 }
@@ -65,7 +88,11 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[i]) }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) {
@@ -76,7 +103,11 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|s| (*s).to_string()).collect());
@@ -111,7 +142,19 @@ pub fn print_sync_report(report: &SyncReport) {
         })
         .collect();
     table(
-        &["org", "result", "tasks", "archived", "bytes", "already", "pending", "absent", "missing", "failed", "api calls"],
+        &[
+            "org",
+            "result",
+            "tasks",
+            "archived",
+            "bytes",
+            "already",
+            "pending",
+            "absent",
+            "missing",
+            "failed",
+            "api calls",
+        ],
         &rows,
     );
     for o in &report.orgs {
@@ -130,10 +173,16 @@ pub fn print_sync_report(report: &SyncReport) {
             println!("{}: failed {f}", o.org);
         }
         if o.transient_left > 0 {
-            println!("{}: {} item(s) hit transient errors and will be retried on the next run", o.org, o.transient_left);
+            println!(
+                "{}: {} item(s) hit transient errors and will be retried on the next run",
+                o.org, o.transient_left
+            );
         }
         if o.malformed > 0 {
-            println!("{}: {} item(s) in Webex responses could not be read (see the log)", o.org, o.malformed);
+            println!(
+                "{}: {} item(s) in Webex responses could not be read (see the log)",
+                o.org, o.malformed
+            );
         }
     }
 }
@@ -200,7 +249,18 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
         })
         .collect();
     table(
-        &["org", "token", "access expires", "refresh expires", "synced up to", "archived", "pending", "absent", "missing", "failed"],
+        &[
+            "org",
+            "token",
+            "access expires",
+            "refresh expires",
+            "synced up to",
+            "archived",
+            "pending",
+            "absent",
+            "missing",
+            "failed",
+        ],
         &rows,
     );
     for v in views {

@@ -38,17 +38,27 @@ async fn survives_5xx_429_and_truncated_bodies() {
     loop {
         runs += 1;
         let out = env.sync_all(3, &["--json"]).await;
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        let report: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
         let o = &report["orgs"][0];
-        assert_eq!(o["outcome"]["state"], "ok", "faults are transient; the org must not fail: {report:#}");
-        assert!(o["failed"].as_array().unwrap().is_empty(), "transient faults must not become failures: {report:#}");
+        assert_eq!(
+            o["outcome"]["state"], "ok",
+            "faults are transient; the org must not fail: {report:#}"
+        );
+        assert!(
+            o["failed"].as_array().unwrap().is_empty(),
+            "transient faults must not become failures: {report:#}"
+        );
         if o["transient_left"].as_u64() == Some(0) {
             break;
         }
         assert!(runs < 4, "still not done after {runs} runs: {report:#}");
     }
     let stats = env.handle().stats();
-    assert!(stats.injected_5xx > 0 && stats.throttled_429 > 0, "the faults should have fired: {stats:?}");
+    assert!(
+        stats.injected_5xx > 0 && stats.throttled_429 > 0,
+        "the faults should have fired: {stats:?}"
+    );
     check_archive(&env, &org.org_id, now - 3 * 86_400_000, now);
 }
 
@@ -58,15 +68,31 @@ async fn expired_links_are_not_failures() {
     let org = env.handle().orgs()[0].clone();
     env.add_org("acme", &org.org_id).await;
     let now = env.handle().now_ms();
-    env.handle().set_faults(Faults { url_expiry_secs: Some(0), ..Faults::default() });
+    env.handle().set_faults(Faults {
+        url_expiry_secs: Some(0),
+        ..Faults::default()
+    });
     let out = env.sync_all(3, &["--json"]).await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &report["orgs"][0];
-    assert_eq!(out.status.code(), Some(2), "nothing could be downloaded: {report:#}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "nothing could be downloaded: {report:#}"
+    );
     assert_eq!(o["archived"].as_u64(), Some(0));
     assert!(o["transient_left"].as_u64().unwrap() > 0);
-    assert!(o["failed"].as_array().unwrap().is_empty(), "an expired link is not a failure: {report:#}");
-    let captures_first = env.handle().stats().by_endpoint.get("captures").copied().unwrap_or(0);
+    assert!(
+        o["failed"].as_array().unwrap().is_empty(),
+        "an expired link is not a failure: {report:#}"
+    );
+    let captures_first = env
+        .handle()
+        .stats()
+        .by_endpoint
+        .get("captures")
+        .copied()
+        .unwrap_or(0);
     assert!(
         captures_first > report["orgs"][0]["tasks_seen"].as_u64().unwrap() / 10,
         "an expired link must trigger a fresh captures query"
@@ -82,11 +108,18 @@ async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
     let sim = SimConfig {
         dataset: DatasetSpec::small(),
         rate_limit_per_minute: None,
-        faults: Faults { latency_ms: 15, ..Faults::default() },
+        faults: Faults {
+            latency_ms: 15,
+            ..Faults::default()
+        },
         realtime_clock: false,
         ..SimConfig::default()
     };
-    let env = Env::start_with(sim, Some("\n[sync]\nbatch_concurrency = 1\ndownloads_per_batch = 1\n")).await;
+    let env = Env::start_with(
+        sim,
+        Some("\n[sync]\nbatch_concurrency = 1\ndownloads_per_batch = 1\n"),
+    )
+    .await;
     let org = env.handle().orgs()[0].clone();
     env.add_org("acme", &org.org_id).await;
     let now = env.handle().now_ms();
@@ -103,7 +136,10 @@ async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
         .spawn()
         .unwrap();
     let h = env.handle();
-    let started = wait_until(Duration::from_secs(60), || h.stats().by_endpoint.get("media").copied().unwrap_or(0) >= 3).await;
+    let started = wait_until(Duration::from_secs(60), || {
+        h.stats().by_endpoint.get("media").copied().unwrap_or(0) >= 3
+    })
+    .await;
     assert!(started, "the sync never started downloading");
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
@@ -126,6 +162,9 @@ async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
             assert_eq!(now_v, v, "{k} changed after the resume");
         }
     }
-    let archive: std::collections::BTreeMap<_, _> = archive.into_iter().filter(|(k, _)| !k.contains('#')).collect();
+    let archive: std::collections::BTreeMap<_, _> = archive
+        .into_iter()
+        .filter(|(k, _)| !k.contains('#'))
+        .collect();
     assert_archive_matches(&archive, &org.org_id, &expected);
 }

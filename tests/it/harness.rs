@@ -20,12 +20,23 @@ pub struct Env {
 impl Env {
     /// A simulator with `dataset` (rate limit off unless asked) and a config file for it.
     pub async fn start(dataset: DatasetSpec) -> Env {
-        Self::start_with(SimConfig { dataset, rate_limit_per_minute: None, realtime_clock: false, ..SimConfig::default() }, None).await
+        Self::start_with(
+            SimConfig {
+                dataset,
+                rate_limit_per_minute: None,
+                realtime_clock: false,
+                ..SimConfig::default()
+            },
+            None,
+        )
+        .await
     }
 
     pub async fn start_with(sim_config: SimConfig, extra_config: Option<&str>) -> Env {
         let client = sim_config.clients.first().cloned().expect("a sim client");
-        let sim = SimServer::start(sim_config, ([127, 0, 0, 1], 0).into()).await.expect("sim starts");
+        let sim = SimServer::start(sim_config, ([127, 0, 0, 1], 0).into())
+            .await
+            .expect("sim starts");
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("wxvault.toml");
         let base = sim.base_url();
@@ -37,7 +48,12 @@ impl Env {
             text.push_str(extra);
         }
         std::fs::write(&config_path, text).expect("write config");
-        Env { dir, sim, client, config_path }
+        Env {
+            dir,
+            sim,
+            client,
+            config_path,
+        }
     }
 
     pub fn handle(&self) -> SimHandle {
@@ -56,21 +72,36 @@ impl Env {
     pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxvault"));
         cmd.arg("--config").arg(&self.config_path).args(args);
-        cmd.env_remove("WXVAULT_CONFIG").env_remove("WXVAULT_MASTER_KEY").env_remove("RUST_LOG");
+        cmd.env_remove("WXVAULT_CONFIG")
+            .env_remove("WXVAULT_MASTER_KEY")
+            .env_remove("RUST_LOG");
         cmd.env("WXVAULT_MASTER_KEY", MASTER_KEY);
         for (k, v) in env {
             cmd.env(k, v);
         }
         cmd.stdin(std::process::Stdio::null());
-        tokio::task::spawn_blocking(move || cmd.output().expect("binary runs")).await.expect("join")
+        tokio::task::spawn_blocking(move || cmd.output().expect("binary runs"))
+            .await
+            .expect("join")
     }
 
     /// `wxvault org add` for sim org `org_id` with a freshly issued grant. Returns the grant.
     pub async fn add_org(&self, name: &str, org_id: &str) -> webex_sim::GrantTokens {
-        let grant = self.handle().issue_grant(&self.client.client_id, org_id, &["cjp:config_read"]);
+        let grant = self
+            .handle()
+            .issue_grant(&self.client.client_id, org_id, &["cjp:config_read"]);
         let out = self
             .run(
-                &["org", "add", "--name", name, "--region", "us1", "--client-id", &self.client.client_id],
+                &[
+                    "org",
+                    "add",
+                    "--name",
+                    name,
+                    "--region",
+                    "us1",
+                    "--client-id",
+                    &self.client.client_id,
+                ],
                 &[
                     ("WXVAULT_CLIENT_SECRET", &self.client.client_secret),
                     ("WXVAULT_REFRESH_TOKEN", &grant.refresh_token),
@@ -94,16 +125,27 @@ impl Env {
 }
 
 pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("time");
-    t.format(&time::format_description::well_known::Rfc3339).expect("format")
+    let t =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("time");
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
 }
 
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed ({:?}):\n{}", out.status.code(), text(out));
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\n{}",
+        out.status.code(),
+        text(out)
+    );
 }
 
 /// Every file under `root`, as relative path → (sha256, size).
@@ -111,15 +153,24 @@ pub fn files(root: &Path) -> BTreeMap<String, (String, u64)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
             } else {
                 let bytes = std::fs::read(&p).expect("read");
-                let rel = p.strip_prefix(root).expect("prefix").to_string_lossy().replace('\\', "/");
-                out.insert(rel, (hex::encode(Sha256::digest(&bytes)), bytes.len() as u64));
+                let rel = p
+                    .strip_prefix(root)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.insert(
+                    rel,
+                    (hex::encode(Sha256::digest(&bytes)), bytes.len() as u64),
+                );
             }
         }
     }
@@ -127,18 +178,29 @@ pub fn files(root: &Path) -> BTreeMap<String, (String, u64)> {
 }
 
 /// Recordings the archive must hold: telephony tasks in the window, capture available by `now`.
-pub fn expected_recordings(h: &SimHandle, org_id: &str, from_ms: i64, now_ms: i64) -> Vec<ExpectedRecording> {
+pub fn expected_recordings(
+    h: &SimHandle,
+    org_id: &str,
+    from_ms: i64,
+    now_ms: i64,
+) -> Vec<ExpectedRecording> {
     let m = h.manifest(org_id);
     let telephony: std::collections::HashSet<&str> = m
         .tasks
         .iter()
-        .filter(|t| t.channel_type == "telephony" && t.created_ms >= from_ms && t.created_ms <= now_ms)
+        .filter(|t| {
+            t.channel_type == "telephony" && t.created_ms >= from_ms && t.created_ms <= now_ms
+        })
         .map(|t| t.task_id.as_str())
         .collect();
     // wxvault asks for virtual-agent legs too (includeVARecordings: true) but not for segments.
     m.recordings
         .iter()
-        .chain(m.optional_recordings.iter().filter(|r| !r.segment && r.call_type.starts_with("va")))
+        .chain(
+            m.optional_recordings
+                .iter()
+                .filter(|r| !r.segment && r.call_type.starts_with("va")),
+        )
         .filter(|r| telephony.contains(r.task_id.as_str()) && r.available_at_ms <= now_ms)
         .cloned()
         .collect()
@@ -146,8 +208,14 @@ pub fn expected_recordings(h: &SimHandle, org_id: &str, from_ms: i64, now_ms: i6
 
 /// The object key the layout contract (docs/layout.md) promises for a recording.
 pub fn audio_key(org_id: &str, r: &ExpectedRecording) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.task_created_ms) * 1_000_000).expect("time");
-    let ext = Path::new(&r.file_name).extension().and_then(|e| e.to_str()).unwrap_or("wav").to_ascii_lowercase();
+    let t =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.task_created_ms) * 1_000_000)
+            .expect("time");
+    let ext = Path::new(&r.file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("wav")
+        .to_ascii_lowercase();
     format!(
         "{org_id}/wxcc/{:04}/{:02}/{:02}/{}/{}.{ext}",
         t.year(),
@@ -162,7 +230,11 @@ pub fn audio_key(org_id: &str, r: &ExpectedRecording) -> String {
 /// sha256) and nothing else for that org — except recordings whose capture became available while
 /// the sync ran (the simulator's clock moves with real time), which may or may not be there but
 /// must be correct when they are.
-pub fn assert_archive_matches(archive: &BTreeMap<String, (String, u64)>, org_id: &str, expected: &[ExpectedRecording]) {
+pub fn assert_archive_matches(
+    archive: &BTreeMap<String, (String, u64)>,
+    org_id: &str,
+    expected: &[ExpectedRecording],
+) {
     assert_archive_matches_allowing(archive, org_id, expected, &[]);
 }
 
@@ -179,25 +251,38 @@ pub fn assert_archive_matches_allowing(
             assert_eq!(sha, &r.sha256, "sha256 of {key}");
             assert_eq!(*size, r.size_bytes, "size of {key}");
             let sidecar_key = format!("{}.json", key.rsplit_once('.').expect("ext").0);
-            assert!(archive.contains_key(&sidecar_key), "missing sidecar {sidecar_key}");
+            assert!(
+                archive.contains_key(&sidecar_key),
+                "missing sidecar {sidecar_key}"
+            );
             want.insert(key);
             want.insert(sidecar_key);
         }
     }
     for r in expected {
         let key = audio_key(org_id, r);
-        let (sha, size) = archive.get(&key).unwrap_or_else(|| panic!("missing object {key}"));
+        let (sha, size) = archive
+            .get(&key)
+            .unwrap_or_else(|| panic!("missing object {key}"));
         assert_eq!(sha, &r.sha256, "sha256 of {key}");
         assert_eq!(*size, r.size_bytes, "size of {key}");
         let sidecar_key = format!("{}.json", key.rsplit_once('.').expect("ext").0);
-        let (_, _) = archive.get(&sidecar_key).unwrap_or_else(|| panic!("missing sidecar {sidecar_key}"));
+        let (_, _) = archive
+            .get(&sidecar_key)
+            .unwrap_or_else(|| panic!("missing sidecar {sidecar_key}"));
         want.insert(key);
         want.insert(sidecar_key);
     }
-    let got: std::collections::BTreeSet<String> =
-        archive.keys().filter(|k| k.starts_with(&format!("{org_id}/"))).cloned().collect();
+    let got: std::collections::BTreeSet<String> = archive
+        .keys()
+        .filter(|k| k.starts_with(&format!("{org_id}/")))
+        .cloned()
+        .collect();
     let extra: Vec<&String> = got.difference(&want).collect();
-    assert!(extra.is_empty(), "unexpected objects in the archive: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "unexpected objects in the archive: {extra:?}"
+    );
 }
 
 /// Checks the archive of `org_id` after a sync over `[from_ms, …)` that started at `before_ms`.
@@ -209,5 +294,10 @@ pub fn check_archive(env: &Env, org_id: &str, from_ms: i64, before_ms: i64) {
 }
 
 pub fn small_with_client() -> SimConfig {
-    SimConfig { dataset: DatasetSpec::small(), rate_limit_per_minute: None, realtime_clock: false, ..SimConfig::default() }
+    SimConfig {
+        dataset: DatasetSpec::small(),
+        rate_limit_per_minute: None,
+        realtime_clock: false,
+        ..SimConfig::default()
+    }
 }

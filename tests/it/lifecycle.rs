@@ -16,7 +16,13 @@ async fn engine_on_sim_clock(env: &Env) -> Engine {
     let config = Config::load(Some(&env.config_path)).unwrap();
     vault::init_key_file(std::path::Path::new(&config.vault.master_key_file)).unwrap();
     let h = env.handle();
-    Engine::open(config, Some(MASTER_KEY), Arc::new(FnClock(move || h.now_ms()))).await.unwrap()
+    Engine::open(
+        config,
+        Some(MASTER_KEY),
+        Arc::new(FnClock(move || h.now_ms())),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +30,9 @@ async fn late_captures_wait_then_arrive_and_never_arriving_ones_go_missing() {
     let env = Env::start(DatasetSpec::small()).await;
     let engine = engine_on_sim_clock(&env).await;
     let sim_org = env.handle().orgs()[0].clone();
-    let grant = env.handle().issue_grant(&env.client.client_id, &sim_org.org_id, &["cjp:config_read"]);
+    let grant =
+        env.handle()
+            .issue_grant(&env.client.client_id, &sim_org.org_id, &["cjp:config_read"]);
     let t0 = env.handle().now_ms();
     engine
         .vault
@@ -40,50 +48,98 @@ async fn late_captures_wait_then_arrive_and_never_arriving_ones_go_missing() {
                 access_token: Some(SecretString::from(grant.access_token.clone())),
                 access_expires_at_ms: Some(t0 + i64::try_from(grant.expires_in).unwrap() * 1000),
                 refresh_token: Some(SecretString::from(grant.refresh_token.clone())),
-                refresh_expires_at_ms: Some(t0 + i64::try_from(grant.refresh_token_expires_in).unwrap() * 1000),
+                refresh_expires_at_ms: Some(
+                    t0 + i64::try_from(grant.refresh_token_expires_in).unwrap() * 1000,
+                ),
                 scopes: None,
                 refreshed_at_ms: Some(t0),
             },
         })
         .await
         .unwrap();
-    let window = SyncOptions { orgs: vec![], from_ms: Some(t0 - 3 * 86_400_000), to_ms: Some(t0) };
+    let window = SyncOptions {
+        orgs: vec![],
+        from_ms: Some(t0 - 3 * 86_400_000),
+        to_ms: Some(t0),
+    };
     let manifest = env.handle().manifest(&sim_org.org_id);
-    let telephony: Vec<_> = manifest.tasks.iter().filter(|t| t.channel_type == "telephony" && t.created_ms >= t0 - 3 * 86_400_000).collect();
-    let late = manifest.recordings.iter().chain(manifest.optional_recordings.iter()).filter(|r| r.available_at_ms > t0 && telephony.iter().any(|t| t.task_id == r.task_id)).count();
-    assert!(late > 0, "the small dataset needs captures that appear after the first sync");
+    let telephony: Vec<_> = manifest
+        .tasks
+        .iter()
+        .filter(|t| t.channel_type == "telephony" && t.created_ms >= t0 - 3 * 86_400_000)
+        .collect();
+    let late = manifest
+        .recordings
+        .iter()
+        .chain(manifest.optional_recordings.iter())
+        .filter(|r| r.available_at_ms > t0 && telephony.iter().any(|t| t.task_id == r.task_id))
+        .count();
+    assert!(
+        late > 0,
+        "the small dataset needs captures that appear after the first sync"
+    );
 
     let first = engine.sync(&window).await.unwrap();
     let o = &first.orgs[0];
     assert_eq!(o.outcome, OrgOutcome::Ok);
-    assert!(o.pending_capture > 0, "tasks whose capture is not there yet are pending: {o:?}");
+    assert!(
+        o.pending_capture > 0,
+        "tasks whose capture is not there yet are pending: {o:?}"
+    );
 
     // Two days and a bit later: late captures exist, requested-but-never-captured tasks are missing,
     // and the access token (12 h) has had to be refreshed on the way.
     env.handle().advance_clock(Duration::from_secs(49 * 3600));
-    let refreshes_before = env.handle().stats().by_endpoint.get("access_token").copied().unwrap_or(0);
+    let refreshes_before = env
+        .handle()
+        .stats()
+        .by_endpoint
+        .get("access_token")
+        .copied()
+        .unwrap_or(0);
     let second = engine.sync(&window).await.unwrap();
     let o = &second.orgs[0];
     assert_eq!(o.outcome, OrgOutcome::Ok, "{o:?}");
-    assert_eq!(o.pending_capture, 0, "nothing can still be pending after the grace period: {o:?}");
-    let refreshes_after = env.handle().stats().by_endpoint.get("access_token").copied().unwrap_or(0);
-    assert!(refreshes_after > refreshes_before, "the expired access token must have been refreshed");
+    assert_eq!(
+        o.pending_capture, 0,
+        "nothing can still be pending after the grace period: {o:?}"
+    );
+    let refreshes_after = env
+        .handle()
+        .stats()
+        .by_endpoint
+        .get("access_token")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        refreshes_after > refreshes_before,
+        "the expired access token must have been refreshed"
+    );
 
     let never: Vec<_> = telephony
         .iter()
         .filter(|t| {
             t.capture_requested == Some(true)
-                && !manifest.recordings.iter().chain(manifest.optional_recordings.iter()).any(|r| r.task_id == t.task_id && !r.segment)
+                && !manifest
+                    .recordings
+                    .iter()
+                    .chain(manifest.optional_recordings.iter())
+                    .any(|r| r.task_id == t.task_id && !r.segment)
         })
         .collect();
     let missing = first.orgs[0].missing.len() + o.missing.len();
-    assert_eq!(missing, never.len(), "every requested capture that never came is reported missing once: {o:?}");
+    assert_eq!(
+        missing,
+        never.len(),
+        "every requested capture that never came is reported missing once: {o:?}"
+    );
     assert_eq!(second.exit_code(), if never.is_empty() { 0 } else { 2 });
     let now = env.handle().now_ms();
-    let expected: Vec<_> = expected_recordings(&env.handle(), &sim_org.org_id, t0 - 3 * 86_400_000, now)
-        .into_iter()
-        .filter(|r| r.task_created_ms < t0)
-        .collect();
+    let expected: Vec<_> =
+        expected_recordings(&env.handle(), &sim_org.org_id, t0 - 3 * 86_400_000, now)
+            .into_iter()
+            .filter(|r| r.task_created_ms < t0)
+            .collect();
     assert_archive_matches(&files(&env.archive_dir()), &sim_org.org_id, &expected);
 }
 
@@ -99,24 +155,61 @@ async fn revoked_grant_marks_one_org_and_the_other_carries_on() {
     let out = env.sync_all(3, &["--json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let by_name = |n: &str| report["orgs"].as_array().unwrap().iter().find(|o| o["org"] == n).unwrap().clone();
+    let by_name = |n: &str| {
+        report["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["org"] == n)
+            .unwrap()
+            .clone()
+    };
     let alpha = by_name("alpha");
     let beta = by_name("beta");
     assert_eq!(alpha["outcome"]["state"], "needs_reauth", "{report:#}");
     let reason = alpha["outcome"]["reason"].as_str().unwrap();
-    assert!(reason.contains("password") && reason.contains("revoked"), "plain explanation: {reason}");
+    assert!(
+        reason.contains("password") && reason.contains("revoked"),
+        "plain explanation: {reason}"
+    );
     assert_eq!(beta["outcome"]["state"], "ok", "{report:#}");
     check_archive(&env, &orgs[1].org_id, now - 3 * 86_400_000, now);
-    assert!(files(&env.archive_dir()).keys().all(|k| !k.starts_with(&orgs[0].org_id)));
+    assert!(
+        files(&env.archive_dir())
+            .keys()
+            .all(|k| !k.starts_with(&orgs[0].org_id))
+    );
 
     let status = env.run(&["status", "--json"], &[]).await;
     let views: Value = serde_json::from_slice(&status.stdout).unwrap();
-    let alpha_status = views.as_array().unwrap().iter().find(|v| v["org"]["name"] == "alpha").unwrap();
-    assert_eq!(alpha_status["org"]["status"]["state"], "needs_reauth", "{views:#}");
+    let alpha_status = views
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["org"]["name"] == "alpha")
+        .unwrap();
+    assert_eq!(
+        alpha_status["org"]["status"]["state"], "needs_reauth",
+        "{views:#}"
+    );
     // A later run does not hammer Webex for the dead grant.
-    let before = env.handle().stats().by_endpoint.get("access_token").copied().unwrap_or(0);
+    let before = env
+        .handle()
+        .stats()
+        .by_endpoint
+        .get("access_token")
+        .copied()
+        .unwrap_or(0);
     env.sync_all(3, &[]).await;
-    assert_eq!(env.handle().stats().by_endpoint.get("access_token").copied().unwrap_or(0), before);
+    assert_eq!(
+        env.handle()
+            .stats()
+            .by_endpoint
+            .get("access_token")
+            .copied()
+            .unwrap_or(0),
+        before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,8 +223,19 @@ async fn expired_access_token_is_refreshed_once_on_401() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["orgs"][0]["outcome"]["state"], "ok", "{report:#}");
     assert!(report["orgs"][0]["archived"].as_u64().unwrap() > 0);
-    assert_eq!(env.handle().stats().by_endpoint.get("access_token").copied(), Some(1), "exactly one refresh");
+    assert_eq!(
+        env.handle()
+            .stats()
+            .by_endpoint
+            .get("access_token")
+            .copied(),
+        Some(1),
+        "exactly one refresh"
+    );
     let list = env.run(&["org", "list", "--json"], &[]).await;
     let orgs: Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert!(orgs[0]["access_expires_at_ms"].as_i64().is_some(), "the refresh response's expiry is persisted");
+    assert!(
+        orgs[0]["access_expires_at_ms"].as_i64().is_some(),
+        "the refresh response's expiry is persisted"
+    );
 }

@@ -17,17 +17,25 @@ async fn archives_into_s3() {
         s3.endpoint()
     );
     let env = Env::start(DatasetSpec::small()).await;
-    let cfg = std::fs::read_to_string(&env.config_path).unwrap().replace("[storage]\nurl = \"file://archive\"\n", "");
+    let cfg = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("[storage]\nurl = \"file://archive\"\n", "");
     std::fs::write(&env.config_path, format!("{cfg}{extra}")).unwrap();
     let org = env.handle().orgs()[0].clone();
     env.add_org("acme", &org.org_id).await;
     let now = env.handle().now_ms();
-    let aws = [("AWS_ACCESS_KEY_ID", s3.access_key()), ("AWS_SECRET_ACCESS_KEY", s3.secret_key())];
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", s3.access_key()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key()),
+    ];
     let from = rfc3339(now - 3 * 86_400_000);
     let to = rfc3339(now + 1);
     let out = env.run(&["sync", "--from", &from, "--to", &to], &aws).await;
     assert!(matches!(out.status.code(), Some(0 | 2)), "{}", text(&out));
-    assert!(!text(&out).contains(s3.secret_key()), "the S3 secret must not be printed");
+    assert!(
+        !text(&out).contains(s3.secret_key()),
+        "the S3 secret must not be printed"
+    );
 
     let store = Archive::open_s3_with_keys(
         &StorageConfig {
@@ -41,8 +49,17 @@ async fn archives_into_s3() {
     )
     .unwrap();
     let listed = store.list(&org.org_id).await.unwrap();
-    let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, env.handle().now_ms());
-    assert_eq!(listed.len(), expected.len() * 2, "audio + sidecar per recording: {listed:?}");
+    let expected = expected_recordings(
+        &env.handle(),
+        &org.org_id,
+        now - 3 * 86_400_000,
+        env.handle().now_ms(),
+    );
+    assert_eq!(
+        listed.len(),
+        expected.len() * 2,
+        "audio + sidecar per recording: {listed:?}"
+    );
     for r in &expected {
         let key = audio_key(&org.org_id, r);
         let bytes = store.get_bytes(&archive_key(&key)).await.unwrap();

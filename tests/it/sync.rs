@@ -14,17 +14,32 @@ async fn sync_archives_exactly_the_simulators_recordings() {
     env.add_org("acme", &org.org_id).await;
     let now = env.handle().now_ms();
     let out = env.sync_all(3, &["--org", "acme", "--json"]).await;
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("json report ({e}):\n{}", text(&out)));
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("json report ({e}):\n{}", text(&out)));
     let expected = expected_recordings(&env.handle(), &org.org_id, now - 3 * 86_400_000, now);
-    assert!(expected.len() >= 5, "the small dataset should have recordings to archive");
+    assert!(
+        expected.len() >= 5,
+        "the small dataset should have recordings to archive"
+    );
     check_archive(&env, &org.org_id, now - 3 * 86_400_000, now);
     let org_report = &report["orgs"][0];
     let archived = org_report["archived"].as_u64().unwrap();
-    let on_disk = files(&env.archive_dir()).keys().filter(|k| k.ends_with(".wav")).count() as u64;
-    assert!(archived >= expected.len() as u64 && archived == on_disk, "{report:#}");
+    let on_disk = files(&env.archive_dir())
+        .keys()
+        .filter(|k| k.ends_with(".wav"))
+        .count() as u64;
+    assert!(
+        archived >= expected.len() as u64 && archived == on_disk,
+        "{report:#}"
+    );
     // Exit code 0 unless the dataset holds a task whose capture never came within the grace period.
     let missing = org_report["missing"].as_array().map_or(0, Vec::len);
-    assert_eq!(out.status.code(), Some(if missing == 0 { 0 } else { 2 }), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(if missing == 0 { 0 } else { 2 }),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +54,9 @@ async fn sidecar_follows_the_v1_contract() {
     let mut with_agent = 0;
     for r in &expected {
         let key = audio_key(&org.org_id, r);
-        let sidecar_path = env.archive_dir().join(format!("{}.json", key.rsplit_once('.').unwrap().0));
+        let sidecar_path = env
+            .archive_dir()
+            .join(format!("{}.json", key.rsplit_once('.').unwrap().0));
         let v: Value = serde_json::from_slice(&std::fs::read(&sidecar_path).unwrap()).unwrap();
         assert_eq!(v["schema"], "wxvault.recording.v1");
         assert_eq!(v["org_id"], org.org_id.as_str());
@@ -50,18 +67,34 @@ async fn sidecar_follows_the_v1_contract() {
         assert_eq!(v["size_bytes"].as_u64(), Some(r.size_bytes));
         assert_eq!(v["object_key"], key.as_str());
         assert!(v["archived_at"].as_str().is_some_and(|s| s.ends_with('Z')));
-        assert!(v["task"].get("createdTime").is_some(), "task attributes as received: {v:#}");
+        assert!(
+            v["task"].get("createdTime").is_some(),
+            "task attributes as received: {v:#}"
+        );
         assert_eq!(v["recording"]["fileName"], r.file_name.as_str());
-        assert!(v["recording"].get("filePath").is_none(), "signed links must not be kept");
-        let task = manifest.tasks.iter().find(|t| t.task_id == r.task_id).unwrap();
+        assert!(
+            v["recording"].get("filePath").is_none(),
+            "signed links must not be kept"
+        );
+        let task = manifest
+            .tasks
+            .iter()
+            .find(|t| t.task_id == r.task_id)
+            .unwrap();
         if task.owner_ci_id.is_some() {
             let agents = v["agents"].as_array().unwrap();
-            if agents.iter().any(|a| a["name"].is_string() && a["email"].is_string()) {
+            if agents
+                .iter()
+                .any(|a| a["name"].is_string() && a["email"].is_string())
+            {
                 with_agent += 1;
             }
         }
     }
-    assert!(with_agent > 0, "agent enrichment from the users API should name at least one agent");
+    assert!(
+        with_agent > 0,
+        "agent enrichment from the users API should name at least one agent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,12 +104,32 @@ async fn rerun_stores_nothing_twice() {
     env.add_org("acme", &org.org_id).await;
     env.sync_all(3, &[]).await;
     let before = files(&env.archive_dir());
-    let media_before = env.handle().stats().by_endpoint.get("media").copied().unwrap_or(0);
+    let media_before = env
+        .handle()
+        .stats()
+        .by_endpoint
+        .get("media")
+        .copied()
+        .unwrap_or(0);
     let out = env.sync_all(3, &["--json"]).await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["orgs"][0]["archived"].as_u64(), Some(0), "{report:#}");
-    assert_eq!(files(&env.archive_dir()), before, "a rerun must not change the archive");
-    let media_after = env.handle().stats().by_endpoint.get("media").copied().unwrap_or(0);
+    assert_eq!(
+        report["orgs"][0]["archived"].as_u64(),
+        Some(0),
+        "{report:#}"
+    );
+    assert_eq!(
+        files(&env.archive_dir()),
+        before,
+        "a rerun must not change the archive"
+    );
+    let media_after = env
+        .handle()
+        .stats()
+        .by_endpoint
+        .get("media")
+        .copied()
+        .unwrap_or(0);
     assert_eq!(media_after, media_before, "a rerun must not download again");
 }
 
@@ -101,7 +154,11 @@ async fn no_secret_in_logs_output_or_database() {
         env.client.client_secret.clone(),
         MASTER_KEY.to_string(),
     ] {
-        for (what, hay) in [("sync output", text(&out)), ("status", text(&status)), ("org list", text(&list))] {
+        for (what, hay) in [
+            ("sync output", text(&out)),
+            ("status", text(&status)),
+            ("org list", text(&list)),
+        ] {
             assert!(!hay.contains(&secret), "a secret leaked into {what}");
         }
         for (what, bytes) in [("database", &db), ("database WAL", &wal)] {

@@ -144,17 +144,26 @@ fn default_lookback() -> u64 {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: default_db_url() }
+        Self {
+            url: default_db_url(),
+        }
     }
 }
 impl Default for StorageSection {
     fn default() -> Self {
-        Self { url: default_storage_url(), endpoint: None, region: None, allow_http: false }
+        Self {
+            url: default_storage_url(),
+            endpoint: None,
+            region: None,
+            allow_http: false,
+        }
     }
 }
 impl Default for WebexConfig {
     fn default() -> Self {
-        Self { api_base: default_webex_base() }
+        Self {
+            api_base: default_webex_base(),
+        }
     }
 }
 impl Default for WxccConfig {
@@ -168,7 +177,9 @@ impl Default for WxccConfig {
 }
 impl Default for VaultConfig {
     fn default() -> Self {
-        Self { master_key_file: default_key_file() }
+        Self {
+            master_key_file: default_key_file(),
+        }
     }
 }
 impl Default for SyncConfig {
@@ -186,11 +197,19 @@ impl Default for SyncConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("config file {path}: {key} = {value:?} is not valid: {why}")]
-    Value { path: PathBuf, key: &'static str, value: String, why: String },
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        why: String,
+    },
 }
 
 impl Config {
@@ -205,10 +224,14 @@ impl Config {
             cfg.validate(Path::new("(defaults)"))?;
             return Ok(cfg);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut cfg: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_relative(&base);
         cfg.validate(path)?;
@@ -220,15 +243,16 @@ impl Config {
         if base.as_os_str().is_empty() {
             return;
         }
-        if let Some(rest) = self.database.url.strip_prefix("sqlite://") {
-            if !rest.starts_with('/') && !rest.starts_with(':') {
-                self.database.url = format!("sqlite://{}", base.join(rest).display());
-            }
+        if let Some(rest) = self.database.url.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(':')
+        {
+            self.database.url = format!("sqlite://{}", base.join(rest).display());
         }
-        if let Some(rest) = self.storage.url.strip_prefix("file://") {
-            if !rest.starts_with('/') {
-                self.storage.url = format!("file://{}", base.join(rest).display());
-            }
+        if let Some(rest) = self.storage.url.strip_prefix("file://")
+            && !rest.starts_with('/')
+        {
+            self.storage.url = format!("file://{}", base.join(rest).display());
         }
         let key = Path::new(&self.vault.master_key_file);
         if key.is_relative() {
@@ -244,14 +268,28 @@ impl Config {
             why: why.to_string(),
         };
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            return Err(bad("database.url", db, "use sqlite://PATH or postgres://USER@HOST/DB"));
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(bad(
+                "database.url",
+                db,
+                "use sqlite://PATH or postgres://USER@HOST/DB",
+            ));
         }
         let st = &self.storage.url;
         if !(st.starts_with("file://") || st.starts_with("s3://")) {
-            return Err(bad("storage.url", st, "use file://PATH or s3://BUCKET/PREFIX"));
+            return Err(bad(
+                "storage.url",
+                st,
+                "use file://PATH or s3://BUCKET/PREFIX",
+            ));
         }
-        for (key, value) in [("webex.api_base", &self.webex.api_base), ("wxcc.api_base", &self.wxcc.api_base)] {
+        for (key, value) in [
+            ("webex.api_base", &self.webex.api_base),
+            ("wxcc.api_base", &self.wxcc.api_base),
+        ] {
             let probe = value.replace("{region}", "us1");
             match url::Url::parse(&probe) {
                 Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
@@ -269,7 +307,11 @@ impl Config {
             return Err(bad("sync.*_concurrency", "0", "must be at least 1"));
         }
         if self.sync.max_attempts < 1 {
-            return Err(bad("sync.max_attempts", &self.sync.max_attempts.to_string(), "must be at least 1"));
+            return Err(bad(
+                "sync.max_attempts",
+                &self.sync.max_attempts.to_string(),
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -57,7 +57,10 @@ impl OrgReport {
 
     /// True when this org needs the operator (exit code 2).
     pub fn has_problems(&self) -> bool {
-        self.outcome != OrgOutcome::Ok || !self.missing.is_empty() || !self.failed.is_empty() || self.transient_left > 0
+        self.outcome != OrgOutcome::Ok
+            || !self.missing.is_empty()
+            || !self.failed.is_empty()
+            || self.transient_left > 0
     }
 }
 
@@ -70,6 +73,10 @@ pub struct SyncReport {
 impl SyncReport {
     /// Process exit code: 0 all archived / absent / within grace, 2 when anything needs attention.
     pub fn exit_code(&self) -> i32 {
-        if self.orgs.iter().any(OrgReport::has_problems) { 2 } else { 0 }
+        if self.orgs.iter().any(OrgReport::has_problems) {
+            2
+        } else {
+            0
+        }
     }
 }

@@ -59,8 +59,15 @@ impl Engine {
     /// # Errors
     /// [`EngineError`] naming the config key to check when the key, database or storage cannot be
     /// opened.
-    pub async fn open(config: Config, master_key_env: Option<&str>, clock: SharedClock) -> Result<Engine, EngineError> {
-        let keyring = Keyring::load(master_key_env, std::path::Path::new(&config.vault.master_key_file))?;
+    pub async fn open(
+        config: Config,
+        master_key_env: Option<&str>,
+        clock: SharedClock,
+    ) -> Result<Engine, EngineError> {
+        let keyring = Keyring::load(
+            master_key_env,
+            std::path::Path::new(&config.vault.master_key_file),
+        )?;
         let vault = Vault::open(&config.database.url, keyring).await?;
         let archive = Archive::open(&config.storage_config())?;
         Ok(Engine {
@@ -80,9 +87,17 @@ impl Engine {
     /// # Errors
     /// When the configured base is not a URL.
     pub fn oauth(&self) -> Result<OAuthClient, EngineError> {
-        let base = url::Url::parse(&self.config.webex.api_base)
-            .map_err(|e| EngineError::Config(format!("[webex] api_base {:?}: {e}", self.config.webex.api_base)))?;
-        Ok(OAuthClient::new(self.http.clone(), base, self.retry.clone()))
+        let base = url::Url::parse(&self.config.webex.api_base).map_err(|e| {
+            EngineError::Config(format!(
+                "[webex] api_base {:?}: {e}",
+                self.config.webex.api_base
+            ))
+        })?;
+        Ok(OAuthClient::new(
+            self.http.clone(),
+            base,
+            self.retry.clone(),
+        ))
     }
 
     /// Selected orgs, or an error naming the unknown ones.
@@ -94,16 +109,30 @@ impl Engine {
         if names.is_empty() {
             return Ok(all);
         }
-        let unknown: Vec<&String> = names.iter().filter(|n| !all.iter().any(|o| &o.name == *n)).collect();
+        let unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| !all.iter().any(|o| &o.name == *n))
+            .collect();
         if !unknown.is_empty() {
             let known: Vec<&str> = all.iter().map(|o| o.name.as_str()).collect();
             return Err(EngineError::Usage(format!(
                 "unknown org {} (known: {})",
-                unknown.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
-                if known.is_empty() { "none; add one with `wxvault org add`".to_string() } else { known.join(", ") }
+                unknown
+                    .iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if known.is_empty() {
+                    "none; add one with `wxvault org add`".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
-        Ok(all.into_iter().filter(|o| names.contains(&o.name)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|o| names.contains(&o.name))
+            .collect())
     }
 
     /// Harvests the selected orgs.
@@ -114,16 +143,26 @@ impl Engine {
     pub async fn sync(&self, opts: &SyncOptions) -> Result<SyncReport, EngineError> {
         let orgs = self.select_orgs(&opts.orgs).await?;
         if orgs.is_empty() {
-            return Err(EngineError::Usage("no orgs configured; add one with `wxvault org add` first".into()));
+            return Err(EngineError::Usage(
+                "no orgs configured; add one with `wxvault org add` first".into(),
+            ));
         }
         let oauth = self.oauth()?;
-        let reports = join_all(orgs.into_iter().map(|org| self.sync_org(org, opts, oauth.clone()))).await;
+        let reports = join_all(
+            orgs.into_iter()
+                .map(|org| self.sync_org(org, opts, oauth.clone())),
+        )
+        .await;
         Ok(SyncReport { orgs: reports })
     }
 
     async fn sync_org(&self, org: Org, opts: &SyncOptions, oauth: OAuthClient) -> OrgReport {
         let now = self.clock.now_ms();
-        let mut report = OrgReport { org: org.name.clone(), org_id: org.org_id.clone(), ..OrgReport::default() };
+        let mut report = OrgReport {
+            org: org.name.clone(),
+            org_id: org.org_id.clone(),
+            ..OrgReport::default()
+        };
         if let OrgStatus::NeedsReauth { reason } = &org.status {
             report.outcome = OrgOutcome::NeedsReauth(reason.clone());
             return report;
@@ -133,7 +172,10 @@ impl Engine {
             Some(f) => f,
             None => match self.vault.last_window_end(&org, "wxcc").await {
                 Ok(Some(end)) => end,
-                Ok(None) => now - i64::try_from(self.config.sync.first_lookback_hours).unwrap_or(24) * 3_600_000,
+                Ok(None) => {
+                    now - i64::try_from(self.config.sync.first_lookback_hours).unwrap_or(24)
+                        * 3_600_000
+                }
                 Err(e) => {
                     report.outcome = OrgOutcome::Failed(format!("state database: {e}"));
                     return report;
@@ -142,17 +184,21 @@ impl Engine {
         };
         report.window_from = rfc3339(from);
         report.window_to = rfc3339(to);
-        let tokens = match OrgTokens::load(self.vault.clone(), oauth, org.clone(), self.clock.clone()).await {
-            Ok(t) => t,
-            Err(e) => {
-                report.outcome = OrgOutcome::Failed(format!("cannot read the org's secrets: {e}"));
-                return report;
-            }
-        };
+        let tokens =
+            match OrgTokens::load(self.vault.clone(), oauth, org.clone(), self.clock.clone()).await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    report.outcome =
+                        OrgOutcome::Failed(format!("cannot read the org's secrets: {e}"));
+                    return report;
+                }
+            };
         let base = match api_base_for_region(&self.config.wxcc.api_base, &org.region) {
             Ok(b) => b,
             Err(e) => {
-                report.outcome = OrgOutcome::Failed(format!("[wxcc] api_base for region {}: {e}", org.region));
+                report.outcome =
+                    OrgOutcome::Failed(format!("[wxcc] api_base for region {}: {e}", org.region));
                 return report;
             }
         };
@@ -190,7 +236,15 @@ impl Engine {
                                  Likely causes: {}. Fix: have an admin of that org reconnect it.",
                                 crate::tokens::REAUTH_CAUSES
                             );
-                            let _ = self.vault.set_org_status(&org, OrgStatus::NeedsReauth { reason: reason.clone() }).await;
+                            let _ = self
+                                .vault
+                                .set_org_status(
+                                    &org,
+                                    OrgStatus::NeedsReauth {
+                                        reason: reason.clone(),
+                                    },
+                                )
+                                .await;
                             OrgOutcome::NeedsReauth(reason)
                         }
                     }
@@ -198,7 +252,10 @@ impl Engine {
                 ErrorClass::Transient | ErrorClass::Permanent => OrgOutcome::Failed(msg.clone()),
             };
             tracing::error!("{msg}");
-            let _ = self.vault.record_event(Some(&org), "sync_failed", &msg).await;
+            let _ = self
+                .vault
+                .record_event(Some(&org), "sync_failed", &msg)
+                .await;
         }
         report
     }
@@ -213,7 +270,12 @@ impl Engine {
             let counts = self.vault.counts(&org).await?;
             let last = self.vault.last_window_end(&org, "wxcc").await?;
             let failures = self.vault.failures(&org, 20).await?;
-            out.push(OrgStatusView { org, counts, last_window_end: last.map(rfc3339), failures });
+            out.push(OrgStatusView {
+                org,
+                counts,
+                last_window_end: last.map(rfc3339),
+                failures,
+            });
         }
         Ok(out)
     }

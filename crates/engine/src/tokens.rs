@@ -67,7 +67,11 @@ impl OrgTokens {
             oauth,
             creds,
             clock,
-            state: Mutex::new(State { org, access: secrets.access_token, refresh: secrets.refresh_token }),
+            state: Mutex::new(State {
+                org,
+                access: secrets.access_token,
+                refresh: secrets.refresh_token,
+            }),
         }))
     }
 
@@ -101,7 +105,10 @@ impl OrgTokens {
                 st.org.name
             );
             self.mark_reauth(st, &reason).await;
-            return Err(WebexError::TokenSource { reason, class: ErrorClass::Reauth });
+            return Err(WebexError::TokenSource {
+                reason,
+                class: ErrorClass::Reauth,
+            });
         };
         let sent_at = self.clock.now_ms();
         match self.oauth.refresh(&self.creds, &refresh).await {
@@ -123,20 +130,38 @@ impl OrgTokens {
         }
     }
 
-    async fn persist(&self, st: &mut State, resp: &TokenResponse, sent_at: i64) -> Result<(), WebexError> {
-        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX / 2000).saturating_mul(1000);
+    async fn persist(
+        &self,
+        st: &mut State,
+        resp: &TokenResponse,
+        sent_at: i64,
+    ) -> Result<(), WebexError> {
+        let secs = |s: u64| {
+            i64::try_from(s)
+                .unwrap_or(i64::MAX / 2000)
+                .saturating_mul(1000)
+        };
         let update = TokenUpdate {
             access_token: Some(resp.access_token.clone()),
             access_expires_at_ms: resp.expires_in.map(|s| sent_at.saturating_add(secs(s))),
             refresh_token: resp.refresh_token.clone(),
-            refresh_expires_at_ms: resp.refresh_token_expires_in.map(|s| sent_at.saturating_add(secs(s))),
+            refresh_expires_at_ms: resp
+                .refresh_token_expires_in
+                .map(|s| sent_at.saturating_add(secs(s))),
             scopes: resp.scope.clone(),
             refreshed_at_ms: Some(sent_at),
         };
-        let org = self.vault.save_tokens(&st.org, &update).await.map_err(|e| WebexError::TokenSource {
-            reason: format!("refreshed the token for org {} but could not save it ({e}); not using it", st.org.name),
-            class: ErrorClass::Transient,
-        })?;
+        let org = self
+            .vault
+            .save_tokens(&st.org, &update)
+            .await
+            .map_err(|e| WebexError::TokenSource {
+                reason: format!(
+                    "refreshed the token for org {} but could not save it ({e}); not using it",
+                    st.org.name
+                ),
+                class: ErrorClass::Transient,
+            })?;
         if let OrgStatus::NeedsReauth { .. } = org.status {
             // A successful refresh proves the grant works again.
             let _ = self.vault.set_org_status(&org, OrgStatus::Active).await;
@@ -153,11 +178,16 @@ impl OrgTokens {
 
     async fn mark_reauth(&self, st: &mut State, reason: &str) {
         tracing::error!(org = %st.org.name, "needs re-authorization: {reason}");
-        let status = OrgStatus::NeedsReauth { reason: reason.to_string() };
+        let status = OrgStatus::NeedsReauth {
+            reason: reason.to_string(),
+        };
         if let Err(e) = self.vault.set_org_status(&st.org, status.clone()).await {
             tracing::error!(org = %st.org.name, "could not record needs_reauth: {e}");
         }
-        let _ = self.vault.record_event(Some(&st.org), "needs_reauth", reason).await;
+        let _ = self
+            .vault
+            .record_event(Some(&st.org), "needs_reauth", reason)
+            .await;
         st.org.status = status;
     }
 
@@ -187,13 +217,16 @@ impl TokenProvider for OrgTokens {
         })
     }
 
-    async fn refresh_after_unauthorized(&self, rejected: &SecretString) -> Result<SecretString, WebexError> {
+    async fn refresh_after_unauthorized(
+        &self,
+        rejected: &SecretString,
+    ) -> Result<SecretString, WebexError> {
         let mut st = self.state.lock().await;
-        if let Some(current) = &st.access {
-            if current.expose_secret() != rejected.expose_secret() {
-                // Someone else refreshed while this request was in flight: single flight.
-                return Ok(current.clone());
-            }
+        if let Some(current) = &st.access
+            && current.expose_secret() != rejected.expose_secret()
+        {
+            // Someone else refreshed while this request was in flight: single flight.
+            return Ok(current.clone());
         }
         self.refresh_locked(&mut st).await
     }

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use vault::{Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert, Vault};
+use vault::{
+    Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert, Vault,
+};
 use webex::http::RetryPolicy;
 use webex::wxcc::{Capture, User, WxccClient};
 use webex::{ErrorClass, media};
@@ -68,7 +70,18 @@ impl WxccHarvest {
         progress: Arc<dyn Progress>,
         org: Org,
     ) -> Self {
-        Self { vault, archive, client, http, retry, config, clock, progress, org, users: Mutex::new(HashMap::new()) }
+        Self {
+            vault,
+            archive,
+            client,
+            http,
+            retry,
+            config,
+            clock,
+            progress,
+            org,
+            users: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Harvests `[from_ms, to_ms)` and re-checks every task still waiting for its capture.
@@ -76,7 +89,12 @@ impl WxccHarvest {
     /// # Errors
     /// Only org-level problems (token refused, database down, API refusing the org); problems with
     /// single items are recorded against them and counted in the report.
-    pub async fn run(&self, from_ms: i64, to_ms: i64, report: &mut OrgReport) -> Result<(), webex::Error> {
+    pub async fn run(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        report: &mut OrgReport,
+    ) -> Result<(), webex::Error> {
         let mut start = from_ms;
         while start < to_ms {
             let end = (start + WINDOW_MS).min(to_ms);
@@ -90,14 +108,22 @@ impl WxccHarvest {
             let mut start = from_ms;
             while start < to_ms {
                 let end = (start + WINDOW_MS).min(to_ms);
-                self.vault.window_done(&self.org, SOURCE, start, end).await.map_err(vault_err)?;
+                self.vault
+                    .window_done(&self.org, SOURCE, start, end)
+                    .await
+                    .map_err(vault_err)?;
                 start = end;
             }
         }
         Ok(())
     }
 
-    async fn list_window(&self, from: i64, to: i64, report: &mut OrgReport) -> Result<(), webex::Error> {
+    async fn list_window(
+        &self,
+        from: i64,
+        to: i64,
+        report: &mut OrgReport,
+    ) -> Result<(), webex::Error> {
         let listing = self.client.list_tasks(from, to).await?;
         report.task_pages += u64::from(listing.pages);
         for rej in &listing.rejected {
@@ -108,10 +134,16 @@ impl WxccHarvest {
                 rej.reason
             );
             tracing::warn!("{msg}");
-            let _ = self.vault.record_event(Some(&self.org), "bad_task", &msg).await;
+            let _ = self
+                .vault
+                .record_event(Some(&self.org), "bad_task", &msg)
+                .await;
             report.malformed += 1;
         }
-        self.progress.event(&self.org.name, ProgressEvent::TasksListed(listing.tasks.len() as u64));
+        self.progress.event(
+            &self.org.name,
+            ProgressEvent::TasksListed(listing.tasks.len() as u64),
+        );
         for task in &listing.tasks {
             report.tasks_seen += 1;
             let row = self
@@ -131,7 +163,12 @@ impl WxccHarvest {
                 && matches!(row.state, TaskState::Discovered | TaskState::PendingCapture)
             {
                 self.vault
-                    .set_task_state(&self.org, &task.id, TaskState::Absent, Some("no capture was requested for this task"))
+                    .set_task_state(
+                        &self.org,
+                        &task.id,
+                        TaskState::Absent,
+                        Some("no capture was requested for this task"),
+                    )
                     .await
                     .map_err(vault_err)?;
                 report.absent += 1;
@@ -153,7 +190,14 @@ impl WxccHarvest {
             .collect();
         let rows = self
             .vault
-            .tasks_in_states(&self.org, &[TaskState::Discovered, TaskState::PendingCapture, TaskState::Captured])
+            .tasks_in_states(
+                &self.org,
+                &[
+                    TaskState::Discovered,
+                    TaskState::PendingCapture,
+                    TaskState::Captured,
+                ],
+            )
             .await
             .map_err(vault_err)?;
         Ok(rows
@@ -190,9 +234,17 @@ impl WxccHarvest {
         }
     }
 
-    async fn process_batch(&self, batch: Vec<TaskRow>, report: &mut OrgReport) -> Result<(), webex::Error> {
+    async fn process_batch(
+        &self,
+        batch: Vec<TaskRow>,
+        report: &mut OrgReport,
+    ) -> Result<(), webex::Error> {
         let ids: Vec<String> = batch.iter().map(|t| t.task_id.clone()).collect();
-        let result = match self.client.query_captures(&ids, self.config.wxcc.url_expiration_minutes).await {
+        let result = match self
+            .client
+            .query_captures(&ids, self.config.wxcc.url_expiration_minutes)
+            .await
+        {
             Ok(r) => r,
             Err(e) if e.class() == ErrorClass::Transient => {
                 // Leave these tasks for the next run; the org carries on.
@@ -210,7 +262,10 @@ impl WxccHarvest {
                 rej.reason
             );
             tracing::warn!("{msg}");
-            let _ = self.vault.record_event(Some(&self.org), "bad_capture", &msg).await;
+            let _ = self
+                .vault
+                .record_event(Some(&self.org), "bad_capture", &msg)
+                .await;
             report.malformed += 1;
         }
         let mut by_task: HashMap<String, Vec<Capture>> = HashMap::new();
@@ -218,17 +273,25 @@ impl WxccHarvest {
             by_task.entry(tc.task_id).or_default().extend(tc.recordings);
         }
         let now = self.clock.now_ms();
-        let grace_ms = i64::try_from(self.config.wxcc.capture_grace_hours).unwrap_or(48) * 3_600_000;
+        let grace_ms =
+            i64::try_from(self.config.wxcc.capture_grace_hours).unwrap_or(48) * 3_600_000;
         let mut work: Vec<(TaskRow, Capture, RecordingRow)> = Vec::new();
         for task in batch {
-            self.vault.note_capture_check(&self.org, &task.task_id).await.map_err(vault_err)?;
+            self.vault
+                .note_capture_check(&self.org, &task.task_id)
+                .await
+                .map_err(vault_err)?;
             let captures = by_task.remove(&task.task_id).unwrap_or_default();
             if captures.is_empty() {
                 if task.state == TaskState::Captured {
                     // Had recordings before; the capture vanished (retention purge) before we
                     // finished. Recorded against each unfinished recording below.
-                    self.fail_unfinished_of(&task, "the capture is no longer listed by Webex (purged by retention?)", report)
-                        .await?;
+                    self.fail_unfinished_of(
+                        &task,
+                        "the capture is no longer listed by Webex (purged by retention?)",
+                        report,
+                    )
+                    .await?;
                     continue;
                 }
                 if now - task.created_ms > grace_ms {
@@ -249,7 +312,10 @@ impl WxccHarvest {
                             ),
                         )
                     };
-                    self.vault.set_task_state(&self.org, &task.task_id, state, Some(&why)).await.map_err(vault_err)?;
+                    self.vault
+                        .set_task_state(&self.org, &task.task_id, state, Some(&why))
+                        .await
+                        .map_err(vault_err)?;
                     if state == TaskState::Missing {
                         report.missing.push(format!("task {}: {why}", task.task_id));
                     } else {
@@ -258,7 +324,12 @@ impl WxccHarvest {
                 } else {
                     if task.state != TaskState::PendingCapture {
                         self.vault
-                            .set_task_state(&self.org, &task.task_id, TaskState::PendingCapture, None)
+                            .set_task_state(
+                                &self.org,
+                                &task.task_id,
+                                TaskState::PendingCapture,
+                                None,
+                            )
                             .await
                             .map_err(vault_err)?;
                     }
@@ -284,11 +355,16 @@ impl WxccHarvest {
                 match row.state {
                     RecordingState::Done => report.already_archived += 1,
                     RecordingState::Failed => {}
-                    RecordingState::Ready | RecordingState::Stored => work.push((task.clone(), cap, row)),
+                    RecordingState::Ready | RecordingState::Stored => {
+                        work.push((task.clone(), cap, row))
+                    }
                 }
             }
             if task.state != TaskState::Captured {
-                self.vault.set_task_state(&self.org, &task.task_id, TaskState::Captured, None).await.map_err(vault_err)?;
+                self.vault
+                    .set_task_state(&self.org, &task.task_id, TaskState::Captured, None)
+                    .await
+                    .map_err(vault_err)?;
             }
         }
         if work.is_empty() {
@@ -308,18 +384,30 @@ impl WxccHarvest {
                 Ok(bytes) => {
                     report.archived += 1;
                     report.bytes += bytes;
-                    self.progress.event(&self.org.name, ProgressEvent::Archived(bytes));
+                    self.progress
+                        .event(&self.org.name, ProgressEvent::Archived(bytes));
                 }
                 Err(ItemError::Permanent(reason)) => {
-                    self.vault.mark_recording_failed(&self.org, &id, &reason).await.map_err(vault_err)?;
+                    self.vault
+                        .mark_recording_failed(&self.org, &id, &reason)
+                        .await
+                        .map_err(vault_err)?;
                     report.failed.push(format!("recording {id}: {reason}"));
                     self.progress.event(&self.org.name, ProgressEvent::Failed);
                 }
                 Err(ItemError::Transient(reason) | ItemError::LinkExpired(reason)) => {
-                    let attempts = self.vault.note_recording_attempt(&self.org, &id, &reason).await.map_err(vault_err)?;
+                    let attempts = self
+                        .vault
+                        .note_recording_attempt(&self.org, &id, &reason)
+                        .await
+                        .map_err(vault_err)?;
                     if attempts >= self.config.sync.max_attempts {
-                        let why = format!("gave up after {attempts} attempts; last error: {reason}");
-                        self.vault.mark_recording_failed(&self.org, &id, &why).await.map_err(vault_err)?;
+                        let why =
+                            format!("gave up after {attempts} attempts; last error: {reason}");
+                        self.vault
+                            .mark_recording_failed(&self.org, &id, &why)
+                            .await
+                            .map_err(vault_err)?;
                         report.failed.push(format!("recording {id}: {why}"));
                         self.progress.event(&self.org.name, ProgressEvent::Failed);
                     } else {
@@ -332,7 +420,12 @@ impl WxccHarvest {
         Ok(())
     }
 
-    async fn fail_unfinished_of(&self, task: &TaskRow, why: &str, report: &mut OrgReport) -> Result<(), webex::Error> {
+    async fn fail_unfinished_of(
+        &self,
+        task: &TaskRow,
+        why: &str,
+        report: &mut OrgReport,
+    ) -> Result<(), webex::Error> {
         let rows = self
             .vault
             .recordings_in_states(&self.org, &[RecordingState::Ready, RecordingState::Stored])
@@ -349,8 +442,13 @@ impl WxccHarvest {
                     Err(e) => tracing::warn!(recording = %r.recording_id, "sidecar: {e:?}"),
                 }
             }
-            self.vault.mark_recording_failed(&self.org, &r.recording_id, why).await.map_err(vault_err)?;
-            report.failed.push(format!("recording {}: {why}", r.recording_id));
+            self.vault
+                .mark_recording_failed(&self.org, &r.recording_id, why)
+                .await
+                .map_err(vault_err)?;
+            report
+                .failed
+                .push(format!("recording {}: {why}", r.recording_id));
         }
         Ok(())
     }
@@ -370,7 +468,10 @@ impl WxccHarvest {
             }
         }
         let mut cache = self.users.lock().await;
-        let missing: Vec<String> = wanted.into_iter().filter(|id| !cache.contains_key(id)).collect();
+        let missing: Vec<String> = wanted
+            .into_iter()
+            .filter(|id| !cache.contains_key(id))
+            .collect();
         if missing.is_empty() {
             return;
         }
@@ -406,12 +507,18 @@ impl WxccHarvest {
         let mut ids: Vec<String> = recording
             .get("participants")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).filter(|s| looks_like_uuid(s)).map(str::to_ascii_lowercase).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|s| looks_like_uuid(s))
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
             .unwrap_or_default();
-        if let Some(o) = owner_id(&task.attributes_json) {
-            if !ids.contains(&o) {
-                ids.push(o);
-            }
+        if let Some(o) = owner_id(&task.attributes_json)
+            && !ids.contains(&o)
+        {
+            ids.push(o);
         }
         ids.into_iter()
             .filter_map(|id| {
@@ -428,10 +535,21 @@ impl WxccHarvest {
     }
 
     /// Download → verified object → sidecar → `done`. Returns the bytes stored.
-    async fn archive_recording(&self, task: &TaskRow, cap: Capture, row: RecordingRow) -> Result<u64, ItemError> {
+    async fn archive_recording(
+        &self,
+        task: &TaskRow,
+        cap: Capture,
+        row: RecordingRow,
+    ) -> Result<u64, ItemError> {
         let ext = layout::ext_from_file_name(cap.file_name.as_deref());
-        let key = layout::wxcc_audio(&self.org.org_id, task.created_ms, &task.task_id, &cap.id, &ext)
-            .map_err(|e| self.permanent(&cap.id, format!("cannot build an object key: {e}")))?;
+        let key = layout::wxcc_audio(
+            &self.org.org_id,
+            task.created_ms,
+            &task.task_id,
+            &cap.id,
+            &ext,
+        )
+        .map_err(|e| self.permanent(&cap.id, format!("cannot build an object key: {e}")))?;
         let mut row = row;
         if row.state == RecordingState::Ready {
             let mut cap = cap;
@@ -456,7 +574,13 @@ impl WxccHarvest {
             };
             let (sha, size) = stored;
             self.vault
-                .mark_recording_stored(&self.org, &cap.id, key.as_str(), &sha, i64::try_from(size).unwrap_or(i64::MAX))
+                .mark_recording_stored(
+                    &self.org,
+                    &cap.id,
+                    key.as_str(),
+                    &sha,
+                    i64::try_from(size).unwrap_or(i64::MAX),
+                )
                 .await
                 .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
             row.state = RecordingState::Stored;
@@ -479,14 +603,26 @@ impl WxccHarvest {
             .into_iter()
             .flat_map(|t| t.recordings)
             .find(|c| c.id == recording_id)
-            .ok_or_else(|| ItemError::Transient("the recording is no longer listed by the captures query".into()))
+            .ok_or_else(|| {
+                ItemError::Transient(
+                    "the recording is no longer listed by the captures query".into(),
+                )
+            })
     }
 
-    async fn download_to(&self, key: &ObjectKey, cap: &Capture) -> Result<(String, u64), ItemError> {
+    async fn download_to(
+        &self,
+        key: &ObjectKey,
+        cap: &Capture,
+    ) -> Result<(String, u64), ItemError> {
         let Some(url) = cap.file_path.as_deref().filter(|u| !u.is_empty()) else {
-            return Err(ItemError::Transient("the capture has no filePath yet".into()));
+            return Err(ItemError::Transient(
+                "the capture has no filePath yet".into(),
+            ));
         };
-        let media = media::download(&self.http, url, &self.retry).await.map_err(|e| classify(&e))?;
+        let media = media::download(&self.http, url, &self.retry)
+            .await
+            .map_err(|e| classify(&e))?;
         let body = media.stream.map_err(StreamError);
         match self.archive.put_stream(key, body, media.content_length).await {
             Ok(outcome) => Ok((outcome.sha256, outcome.size)),
@@ -509,8 +645,12 @@ impl WxccHarvest {
     }
 
     async fn write_sidecar(&self, task: &TaskRow, row: &RecordingRow) -> Result<u64, ItemError> {
-        let (Some(key), Some(sha), Some(size)) = (&row.object_key, &row.sha256, row.size_bytes) else {
-            return Err(self.permanent(&row.recording_id, "ledger says stored but has no key/sha256".into()));
+        let (Some(key), Some(sha), Some(size)) = (&row.object_key, &row.sha256, row.size_bytes)
+        else {
+            return Err(self.permanent(
+                &row.recording_id,
+                "ledger says stored but has no key/sha256".into(),
+            ));
         };
         let recording: Value = serde_json::from_str(&row.attributes_json).unwrap_or(Value::Null);
         let task_attrs: Value = serde_json::from_str(&task.attributes_json).unwrap_or(Value::Null);
@@ -529,16 +669,38 @@ impl WxccHarvest {
             archived_at: rfc3339(self.clock.now_ms()),
         };
         let ext = layout::ext_from_file_name(row.file_name.as_deref());
-        let audio_key = layout::wxcc_audio(&self.org.org_id, task.created_ms, &task.task_id, &row.recording_id, &ext)
-            .map_err(|e| self.permanent(&row.recording_id, format!("cannot build an object key: {e}")))?;
+        let audio_key = layout::wxcc_audio(
+            &self.org.org_id,
+            task.created_ms,
+            &task.task_id,
+            &row.recording_id,
+            &ext,
+        )
+        .map_err(|e| {
+            self.permanent(
+                &row.recording_id,
+                format!("cannot build an object key: {e}"),
+            )
+        })?;
         let sidecar_key = layout::sidecar_for(&audio_key);
-        let body = serde_json::to_vec_pretty(&sidecar).map_err(|e| ItemError::Permanent(format!("sidecar: {e}")))?;
-        match self.archive.put_if_absent(&sidecar_key, Bytes::from(body)).await {
+        let body = serde_json::to_vec_pretty(&sidecar)
+            .map_err(|e| ItemError::Permanent(format!("sidecar: {e}")))?;
+        match self
+            .archive
+            .put_if_absent(&sidecar_key, Bytes::from(body))
+            .await
+        {
             // An existing sidecar differs only by archived_at when a crash hit between writing it
             // and recording `done`: keep the first one.
             Ok(PutStatus::Created | PutStatus::AlreadyPresent | PutStatus::ExistsDifferent) => {}
-            Err(e) if e.is_transient() => return Err(ItemError::Transient(format!("writing {sidecar_key}: {e}"))),
-            Err(e) => return Err(self.permanent(&row.recording_id, format!("writing {sidecar_key}: {e}"))),
+            Err(e) if e.is_transient() => {
+                return Err(ItemError::Transient(format!("writing {sidecar_key}: {e}")));
+            }
+            Err(e) => {
+                return Err(
+                    self.permanent(&row.recording_id, format!("writing {sidecar_key}: {e}"))
+                );
+            }
         }
         self.vault
             .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
@@ -611,5 +773,6 @@ fn looks_like_uuid(s: &str) -> bool {
 pub fn rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
