@@ -126,20 +126,8 @@ impl WxccHarvest {
     ) -> Result<(), webex::Error> {
         let listing = self.client.list_tasks(from, to).await?;
         report.task_pages += u64::from(listing.pages);
-        for rej in &listing.rejected {
-            let msg = format!(
-                "org {}: /v1/tasks returned an item that could not be read (id {}): {}",
-                self.org.name,
-                rej.id.as_deref().unwrap_or("unknown"),
-                rej.reason
-            );
-            tracing::warn!("{msg}");
-            let _ = self
-                .vault
-                .record_event(Some(&self.org), "bad_task", &msg)
-                .await;
-            report.malformed += 1;
-        }
+        self.record_rejected("/v1/tasks", "bad_task", &listing.rejected, report)
+            .await;
         self.progress.event(
             &self.org.name,
             ProgressEvent::TasksListed(listing.tasks.len() as u64),
@@ -254,20 +242,13 @@ impl WxccHarvest {
             }
             Err(e) => return Err(e),
         };
-        for rej in &result.rejected {
-            let msg = format!(
-                "org {}: /v1/captures/query returned an item that could not be read (task/recording {}): {}",
-                self.org.name,
-                rej.id.as_deref().unwrap_or("unknown"),
-                rej.reason
-            );
-            tracing::warn!("{msg}");
-            let _ = self
-                .vault
-                .record_event(Some(&self.org), "bad_capture", &msg)
-                .await;
-            report.malformed += 1;
-        }
+        self.record_rejected(
+            "/v1/captures/query",
+            "bad_capture",
+            &result.rejected,
+            report,
+        )
+        .await;
         let mut by_task: HashMap<String, Vec<Capture>> = HashMap::new();
         for tc in result.tasks {
             by_task.entry(tc.task_id).or_default().extend(tc.recordings);
@@ -707,6 +688,27 @@ impl WxccHarvest {
             .await
             .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
         Ok(u64::try_from(size).unwrap_or(0))
+    }
+
+    /// Response items that could not be read: one clear line each, recorded, never fatal.
+    async fn record_rejected(
+        &self,
+        endpoint: &str,
+        kind: &str,
+        rejected: &[webex::wxcc::Rejected],
+        report: &mut OrgReport,
+    ) {
+        for rej in rejected {
+            let msg = format!(
+                "org {}: {endpoint} returned an item that could not be read (id {}): {}",
+                self.org.name,
+                rej.id.as_deref().unwrap_or("unknown"),
+                rej.reason
+            );
+            tracing::warn!("{msg}");
+            let _ = self.vault.record_event(Some(&self.org), kind, &msg).await;
+            report.malformed += 1;
+        }
     }
 
     fn permanent(&self, recording_id: &str, reason: String) -> ItemError {

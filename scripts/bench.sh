@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# wxvault benchmark against the built-in Webex simulator (loopback only).
+#
+#   bash scripts/bench.sh [SUMMARY_FILE]
+#
+# 1. cargo build --release
+# 2. throughput: 2,000 tasks / 3,000 recordings of ~200 kB, rate limit off; `wxvault sync` timed,
+#    API calls counted by the simulator (/_sim/stats, everything except media)
+# 3. curl reference: the same 3,000 media files with curl --parallel --parallel-max 16
+# 4. memory: one 1 GiB recording, peak RSS of `wxvault sync` from /usr/bin/time -v,
+#    size and sha256 checked against the simulator's manifest
+# 5. summary on stdout (and in SUMMARY_FILE when given)
+#
+# Knobs (environment): BENCH_TASKS (2000), BENCH_RECORDINGS (3000), BENCH_RECORDING_BYTES (200000),
+# BENCH_LARGE_BYTES (1073741824), BENCH_BATCH_CONCURRENCY (4), BENCH_DOWNLOADS_PER_BATCH (4),
+# BENCH_CURL_PARALLEL (16), BENCH_SKIP_MEMORY=1, BENCH_KEEP=1 (keep the temp dir).
+# Nothing leaves 127.0.0.1: the simulator binds loopback and every URL used here points at it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TASKS="${BENCH_TASKS:-2000}"
+RECORDINGS="${BENCH_RECORDINGS:-3000}"
+RECORDING_BYTES="${BENCH_RECORDING_BYTES:-200000}"
+LARGE_BYTES="${BENCH_LARGE_BYTES:-1073741824}"
+BATCH_CONCURRENCY="${BENCH_BATCH_CONCURRENCY:-4}"
+DOWNLOADS_PER_BATCH="${BENCH_DOWNLOADS_PER_BATCH:-4}"
+CURL_PARALLEL="${BENCH_CURL_PARALLEL:-16}"
+SUMMARY_FILE="${1:-}"
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for tool in cargo curl python3 sha256sum; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+if [[ ! -x /usr/bin/time ]]; then
+    log "/usr/bin/time missing; installing the 'time' package"
+    if command -v apt-get >/dev/null; then
+        (apt-get install -y time >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y time >/dev/null; }) \
+            || die "cannot install GNU time"
+    else
+        die "/usr/bin/time (GNU time) is required"
+    fi
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/wxvault-bench.XXXXXX")"
+SIM_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${SIM_PIDS[@]:-}"; do
+        [[ -n "$pid" ]] || continue
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers (python3, stdlib only) -------------------------------------------------------------
+HELPER="$WORK/helper.py"
+cat >"$HELPER" <<'PY'
+import json, sys, urllib.request
+
+def get(url, token=None):
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=1800) as r:
+        return json.load(r)
+
+def post(url, body, token=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.load(r)
+
+def cmd_stats_api(path):
+    """API calls in a /_sim/stats snapshot: every endpoint except media."""
+    s = json.load(open(path))
+    print(sum(v for k, v in s["by_endpoint"].items() if k != "media"))
+
+def cmd_field(path, *keys):
+    v = json.load(open(path))
+    for k in keys:
+        v = v[int(k)] if isinstance(v, list) else v[k]
+    print(v)
+
+def cmd_urls(base, org, token, from_ms, to_ms, out):
+    """Task ids from /v1/tasks (paged by re-querying), then media URLs from captures, 10 at a time."""
+    base = base.rstrip("/")
+    ids, seen, start = [], set(), int(from_ms)
+    while True:
+        page = get(f"{base}/v1/tasks?from={start}&to={to_ms}&channelTypes=telephony"
+                   f"&pageSize=1000&orgId={org}", token)["data"]
+        new = [t for t in page if t["id"] not in seen]
+        for t in new:
+            seen.add(t["id"]); ids.append(t["id"])
+        if len(page) < 1000:
+            break
+        if not new:
+            sys.exit("tasks paging made no progress (more than 1000 tasks share one createdTime?)")
+        start = page[-1]["attributes"]["createdTime"]  # inclusive; duplicates are skipped
+    urls = []
+    for i in range(0, len(ids), 10):
+        body = {"query": {"orgId": org, "taskIds": ids[i:i + 10], "urlExpiration": 60,
+                          "includeSegments": False, "includeVARecordings": True}}
+        for task in post(f"{base}/v1/captures/query", body, token)["data"]:
+            for rec in task.get("recording", []):
+                urls.append(rec["attributes"]["filePath"])
+    for u in urls:
+        if not u.startswith("http://127.0.0.1:"):
+            sys.exit(f"refusing a non-loopback media URL: {u[:60]}")
+    with open(out, "w") as f:
+        for u in urls:
+            f.write(f'url = "{u}"\n')
+    print(f"{len(ids)} {len(urls)}")
+
+def cmd_large(manifest, size):
+    """recording_id and sha256 of the manifest's recording of exactly SIZE bytes."""
+    m = json.load(open(manifest))
+    for r in m["recordings"] + m["optional_recordings"]:
+        if r["size_bytes"] == int(size):
+            print(r["recording_id"], r["sha256"]); return
+    sys.exit("no recording of that size in the manifest")
+
+def cmd_report(path):
+    """archived bytes api_calls failed transient_left of the sync report's first org."""
+    o = json.load(open(path))["orgs"][0]
+    print(o["archived"], o["bytes"], o["api_calls"], len(o["failed"]), o["transient_left"],
+          json.dumps(o["outcome"]).replace(" ", ""))
+
+def cmd_curl(path):
+    """requests, non-200 answers and bytes from curl's --write-out lines."""
+    n = bad = total = 0
+    for line in open(path):
+        code, size = line.split()
+        n += 1; total += int(size); bad += code != "200"
+    print(n, bad, total)
+
+getattr(sys.modules[__name__], "cmd_" + sys.argv[1])(*sys.argv[2:])
+PY
+py() { python3 "$HELPER" "$@"; }
+now() { date +%s.%N; }
+calc() { python3 -c "print($1)"; }
+maxrss_kb() { sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$1"; }
+
+# Starts `wxvault sim serve --port 0 …` and sets SIM (base URL) and ORG_ID.
+start_sim() {
+    local logf="$1"; shift
+    "$BIN" sim serve --port 0 "$@" >"$logf" 2>&1 &
+    SIM_PIDS+=("$!")
+    local pid=$! i
+    SIM=""
+    for ((i = 0; i < 600; i++)); do   # up to 60 s (dataset generation included)
+        kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2; die "simulator exited"; }
+        SIM="$(sed -n 's/^simulator listening on \(http:\/\/127\.0\.0\.1:[0-9]*\/\).*/\1/p' "$logf")"
+        if [[ -n "$SIM" ]] && curl -sf -o /dev/null --max-time 2 "${SIM}_sim/orgs"; then break; fi
+        SIM=""; sleep 0.1
+    done
+    [[ -n "$SIM" ]] || die "simulator did not answer within 60 s"
+    ORG_ID="$(curl -sf "${SIM}_sim/orgs" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["org_id"])')"
+}
+
+# Fresh state dir + config; grant from the simulator; `wxvault org add`. Sets CFG, STATE, TOKEN.
+setup_state() {
+    STATE="$1"
+    mkdir -p "$STATE/archive"
+    CFG="$STATE/wxvault.toml"
+    cat >"$CFG" <<EOF
+[database]
+url = "sqlite://$STATE/wxvault.db"
+
+[storage]
+url = "file://$STATE/archive"
+
+[webex]
+api_base = "$SIM"
+
+[wxcc]
+api_base = "$SIM"
+
+[vault]
+master_key_file = "$STATE/master.key"
+
+[sync]
+batch_concurrency = $BATCH_CONCURRENCY
+downloads_per_batch = $DOWNLOADS_PER_BATCH
+EOF
+    local grant="$STATE/grant.json"
+    curl -sf -X POST -H 'Content-Type: application/json' \
+        -d "{\"clientId\":\"$CLIENT_ID\",\"orgId\":\"$ORG_ID\",\"scopes\":[\"cjp:config_read\",\"spark:kms\"]}" \
+        "${SIM}_sim/grant" >"$grant"
+    TOKEN="$(py field "$grant" access_token)"
+    WXVAULT_CLIENT_SECRET="$CLIENT_SECRET" \
+        WXVAULT_REFRESH_TOKEN="$(py field "$grant" refresh_token)" \
+        WXVAULT_ACCESS_TOKEN="$TOKEN" \
+        "$BIN" --config "$CFG" org add --name bench --region us1 --client-id "$CLIENT_ID" >&2
+}
+
+# The window: 25 h back from the simulator clock (the bench tasks lie in the last 24 h), to now.
+window() {
+    local now_ms
+    now_ms="$(curl -sf "${SIM}_sim/clock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["nowMs"])')"
+    FROM_MS=$((now_ms - 25 * 3600 * 1000))
+    TO_MS=$((now_ms + 60 * 1000))   # wxvault clamps --to to its own "now"
+    FROM="$(date -u -d "@$((FROM_MS / 1000))" +%Y-%m-%dT%H:%M:%SZ)"
+    TO="$(date -u -d "@$((TO_MS / 1000))" +%Y-%m-%dT%H:%M:%SZ)"
+}
+
+# --- 1. build --------------------------------------------------------------------------------------
+log "cargo build --release"
+(cd "$ROOT" && cargo build --release --quiet)
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/wxvault"
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+CLIENT_ID="$(sed -n '/DEMO_CLIENT_ID/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
+CLIENT_SECRET="$(sed -n '/DEMO_CLIENT_SECRET/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
+[[ -n "$CLIENT_ID" && -n "$CLIENT_SECRET" ]] || die "cannot read the simulator's demo client from crates/webex-sim/src/config.rs"
+export WXVAULT_MASTER_KEY
+WXVAULT_MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
+unset WXVAULT_CONFIG RUST_LOG
+
+OTHERS="$(pgrep -a 'rustc|cargo' | grep -v "^$$ " || true)"
+if [[ -n "$OTHERS" ]]; then
+    log "WARNING: other rustc/cargo processes are running; figures may be skewed:"
+    printf '%s\n' "$OTHERS" | cut -c1-120 >&2
+fi
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- 2. throughput ---------------------------------------------------------------------------------
+log "throughput: simulator with $TASKS tasks / $RECORDINGS recordings of ~$RECORDING_BYTES bytes, no rate limit"
+start_sim "$WORK/sim-throughput.log" --dataset bench --tasks "$TASKS" --recordings "$RECORDINGS" \
+    --recording-bytes "$RECORDING_BYTES" --no-rate-limit
+log "simulator at $SIM, org $ORG_ID"
+setup_state "$WORK/throughput"
+window
+curl -sf "${SIM}_sim/stats" >"$WORK/stats-before.json"
+log "wxvault sync --from $FROM --to $TO (batch_concurrency=$BATCH_CONCURRENCY, downloads_per_batch=$DOWNLOADS_PER_BATCH)"
+T0="$(now)"
+rc=0
+/usr/bin/time -v -o "$WORK/time-throughput.txt" \
+    "$BIN" --config "$CFG" sync --from "$FROM" --to "$TO" --json >"$WORK/report-throughput.json" \
+    2>"$WORK/sync-throughput.err" || rc=$?
+T1="$(now)"
+curl -sf "${SIM}_sim/stats" >"$WORK/stats-after.json"
+[[ $rc -eq 0 ]] || { cat "$WORK/sync-throughput.err" >&2; die "wxvault sync exited with $rc"; }
+read -r ARCHIVED BYTES REPORT_API FAILED LEFT OUTCOME < <(py report "$WORK/report-throughput.json")
+API_CALLS=$(($(py stats_api "$WORK/stats-after.json") - $(py stats_api "$WORK/stats-before.json")))
+ENDPOINTS="$(python3 -c "
+import json
+a = json.load(open('$WORK/stats-after.json'))['by_endpoint']
+b = json.load(open('$WORK/stats-before.json'))['by_endpoint']
+print(', '.join(f'{k} {a[k] - b.get(k, 0)}' for k in sorted(a) if k != 'media' and a[k] - b.get(k, 0)))")"
+MEDIA_GETS=$(($(py field "$WORK/stats-after.json" by_endpoint media) - $(py field "$WORK/stats-before.json" by_endpoint media)))
+WAVS="$(find "$WORK/throughput/archive" -type f -name '*.wav' | wc -l)"
+SIDECARS="$(find "$WORK/throughput/archive" -type f -name '*.json' | wc -l)"
+DISK_BYTES="$(find "$WORK/throughput/archive" -type f -name '*.wav' -printf '%s\n' | awk '{s += $1} END {print s + 0}')"
+WALL="$(calc "round($T1 - $T0, 3)")"
+THROUGHPUT_RSS_KB="$(maxrss_kb "$WORK/time-throughput.txt")"
+log "sync: $ARCHIVED archived, $BYTES bytes in $WALL s; $API_CALLS API calls ($ENDPOINTS); outcome $OUTCOME"
+[[ "$ARCHIVED" -eq "$RECORDINGS" ]] || die "expected $RECORDINGS archived, the report says $ARCHIVED"
+[[ "$WAVS" -eq "$RECORDINGS" ]] || die "expected $RECORDINGS .wav files in the archive, found $WAVS"
+[[ "$DISK_BYTES" -eq "$BYTES" ]] || die "archive holds $DISK_BYTES bytes of audio, the report says $BYTES"
+
+# --- 3. curl reference -----------------------------------------------------------------------------
+log "curl reference: collecting media URLs (not timed)"
+read -r URL_TASKS URL_COUNT < <(py urls "$SIM" "$ORG_ID" "$TOKEN" "$FROM_MS" "$TO_MS" "$WORK/urls.cfg")
+[[ "$URL_COUNT" -eq "$RECORDINGS" ]] || die "collected $URL_COUNT media URLs from $URL_TASKS tasks, expected $RECORDINGS"
+# a) to /dev/null: the pure transfer floor; this is the reference the ratio is taken against.
+sed 's/$/\noutput = "\/dev\/null"/' "$WORK/urls.cfg" >"$WORK/curl-null.cfg"
+log "curl --parallel --parallel-max $CURL_PARALLEL: $URL_COUNT files -> /dev/null"
+C0="$(now)"
+curl --parallel --parallel-max "$CURL_PARALLEL" --silent --show-error --no-progress-meter \
+    --write-out '%{http_code} %{size_download}\n' -K "$WORK/curl-null.cfg" >"$WORK/curl-null.out"
+C1="$(now)"
+read -r CURL_N CURL_BAD CURL_BYTES < <(py curl "$WORK/curl-null.out")
+[[ "$CURL_N" -eq "$RECORDINGS" && "$CURL_BAD" -eq 0 ]] || die "curl: $CURL_N requests, $CURL_BAD not 200"
+[[ "$CURL_BYTES" -eq "$BYTES" ]] || log "note: curl fetched $CURL_BYTES bytes, wxvault $BYTES"
+CURL_WALL="$(calc "round($C1 - $C0, 3)")"
+# b) to files on the same disk as the archive (informational: like for like with writing an archive).
+mkdir -p "$WORK/curl-files"
+awk -v d="$WORK/curl-files" '{print; printf "output = \"%s/%d.wav\"\n", d, NR}' "$WORK/urls.cfg" >"$WORK/curl-files.cfg"
+log "curl --parallel --parallel-max $CURL_PARALLEL: $URL_COUNT files -> disk"
+D0="$(now)"
+curl --parallel --parallel-max "$CURL_PARALLEL" --silent --show-error --no-progress-meter \
+    --write-out '%{http_code} %{size_download}\n' -K "$WORK/curl-files.cfg" >"$WORK/curl-files.out"
+D1="$(now)"
+read -r CURLF_N CURLF_BAD _ < <(py curl "$WORK/curl-files.out")
+[[ "$CURLF_N" -eq "$RECORDINGS" && "$CURLF_BAD" -eq 0 ]] || die "curl to disk: $CURLF_N requests, $CURLF_BAD not 200"
+CURL_DISK_WALL="$(calc "round($D1 - $D0, 3)")"
+rm -rf "$WORK/curl-files"
+kill -TERM "${SIM_PIDS[0]}" 2>/dev/null || true
+wait "${SIM_PIDS[0]}" 2>/dev/null || true
+SIM_PIDS[0]=""
+
+# --- 4. memory -------------------------------------------------------------------------------------
+if [[ "${BENCH_SKIP_MEMORY:-0}" != 1 ]]; then
+    log "memory: simulator with one $LARGE_BYTES-byte recording"
+    start_sim "$WORK/sim-memory.log" --dataset bench --tasks 1 --recordings 1 --recording-bytes 1000 \
+        --large-recording-bytes "$LARGE_BYTES" --no-rate-limit
+    setup_state "$WORK/memory"
+    window
+    M0="$(now)"
+    rc=0
+    /usr/bin/time -v -o "$WORK/time-memory.txt" \
+        "$BIN" --config "$CFG" sync --from "$FROM" --to "$TO" --json >"$WORK/report-memory.json" \
+        2>"$WORK/sync-memory.err" || rc=$?
+    M1="$(now)"
+    [[ $rc -eq 0 ]] || { cat "$WORK/sync-memory.err" >&2; die "wxvault sync (memory) exited with $rc"; }
+    MEM_WALL="$(calc "round($M1 - $M0, 3)")"
+    PEAK_KB="$(maxrss_kb "$WORK/time-memory.txt")"
+    log "sync (memory): ${MEM_WALL} s, peak RSS $PEAK_KB kB; fetching the manifest (hashes 1 GiB, takes a while)"
+    curl -sf --max-time 1800 "${SIM}_sim/manifest?orgId=$ORG_ID" >"$WORK/manifest.json"
+    read -r LARGE_ID LARGE_SHA < <(py large "$WORK/manifest.json" "$LARGE_BYTES")
+    LARGE_FILE="$(find "$WORK/memory/archive" -type f -name "$LARGE_ID.*" ! -name '*.json' | head -1)"
+    [[ -n "$LARGE_FILE" ]] || die "recording $LARGE_ID is not in the archive"
+    LARGE_SIZE="$(stat -c %s "$LARGE_FILE")"
+    GOT_SHA="$(sha256sum "$LARGE_FILE" | cut -d' ' -f1)"
+    [[ "$LARGE_SIZE" -eq "$LARGE_BYTES" ]] || die "archived large recording has $LARGE_SIZE bytes, expected $LARGE_BYTES"
+    [[ "$GOT_SHA" == "$LARGE_SHA" ]] || die "sha256 mismatch: archive $GOT_SHA, manifest $LARGE_SHA"
+    MEM_CHECK="size $LARGE_SIZE bytes, sha256 ${GOT_SHA:0:16}… matches the manifest"
+    kill -TERM "${SIM_PIDS[1]}" 2>/dev/null || true
+    wait "${SIM_PIDS[1]}" 2>/dev/null || true
+    SIM_PIDS[1]=""
+fi
+
+# --- 5. summary ------------------------------------------------------------------------------------
+pass() { if python3 -c "import sys; sys.exit(0 if $1 else 1)"; then echo "ok"; else echo "MISSED"; fi; }
+PER_REC="$(calc "round($API_CALLS / $ARCHIVED, 4)")"
+RPS="$(calc "round($ARCHIVED / ($T1 - $T0), 1)")"
+MBPS="$(calc "round($BYTES / 1e6 / ($T1 - $T0), 1)")"
+RATIO="$(calc "round(($T1 - $T0) / ($C1 - $C0), 2)")"
+RATIO_DISK="$(calc "round(($T1 - $T0) / ($D1 - $D0), 2)")"
+SUMMARY="$WORK/summary.txt"
+{
+    echo "wxvault benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+    echo "load average before: $LOAD_BEFORE"
+    echo "sync settings: batch_concurrency=$BATCH_CONCURRENCY downloads_per_batch=$DOWNLOADS_PER_BATCH"
+    echo "dataset: $TASKS tasks, $RECORDINGS recordings of ~$RECORDING_BYTES bytes ($BYTES bytes total), rate limit off"
+    echo
+    echo "throughput"
+    printf '  recordings archived      %s (%s .wav files, %s sidecars on disk)\n' "$ARCHIVED" "$WAVS" "$SIDECARS"
+    printf '  API calls                %s (%s; media GETs not counted: %s); wxvault counted %s\n' "$API_CALLS" "$ENDPOINTS" "$MEDIA_GETS" "$REPORT_API"
+    printf '  API calls / recording    %s   target <= 0.11  %s\n' "$PER_REC" "$(pass "$PER_REC <= 0.11")"
+    printf '  wall time                %s s\n' "$WALL"
+    printf '  recordings / s           %s\n' "$RPS"
+    printf '  MB/s (10^6 B)            %s\n' "$MBPS"
+    printf '  peak RSS                 %s MiB\n' "$(calc "round($THROUGHPUT_RSS_KB / 1024, 1)")"
+    echo "curl reference (--parallel-max $CURL_PARALLEL)"
+    printf '  to /dev/null             %s s\n' "$CURL_WALL"
+    printf '  to files                 %s s\n' "$CURL_DISK_WALL"
+    printf '  wxvault / curl           %s x   target <= 2  %s   (vs curl to files: %s x)\n' \
+        "$RATIO" "$(pass "$RATIO <= 2")" "$RATIO_DISK"
+    if [[ "${BENCH_SKIP_MEMORY:-0}" != 1 ]]; then
+        echo "memory (one $LARGE_BYTES-byte recording)"
+        printf '  peak RSS                 %s MiB   target <= 64  %s\n' \
+            "$(calc "round($PEAK_KB / 1024, 1)")" "$(pass "$PEAK_KB / 1024 <= 64")"
+        printf '  wall time                %s s (%s MB/s)\n' "$MEM_WALL" "$(calc "round($LARGE_BYTES / 1e6 / ($M1 - $M0), 1)")"
+        printf '  check                    %s\n' "$MEM_CHECK"
+    fi
+} >"$SUMMARY"
+echo
+cat "$SUMMARY"
+if [[ -n "$SUMMARY_FILE" ]]; then
+    cp "$SUMMARY" "$SUMMARY_FILE"
+fi
