@@ -231,7 +231,12 @@ impl Archive {
         E: std::error::Error + Send + Sync + 'static,
     {
         let mut tally = Tally::new(key, expected_len);
-        if self.head(key).await?.is_some() {
+        // The up-front check saves uploading a large body that cannot be used. A local store
+        // enforces create-only itself (hard link), so a body known to fit one part skips it: the
+        // create fails with AlreadyExists and is settled the same way.
+        let small_local =
+            self.local_root.is_some() && expected_len.is_some_and(|l| l <= PART_SIZE as u64);
+        if !small_local && self.head(key).await?.is_some() {
             while let Some(chunk) = body.next().await {
                 tally.add(&chunk.map_err(source_error)?)?;
             }
@@ -344,8 +349,8 @@ impl Archive {
     ) -> Result<PutStatus, ArchiveError> {
         let path = key.to_path();
         // Checking first keeps stores that ignore `If-None-Match` from
-        // overwriting in the common (non-racing) case.
-        if self.head(key).await?.is_none() {
+        // overwriting in the common (non-racing) case. A local store enforces create-only itself.
+        if self.local_root.is_some() || self.head(key).await?.is_none() {
             let opts = PutOptions {
                 mode: PutMode::Create,
                 ..PutOptions::default()

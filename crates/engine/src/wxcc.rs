@@ -29,6 +29,9 @@ use crate::report::OrgReport;
 /// One day: WxCC task queries are kept to 24 h windows (webex-api.md §2.3).
 pub const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 const SOURCE: &str = "wxcc";
+/// Recordings larger than this get a separate `stored` ledger write before their sidecar
+/// (one object-store part; re-downloading them after a crash would be costly).
+const STORED_MARK_BYTES: u64 = archive::PART_SIZE as u64;
 /// Download attempts for one recording within one run before it waits for the next run.
 const IN_RUN_ATTEMPTS: u32 = 3;
 
@@ -132,36 +135,40 @@ impl WxccHarvest {
             &self.org.name,
             ProgressEvent::TasksListed(listing.tasks.len() as u64),
         );
-        for task in &listing.tasks {
-            report.tasks_seen += 1;
-            let row = self
-                .vault
-                .upsert_task(
-                    &self.org,
-                    &TaskUpsert {
-                        task_id: task.id.clone(),
-                        created_ms: task.created_time_ms,
-                        capture_requested: task.capture_requested,
-                        attributes_json: task.attributes.to_string(),
-                    },
-                )
-                .await
-                .map_err(vault_err)?;
-            if task.capture_requested == Some(false)
-                && matches!(row.state, TaskState::Discovered | TaskState::PendingCapture)
-            {
-                self.vault
-                    .set_task_state(
-                        &self.org,
-                        &task.id,
-                        TaskState::Absent,
-                        Some("no capture was requested for this task"),
-                    )
-                    .await
-                    .map_err(vault_err)?;
-                report.absent += 1;
-            }
-        }
+        report.tasks_seen += listing.tasks.len() as u64;
+        let upserts: Vec<TaskUpsert> = listing
+            .tasks
+            .iter()
+            .map(|task| TaskUpsert {
+                task_id: task.id.clone(),
+                created_ms: task.created_time_ms,
+                capture_requested: task.capture_requested,
+                attributes_json: task.attributes.to_string(),
+            })
+            .collect();
+        let rows = self
+            .vault
+            .upsert_tasks(&self.org, &upserts)
+            .await
+            .map_err(vault_err)?;
+        let absent: Vec<String> = rows
+            .into_iter()
+            .filter(|row| {
+                row.capture_requested == Some(false)
+                    && matches!(row.state, TaskState::Discovered | TaskState::PendingCapture)
+            })
+            .map(|row| row.task_id)
+            .collect();
+        report.absent += absent.len() as u64;
+        self.vault
+            .set_tasks_state(
+                &self.org,
+                &absent,
+                TaskState::Absent,
+                Some("no capture was requested for this task"),
+            )
+            .await
+            .map_err(vault_err)?;
         Ok(())
     }
 
@@ -257,11 +264,14 @@ impl WxccHarvest {
         let grace_ms =
             i64::try_from(self.config.wxcc.capture_grace_hours).unwrap_or(48) * 3_600_000;
         let mut work: Vec<(TaskRow, Capture, RecordingRow)> = Vec::new();
+        self.vault
+            .note_capture_checks(&self.org, &ids)
+            .await
+            .map_err(vault_err)?;
+        let mut to_pending: Vec<String> = Vec::new();
+        let mut to_captured: Vec<String> = Vec::new();
+        let mut found: Vec<(TaskRow, Capture)> = Vec::new();
         for task in batch {
-            self.vault
-                .note_capture_check(&self.org, &task.task_id)
-                .await
-                .map_err(vault_err)?;
             let captures = by_task.remove(&task.task_id).unwrap_or_default();
             if captures.is_empty() {
                 if task.state == TaskState::Captured {
@@ -304,50 +314,55 @@ impl WxccHarvest {
                     }
                 } else {
                     if task.state != TaskState::PendingCapture {
-                        self.vault
-                            .set_task_state(
-                                &self.org,
-                                &task.task_id,
-                                TaskState::PendingCapture,
-                                None,
-                            )
-                            .await
-                            .map_err(vault_err)?;
+                        to_pending.push(task.task_id.clone());
                     }
                     report.pending_capture += 1;
                 }
                 continue;
             }
             for cap in captures {
-                let row = self
-                    .vault
-                    .upsert_recording(
-                        &self.org,
-                        &RecordingUpsert {
-                            recording_id: cap.id.clone(),
-                            task_id: task.task_id.clone(),
-                            task_created_ms: task.created_ms,
-                            file_name: cap.file_name.clone(),
-                            attributes_json: recording_json(&cap).to_string(),
-                        },
-                    )
-                    .await
-                    .map_err(vault_err)?;
-                match row.state {
-                    RecordingState::Done => report.already_archived += 1,
-                    RecordingState::Failed => {}
-                    RecordingState::Ready | RecordingState::Stored => {
-                        work.push((task.clone(), cap, row))
-                    }
-                }
+                found.push((task.clone(), cap));
             }
             if task.state != TaskState::Captured {
-                self.vault
-                    .set_task_state(&self.org, &task.task_id, TaskState::Captured, None)
-                    .await
-                    .map_err(vault_err)?;
+                to_captured.push(task.task_id.clone());
             }
         }
+        let upserts: Vec<RecordingUpsert> = found
+            .iter()
+            .map(|(task, cap)| RecordingUpsert {
+                recording_id: cap.id.clone(),
+                task_id: task.task_id.clone(),
+                task_created_ms: task.created_ms,
+                file_name: cap.file_name.clone(),
+                attributes_json: recording_json(cap).to_string(),
+            })
+            .collect();
+        let mut rows: HashMap<String, RecordingRow> = self
+            .vault
+            .upsert_recordings(&self.org, &upserts)
+            .await
+            .map_err(vault_err)?
+            .into_iter()
+            .map(|r| (r.recording_id.clone(), r))
+            .collect();
+        for (task, cap) in found {
+            let Some(row) = rows.remove(&cap.id) else {
+                continue;
+            };
+            match row.state {
+                RecordingState::Done => report.already_archived += 1,
+                RecordingState::Failed => {}
+                RecordingState::Ready | RecordingState::Stored => work.push((task, cap, row)),
+            }
+        }
+        self.vault
+            .set_tasks_state(&self.org, &to_pending, TaskState::PendingCapture, None)
+            .await
+            .map_err(vault_err)?;
+        self.vault
+            .set_tasks_state(&self.org, &to_captured, TaskState::Captured, None)
+            .await
+            .map_err(vault_err)?;
         if work.is_empty() {
             return Ok(());
         }
@@ -554,17 +569,20 @@ impl WxccHarvest {
                 }
             };
             let (sha, size) = stored;
-            self.vault
-                .mark_recording_stored(
-                    &self.org,
-                    &cap.id,
-                    key.as_str(),
-                    &sha,
-                    i64::try_from(size).unwrap_or(i64::MAX),
-                )
-                .await
-                .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
-            row.state = RecordingState::Stored;
+            if size > STORED_MARK_BYTES {
+                // Worth a ledger write: a crash before the sidecar then costs no re-download.
+                self.vault
+                    .mark_recording_stored(
+                        &self.org,
+                        &cap.id,
+                        key.as_str(),
+                        &sha,
+                        i64::try_from(size).unwrap_or(i64::MAX),
+                    )
+                    .await
+                    .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
+                row.state = RecordingState::Stored;
+            }
             row.object_key = Some(key.to_string());
             row.sha256 = Some(sha);
             row.size_bytes = Some(i64::try_from(size).unwrap_or(i64::MAX));
@@ -683,10 +701,25 @@ impl WxccHarvest {
                 );
             }
         }
-        self.vault
-            .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
-            .await
-            .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
+        let marked = if row.state == RecordingState::Stored {
+            self.vault
+                .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
+                .await
+        } else {
+            // Small recording: audio and sidecar recorded in one write. A crash before it leaves
+            // the row `ready`; the rerun finds the identical object and adopts it.
+            self.vault
+                .mark_recording_archived(
+                    &self.org,
+                    &row.recording_id,
+                    key,
+                    sha,
+                    size,
+                    sidecar_key.as_str(),
+                )
+                .await
+        };
+        marked.map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
         Ok(u64::try_from(size).unwrap_or(0))
     }
 

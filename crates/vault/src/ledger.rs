@@ -18,6 +18,8 @@ use crate::{
 /// Source name of Webex Contact Center captures; the only source tasks come from today.
 pub const SOURCE_WXCC: &str = "wxcc";
 
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
+const BATCH_ROWS: usize = 200;
 const TASK_COLUMNS: &str =
     "task_id, created_ms, capture_requested, state, reason, attributes_json, checks";
 const RECORDING_COLUMNS: &str = "recording_id, task_id, task_created_ms, file_name, attributes_json, \
@@ -59,6 +61,159 @@ impl Vault {
                 t.task_id, org.name
             )))?;
         task_from_row(&row)
+    }
+
+    /// [`Vault::upsert_task`] for many tasks in one statement per chunk (ids de-duplicated, the
+    /// last occurrence wins). Returns the rows in no particular order.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure, [`VaultError::Corrupt`] for unreadable rows.
+    pub async fn upsert_tasks(
+        &self,
+        org: &Org,
+        tasks: &[TaskUpsert],
+    ) -> Result<Vec<TaskRow>, VaultError> {
+        let mut unique: Vec<&TaskUpsert> = Vec::with_capacity(tasks.len());
+        let mut seen = std::collections::HashMap::new();
+        for t in tasks {
+            match seen.get(t.task_id.as_str()) {
+                Some(&i) => unique[i] = t,
+                None => {
+                    seen.insert(t.task_id.as_str(), unique.len());
+                    unique.push(t);
+                }
+            }
+        }
+        let now = now_ms();
+        let mut out = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(BATCH_ROWS) {
+            // $1 org, $2 source, $3 state, $4 now; then 4 per row.
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = 5 + i * 4;
+                    format!(
+                        "($1, ${b}, $2, ${}, ${}, $3, ${}, 0, $4, $4, $4)",
+                        b + 1,
+                        b + 2,
+                        b + 3
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO tasks (org, task_id, source, created_ms, capture_requested, state, \
+                   attributes_json, checks, first_seen_ms, updated_ms, state_changed_ms) \
+                 VALUES {} \
+                 ON CONFLICT (org, task_id) DO UPDATE SET \
+                   created_ms = excluded.created_ms, \
+                   capture_requested = COALESCE(excluded.capture_requested, tasks.capture_requested), \
+                   attributes_json = excluded.attributes_json, \
+                   updated_ms = excluded.updated_ms \
+                 RETURNING {TASK_COLUMNS}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(org.id)
+                .bind(SOURCE_WXCC)
+                .bind(TaskState::Discovered.as_str())
+                .bind(now);
+            for t in chunk {
+                q = q
+                    .bind(&t.task_id)
+                    .bind(t.created_ms)
+                    .bind(t.capture_requested.map(i64::from))
+                    .bind(&t.attributes_json);
+            }
+            let rows = q
+                .fetch_all(&self.pool)
+                .await
+                .map_err(VaultError::db(format!(
+                    "recording {} tasks of org {}",
+                    chunk.len(),
+                    org.name
+                )))?;
+            for row in &rows {
+                out.push(task_from_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Vault::upsert_recording`] for many recordings in one statement per chunk (ids
+    /// de-duplicated, the last occurrence wins). Returns the rows in no particular order.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure, [`VaultError::Corrupt`] for unreadable rows.
+    pub async fn upsert_recordings(
+        &self,
+        org: &Org,
+        recordings: &[RecordingUpsert],
+    ) -> Result<Vec<RecordingRow>, VaultError> {
+        let mut unique: Vec<&RecordingUpsert> = Vec::with_capacity(recordings.len());
+        let mut seen = std::collections::HashMap::new();
+        for r in recordings {
+            match seen.get(r.recording_id.as_str()) {
+                Some(&i) => unique[i] = r,
+                None => {
+                    seen.insert(r.recording_id.as_str(), unique.len());
+                    unique.push(r);
+                }
+            }
+        }
+        let now = now_ms();
+        let mut out = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(BATCH_ROWS) {
+            // $1 org, $2 source, $3 state, $4 now; then 5 per row.
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = 5 + i * 5;
+                    format!(
+                        "($1, ${b}, $2, ${}, ${}, ${}, ${}, $3, 0, $4, $4, $4)",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO recordings (org, recording_id, source, task_id, task_created_ms, \
+                   file_name, attributes_json, state, attempts, first_seen_ms, updated_ms, \
+                   state_changed_ms) \
+                 VALUES {} \
+                 ON CONFLICT (org, recording_id) DO UPDATE SET \
+                   task_created_ms = excluded.task_created_ms, \
+                   file_name = COALESCE(excluded.file_name, recordings.file_name), \
+                   attributes_json = excluded.attributes_json, \
+                   updated_ms = excluded.updated_ms \
+                 RETURNING {RECORDING_COLUMNS}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(org.id)
+                .bind(SOURCE_WXCC)
+                .bind(RecordingState::Ready.as_str())
+                .bind(now);
+            for r in chunk {
+                q = q
+                    .bind(&r.recording_id)
+                    .bind(&r.task_id)
+                    .bind(r.task_created_ms)
+                    .bind(r.file_name.as_deref())
+                    .bind(&r.attributes_json);
+            }
+            let rows = q
+                .fetch_all(&self.pool)
+                .await
+                .map_err(VaultError::db(format!(
+                    "recording {} recordings of org {}",
+                    chunk.len(),
+                    org.name
+                )))?;
+            for row in &rows {
+                out.push(recording_from_row(row)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Moves a task to `state` with an optional reason. Allowed moves: forward from
@@ -314,6 +469,121 @@ impl Vault {
             self.refused(org, recording_id, RecordingState::Stored)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Audio verified and sidecar written in one step: `ready`/`stored`/`failed` → `done` with the
+    /// object's key, sha256 and size. Used for recordings small enough that recording `stored`
+    /// separately would cost more than re-hashing after a crash (see the engine).
+    ///
+    /// # Errors
+    /// [`VaultError::NotFound`] if the recording is unknown, [`VaultError::Db`] on database failure.
+    pub async fn mark_recording_archived(
+        &self,
+        org: &Org,
+        recording_id: &str,
+        object_key: &str,
+        sha256: &str,
+        size: i64,
+        sidecar_key: &str,
+    ) -> Result<(), VaultError> {
+        let done = sqlx::query(
+            "UPDATE recordings SET state = $3, object_key = $4, sha256 = $5, size_bytes = $6, \
+               sidecar_key = $7, reason = NULL, updated_ms = $8, \
+               state_changed_ms = CASE WHEN state = $3 THEN state_changed_ms ELSE $8 END \
+             WHERE org = $1 AND recording_id = $2 AND state IN ($9, $10, $11)",
+        )
+        .bind(org.id)
+        .bind(recording_id)
+        .bind(RecordingState::Done.as_str())
+        .bind(object_key)
+        .bind(sha256)
+        .bind(size)
+        .bind(sidecar_key)
+        .bind(now_ms())
+        .bind(RecordingState::Ready.as_str())
+        .bind(RecordingState::Stored.as_str())
+        .bind(RecordingState::Failed.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(VaultError::db(format!(
+            "marking recording {recording_id} of org {} archived",
+            org.name
+        )))?;
+        if done.rows_affected() == 0 {
+            self.refused(org, recording_id, RecordingState::Done)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Several tasks' state at once (one statement), with the same rules as
+    /// [`Vault::set_task_state`]; unknown ids and tasks already further along are left alone.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn set_tasks_state(
+        &self,
+        org: &Org,
+        task_ids: &[String],
+        state: TaskState,
+        reason: Option<&str>,
+    ) -> Result<(), VaultError> {
+        if task_ids.is_empty() {
+            return Ok(());
+        }
+        let from = state.allowed_from();
+        let sql = format!(
+            "UPDATE tasks SET state = $2, reason = $4, updated_ms = $3, \
+               state_changed_ms = CASE WHEN state = $2 THEN state_changed_ms ELSE $3 END \
+             WHERE org = $1 AND state IN ({}) AND task_id IN ({})",
+            placeholders(5, from.len()),
+            placeholders(5 + from.len(), task_ids.len())
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(org.id)
+            .bind(state.as_str())
+            .bind(now_ms())
+            .bind(reason);
+        for s in from {
+            q = q.bind(s.as_str());
+        }
+        for id in task_ids {
+            q = q.bind(id.as_str());
+        }
+        q.execute(&self.pool).await.map_err(VaultError::db(format!(
+            "setting {} tasks of org {} to {state}",
+            task_ids.len(),
+            org.name
+        )))?;
+        Ok(())
+    }
+
+    /// Counts one captures query against each of `task_ids` (one statement).
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn note_capture_checks(
+        &self,
+        org: &Org,
+        task_ids: &[String],
+    ) -> Result<(), VaultError> {
+        if task_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE tasks SET checks = checks + 1, last_checked_ms = $2 WHERE org = $1 AND task_id IN ({})",
+            placeholders(3, task_ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(org.id).bind(now_ms());
+        for id in task_ids {
+            q = q.bind(id.as_str());
+        }
+        q.execute(&self.pool).await.map_err(VaultError::db(format!(
+            "noting capture checks of {} tasks of org {}",
+            task_ids.len(),
+            org.name
+        )))?;
         Ok(())
     }
 

@@ -430,3 +430,84 @@ async fn windows_and_events() {
         );
     }
 }
+
+#[tokio::test]
+async fn batch_upserts_and_transitions_match_the_single_row_rules() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let o = org(v, "batch").await;
+        // 450 tasks span three statements; within one batch a duplicate id keeps its last
+        // occurrence.
+        let mut tasks: Vec<TaskUpsert> = (0..450)
+            .map(|i| task(&format!("t{i}"), 1_000 + i, Some(i % 3 != 0)))
+            .collect();
+        tasks.push(task("t3", 1_003, Some(true)));
+        let rows = v.upsert_tasks(&o, &tasks).await.unwrap();
+        assert_eq!(rows.len(), 450, "{b}");
+        let t3 = rows.iter().find(|r| r.task_id == "t3").unwrap();
+        assert_eq!(
+            t3.capture_requested,
+            Some(true),
+            "{b}: last occurrence wins"
+        );
+        // A later batch with the flag unknown keeps the known flag and takes the new attributes.
+        let mut later = task("t7", 1_007, None);
+        later.attributes_json = r#"{"id":"t7","v":9}"#.into();
+        let rows2 = v.upsert_tasks(&o, &[later]).await.unwrap();
+        assert_eq!(rows2[0].attributes_json, r#"{"id":"t7","v":9}"#, "{b}");
+        assert_eq!(
+            rows2[0].capture_requested,
+            Some(true),
+            "{b}: a known flag is not forgotten"
+        );
+        assert!(rows.iter().all(|r| r.state == T::Discovered), "{b}");
+
+        let ids: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        v.note_capture_checks(&o, &ids).await.unwrap();
+        v.set_tasks_state(&o, &ids, T::Captured, None)
+            .await
+            .unwrap();
+        // Captured is final: a later batch move back to pending is ignored.
+        v.set_tasks_state(&o, &ids, T::PendingCapture, None)
+            .await
+            .unwrap();
+        v.set_tasks_state(
+            &o,
+            &["t20".to_string()],
+            T::Absent,
+            Some("no capture requested"),
+        )
+        .await
+        .unwrap();
+        let captured = v.tasks_in_states(&o, &[T::Captured]).await.unwrap();
+        assert_eq!(captured.len(), 10, "{b}");
+        assert!(captured.iter().all(|t| t.checks == 1), "{b}");
+        let absent = v.tasks_in_states(&o, &[T::Absent]).await.unwrap();
+        assert_eq!(absent.len(), 1, "{b}");
+        assert_eq!(
+            absent[0].reason.as_deref(),
+            Some("no capture requested"),
+            "{b}"
+        );
+
+        let recs: Vec<RecordingUpsert> = (0..250)
+            .map(|i| rec(&format!("r{i}"), &format!("t{}", i % 10)))
+            .collect();
+        let rows = v.upsert_recordings(&o, &recs).await.unwrap();
+        assert_eq!(rows.len(), 250, "{b}");
+        assert!(rows.iter().all(|r| r.state == R::Ready), "{b}");
+        v.mark_recording_archived(&o, "r1", "k/r1.wav", "abc", 10, "k/r1.json")
+            .await
+            .unwrap();
+        // Upserting again never regresses a done recording.
+        let again = v.upsert_recordings(&o, &recs[..5]).await.unwrap();
+        let r1 = again.iter().find(|r| r.recording_id == "r1").unwrap();
+        assert_eq!(r1.state, R::Done, "{b}");
+        assert_eq!(r1.sha256.as_deref(), Some("abc"), "{b}");
+        assert_eq!(r1.object_key.as_deref(), Some("k/r1.wav"), "{b}");
+        let counts = v.counts(&o).await.unwrap();
+        assert_eq!(counts.archived, 1, "{b}");
+        assert_eq!(counts.recordings, 250, "{b}");
+    }
+}
