@@ -15,7 +15,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use vault::{
-    Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert, Vault,
+    Archived, Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert,
+    Vault,
 };
 use webex::http::RetryPolicy;
 use webex::wxcc::{Capture, User, WxccClient};
@@ -367,7 +368,7 @@ impl WxccHarvest {
             return Ok(());
         }
         self.enrich(&work).await;
-        let outcomes: Vec<(String, Result<u64, ItemError>)> = stream::iter(work)
+        let outcomes: Vec<(String, Result<Finished, ItemError>)> = stream::iter(work)
             .map(|(task, cap, row)| async move {
                 let id = cap.id.clone();
                 (id, self.archive_recording(&task, cap, row).await)
@@ -375,14 +376,16 @@ impl WxccHarvest {
             .buffer_unordered(self.config.sync.downloads_per_batch)
             .collect()
             .await;
+        let mut unmarked: Vec<(Archived, u64)> = Vec::new();
         for (id, outcome) in outcomes {
             match outcome {
-                Ok(bytes) => {
+                Ok(Finished::Marked(bytes)) => {
                     report.archived += 1;
                     report.bytes += bytes;
                     self.progress
                         .event(&self.org.name, ProgressEvent::Archived(bytes));
                 }
+                Ok(Finished::Unmarked(item, bytes)) => unmarked.push((item, bytes)),
                 Err(ItemError::Permanent(reason)) => {
                     self.vault
                         .mark_recording_failed(&self.org, &id, &reason)
@@ -410,6 +413,24 @@ impl WxccHarvest {
                         tracing::warn!(org = %self.org.name, recording = %id, "will retry: {reason}");
                         report.transient_left += 1;
                     }
+                }
+            }
+        }
+        if !unmarked.is_empty() {
+            let items: Vec<Archived> = unmarked.iter().map(|(a, _)| a.clone()).collect();
+            match self.vault.mark_recordings_archived(&self.org, &items).await {
+                Ok(()) => {
+                    for (_, bytes) in unmarked {
+                        report.archived += 1;
+                        report.bytes += bytes;
+                        self.progress
+                            .event(&self.org.name, ProgressEvent::Archived(bytes));
+                    }
+                }
+                Err(e) => {
+                    // Objects and sidecars are in place; the next run adopts them.
+                    tracing::warn!(org = %self.org.name, "ledger write for {} archived recordings failed: {e}", items.len());
+                    report.transient_left += items.len() as u64;
                 }
             }
         }
@@ -536,7 +557,7 @@ impl WxccHarvest {
         task: &TaskRow,
         cap: Capture,
         row: RecordingRow,
-    ) -> Result<u64, ItemError> {
+    ) -> Result<Finished, ItemError> {
         let ext = layout::ext_from_file_name(cap.file_name.as_deref());
         let key = layout::wxcc_audio(
             &self.org.org_id,
@@ -643,7 +664,11 @@ impl WxccHarvest {
         }
     }
 
-    async fn write_sidecar(&self, task: &TaskRow, row: &RecordingRow) -> Result<u64, ItemError> {
+    async fn write_sidecar(
+        &self,
+        task: &TaskRow,
+        row: &RecordingRow,
+    ) -> Result<Finished, ItemError> {
         let (Some(key), Some(sha), Some(size)) = (&row.object_key, &row.sha256, row.size_bytes)
         else {
             return Err(self.permanent(
@@ -701,26 +726,27 @@ impl WxccHarvest {
                 );
             }
         }
-        let marked = if row.state == RecordingState::Stored {
+        let bytes = u64::try_from(size).unwrap_or(0);
+        if row.state == RecordingState::Stored {
             self.vault
                 .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
                 .await
-        } else {
-            // Small recording: audio and sidecar recorded in one write. A crash before it leaves
-            // the row `ready`; the rerun finds the identical object and adopts it.
-            self.vault
-                .mark_recording_archived(
-                    &self.org,
-                    &row.recording_id,
-                    key,
-                    sha,
-                    size,
-                    sidecar_key.as_str(),
-                )
-                .await
-        };
-        marked.map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
-        Ok(u64::try_from(size).unwrap_or(0))
+                .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
+            return Ok(Finished::Marked(bytes));
+        }
+        // Small recording: audio and sidecar go into the ledger in one write per captures batch.
+        // A crash before it leaves the row `ready`; the rerun finds the identical object and
+        // adopts it.
+        Ok(Finished::Unmarked(
+            Archived {
+                recording_id: row.recording_id.clone(),
+                object_key: key.clone(),
+                sha256: sha.clone(),
+                size,
+                sidecar_key: sidecar_key.to_string(),
+            },
+            bytes,
+        ))
     }
 
     /// Response items that could not be read: one clear line each, recorded, never fatal.
@@ -810,4 +836,13 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// A recording whose audio and sidecar are written.
+#[derive(Debug)]
+enum Finished {
+    /// Already `done` in the ledger (large recordings, marked `stored` first).
+    Marked(u64),
+    /// To be marked `done` with the rest of its captures batch (one statement).
+    Unmarked(Archived, u64),
 }

@@ -11,8 +11,8 @@ use sqlx::any::AnyRow;
 use crate::db::{now_ms, placeholders};
 use crate::orgs::get;
 use crate::{
-    Counts, Event, Failure, Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState,
-    TaskUpsert, Vault, VaultError,
+    Archived, Counts, Event, Failure, Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow,
+    TaskState, TaskUpsert, Vault, VaultError,
 };
 
 /// Source name of Webex Contact Center captures; the only source tasks come from today.
@@ -513,6 +513,64 @@ impl Vault {
         if done.rows_affected() == 0 {
             self.refused(org, recording_id, RecordingState::Done)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Vault::mark_recording_archived`] for many recordings in one statement per chunk.
+    /// Recordings that are unknown or already `done` are left alone.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn mark_recordings_archived(
+        &self,
+        org: &Org,
+        items: &[Archived],
+    ) -> Result<(), VaultError> {
+        let now = now_ms();
+        for chunk in items.chunks(BATCH_ROWS) {
+            // $1 org, $2 done, $3 now, $4..$6 allowed from-states; then 5 per row.
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = 7 + i * 5;
+                    format!(
+                        "(${b}, ${}, ${}, CAST(${} AS BIGINT), ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "WITH v(rid, okey, sha, sz, skey) AS (VALUES {}) \
+                 UPDATE recordings SET state = $2, object_key = v.okey, sha256 = v.sha, \
+                   size_bytes = v.sz, sidecar_key = v.skey, reason = NULL, updated_ms = $3, \
+                   state_changed_ms = $3 \
+                 FROM v WHERE recordings.org = $1 AND recordings.recording_id = v.rid \
+                   AND recordings.state IN ($4, $5, $6)",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(org.id)
+                .bind(RecordingState::Done.as_str())
+                .bind(now)
+                .bind(RecordingState::Ready.as_str())
+                .bind(RecordingState::Stored.as_str())
+                .bind(RecordingState::Failed.as_str());
+            for a in chunk {
+                q = q
+                    .bind(&a.recording_id)
+                    .bind(&a.object_key)
+                    .bind(&a.sha256)
+                    .bind(a.size)
+                    .bind(&a.sidecar_key);
+            }
+            q.execute(&self.pool).await.map_err(VaultError::db(format!(
+                "marking {} recordings of org {} archived",
+                chunk.len(),
+                org.name
+            )))?;
         }
         Ok(())
     }

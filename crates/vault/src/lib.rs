@@ -26,7 +26,7 @@ pub use db::Vault;
 pub use error::VaultError;
 pub use ledger::SOURCE_WXCC;
 pub use model::{
-    Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow, RecordingState,
-    RecordingUpsert, TaskRow, TaskState, TaskUpsert, TokenUpdate,
+    Archived, Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow,
+    RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert, TokenUpdate,
 };
 pub use secrecy::SecretString;

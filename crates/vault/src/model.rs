@@ -305,3 +305,13 @@ pub struct Event {
     /// Human-readable message.
     pub message: String,
 }
+
+/// A recording whose audio and sidecar are both written, for [`crate::Vault::mark_recordings_archived`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    pub recording_id: String,
+    pub object_key: String,
+    pub sha256: String,
+    pub size: i64,
+    pub sidecar_key: String,
+}

@@ -511,3 +511,41 @@ async fn batch_upserts_and_transitions_match_the_single_row_rules() {
         assert_eq!(counts.recordings, 250, "{b}");
     }
 }
+
+#[tokio::test]
+async fn batch_archived_marks_set_done_with_hashes_and_skip_done_rows() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let o = org(v, "marks").await;
+        v.upsert_task(&o, &task("t1", 1_000, Some(true)))
+            .await
+            .unwrap();
+        let recs: Vec<RecordingUpsert> = (0..3).map(|i| rec(&format!("r{i}"), "t1")).collect();
+        v.upsert_recordings(&o, &recs).await.unwrap();
+        v.mark_recording_archived(&o, "r0", "k/r0.wav", "first", 1, "k/r0.json")
+            .await
+            .unwrap();
+        let items: Vec<vault::Archived> = (0..3)
+            .map(|i| vault::Archived {
+                recording_id: format!("r{i}"),
+                object_key: format!("k/r{i}.wav"),
+                sha256: format!("sha{i}"),
+                size: 1_000 + i,
+                sidecar_key: format!("k/r{i}.json"),
+            })
+            .collect();
+        v.mark_recordings_archived(&o, &items).await.unwrap();
+        let done = v.recordings_in_states(&o, &[R::Done]).await.unwrap();
+        assert_eq!(done.len(), 3, "{b}");
+        let get = |id: &str| done.iter().find(|r| r.recording_id == id).unwrap().clone();
+        assert_eq!(
+            get("r0").sha256.as_deref(),
+            Some("first"),
+            "{b}: a done row is never rewritten"
+        );
+        assert_eq!(get("r2").sha256.as_deref(), Some("sha2"), "{b}");
+        assert_eq!(get("r2").size_bytes, Some(1_002), "{b}");
+        assert_eq!(get("r2").object_key.as_deref(), Some("k/r2.wav"), "{b}");
+    }
+}
