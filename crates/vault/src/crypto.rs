@@ -7,7 +7,8 @@
 //! associated data binds the record identity (`wxvault:org:<org uuid>:<field>`): a ciphertext
 //! copied into another row or another field fails authentication instead of decrypting.
 //!
-//! Stored form: `v1.<key version>.<base64(nonce || ciphertext || tag)>`.
+//! Stored form: `v1.<key version>.<base64(nonce || ciphertext || tag)>`. The key file format
+//! (one `<version>:<key>` line per version) lives in `keyfile.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ use secrecy::SecretString;
 use secrecy::zeroize::Zeroizing;
 
 use crate::VaultError;
+use crate::keyfile::{KeyList, key_file_origin, parse_key_list, read_key_text};
 
 /// Length of a master key in bytes.
 pub const KEY_LEN: usize = 32;
@@ -67,8 +69,8 @@ impl Keyring {
 
     /// A keyring from raw keys by version, sealing with `current`.
     ///
-    /// This is the shape key rotation will need: the current key plus older ones that still
-    /// open existing records.
+    /// The current key plus older ones that still open existing records (see
+    /// [`crate::Vault::rotate_keys`]).
     ///
     /// # Errors
     /// [`VaultError::Invalid`] if `current` is not among the keys or a version is 0.
@@ -92,36 +94,32 @@ impl Keyring {
         })
     }
 
-    /// Loads the master key: `env_value` (the `WXVAULT_MASTER_KEY` value) wins when present and
-    /// non-blank; otherwise the key file, which holds the base64 key (whitespace trimmed).
+    /// Loads the master keys: `env_value` (the `WXVAULT_MASTER_KEY` value) wins when present and
+    /// non-blank; otherwise the key file.
+    ///
+    /// Both hold a key list (see [`crate::add_key_version`]): one key per line as
+    /// `<version>:<base64 of 32 bytes>`, blank lines and `#` comments ignored; a bare base64 line
+    /// (what [`init_key_file`] writes) is version 1. The highest version is current.
     ///
     /// # Errors
     /// [`VaultError::KeyMissing`] if there is no env value and no key file (the message says to
     /// run `wxvault init` or set `WXVAULT_MASTER_KEY`), [`VaultError::KeyFile`] if the file
-    /// cannot be read, [`VaultError::BadKey`] if the key is malformed.
+    /// cannot be read, [`VaultError::BadKey`] if a key is malformed, [`VaultError::KeyFormat`]
+    /// if a line is not a key, a version is repeated or no key is present. Errors name the
+    /// origin and line, never the key material.
     pub fn load(env_value: Option<&str>, key_file: &Path) -> Result<Keyring, VaultError> {
         if let Some(v) = env_value.filter(|v| !v.trim().is_empty()) {
-            let key = decode_key(v, "WXVAULT_MASTER_KEY")?;
-            return Ok(Keyring::from_keys(1, [(1, key)]).expect("version 1 is present"));
+            return Keyring::from_key_list(parse_key_list(v, "WXVAULT_MASTER_KEY")?);
         }
-        let text = match std::fs::read_to_string(key_file) {
-            Ok(t) => Zeroizing::new(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(VaultError::KeyMissing {
-                    path: key_file.to_path_buf(),
-                });
-            }
-            Err(source) => {
-                return Err(VaultError::KeyFile {
-                    action: "read",
-                    path: key_file.to_path_buf(),
-                    source,
-                });
-            }
-        };
+        let text = read_key_text(key_file)?;
         warn_if_readable_by_others(key_file);
-        let key = decode_key(&text, &format!("key file {}", key_file.display()))?;
-        Ok(Keyring::from_keys(1, [(1, key)]).expect("version 1 is present"))
+        Keyring::from_key_list(parse_key_list(&text, &key_file_origin(key_file))?)
+    }
+
+    /// A keyring from a parsed, non-empty key list; the highest version is current.
+    fn from_key_list(keys: KeyList) -> Result<Keyring, VaultError> {
+        let current = keys.keys().next_back().copied().unwrap_or(0);
+        Keyring::from_keys(current, keys)
     }
 
     /// The version new records are sealed with.
@@ -178,19 +176,7 @@ impl Keyring {
             what: what.to_string(),
             detail: detail.to_string(),
         };
-        let mut parts = sealed.splitn(3, '.');
-        let (Some(format), Some(version), Some(body)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(corrupt(
-                "not a sealed value (expected v1.<key version>.<data>)",
-            ));
-        };
-        if format != FORMAT {
-            return Err(corrupt("unknown sealed-value format"));
-        }
-        let key_version: u32 = version
-            .parse()
-            .map_err(|_| corrupt("key version is not a number"))?;
+        let (key_version, body) = split_sealed(sealed).map_err(corrupt)?;
         let cipher = self
             .cipher(key_version)
             .ok_or_else(|| VaultError::UnknownKeyVersion {
@@ -247,12 +233,39 @@ impl Keyring {
     }
 }
 
+/// Splits a sealed value into its key version and base64 body, without decrypting.
+fn split_sealed(sealed: &str) -> Result<(u32, &str), &'static str> {
+    let mut parts = sealed.splitn(3, '.');
+    let (Some(format), Some(version), Some(body)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a sealed value (expected v1.<key version>.<data>)");
+    };
+    if format != FORMAT {
+        return Err("unknown sealed-value format");
+    }
+    let key_version = version.parse().map_err(|_| "key version is not a number")?;
+    Ok((key_version, body))
+}
+
+/// The key version a sealed value names, without decrypting it.
+///
+/// `what` names the record in the error ([`VaultError::Corrupt`] if the value is not in the
+/// sealed format).
+pub(crate) fn sealed_key_version(what: &str, sealed: &str) -> Result<u32, VaultError> {
+    split_sealed(sealed)
+        .map(|(version, _)| version)
+        .map_err(|detail| VaultError::Corrupt {
+            what: what.to_string(),
+            detail: detail.to_string(),
+        })
+}
+
 /// The associated data binding a sealed org secret to its org and field.
 pub(crate) fn org_aad(org_uuid: &str, field: &str) -> String {
     format!("wxvault:org:{org_uuid}:{field}")
 }
 
-fn decode_key(text: &str, origin: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
+pub(crate) fn decode_key(text: &str, origin: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
     let bad = |problem: String| VaultError::BadKey {
         origin: origin.to_string(),
         problem,

@@ -50,7 +50,11 @@ impl Backend {
 pub struct Vault {
     pub(crate) pool: AnyPool,
     pub(crate) keyring: Keyring,
-    backend: Backend,
+    pub(crate) backend: Backend,
+    /// Test hook (see `testing::fail_rotation_after`): make `rotate_keys` fail after this many
+    /// re-sealed values. Shared by clones; `usize::MAX` means off.
+    #[cfg(feature = "testing")]
+    pub(crate) rotation_fail_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl fmt::Debug for Vault {
@@ -118,7 +122,8 @@ impl Vault {
                         // concurrent writers meet SQLITE_BUSY and sleep-retry (the benchmark saw
                         // ~15,000 such sleeps per 3,000 recordings). One connection queues them
                         // in-process instead. No code path holds a transaction across an await
-                        // on another query, so one connection cannot deadlock.
+                        // on another query (key rotation runs every query through its
+                        // transaction), so one connection cannot deadlock.
                         AnyPoolOptions::new().max_connections(1)
                     }
                 }
@@ -172,6 +177,10 @@ impl Vault {
             pool,
             keyring,
             backend,
+            #[cfg(feature = "testing")]
+            rotation_fail_after: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+                usize::MAX,
+            )),
         })
     }
 

@@ -32,10 +32,22 @@ pub enum VaultError {
         path: PathBuf,
     },
 
+    /// The key file (or `WXVAULT_MASTER_KEY`) is not a list of master keys.
+    #[error(
+        "invalid master key list in {origin}: {problem} — each line must be <version>:<base64 of 32 bytes> (a single bare base64 key means version 1); blank lines and # comments are ignored"
+    )]
+    KeyFormat {
+        /// Where: `key file PATH line N` or `WXVAULT_MASTER_KEY line N`.
+        origin: String,
+        /// What is wrong (never the key material).
+        problem: String,
+    },
+
     /// The key file exists but could not be read or written.
     #[error("cannot {action} key file {}: {source}", path.display())]
     KeyFile {
-        /// "read" or "create".
+        /// What was being done: "read", "create", "resolve", "write a temporary copy of" or
+        /// "replace".
         action: &'static str,
         /// The key file.
         path: PathBuf,
@@ -141,6 +153,16 @@ pub enum VaultError {
         what: String,
         /// What is wrong (never the value itself if it may be secret).
         detail: String,
+    },
+
+    /// [`crate::Vault::rotate_keys`] failed before committing; its transaction was rolled back.
+    #[error(
+        "master key rotation failed and was rolled back — no record was changed, every secret is still sealed as before and opens with the keys in the key file: {source}"
+    )]
+    RotationFailed {
+        /// Why it failed (e.g. a record that does not decrypt).
+        #[source]
+        source: Box<VaultError>,
     },
 
     /// Encryption failed (practically only on absurd input sizes).

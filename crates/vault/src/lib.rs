@@ -15,18 +15,21 @@
 mod crypto;
 mod db;
 mod error;
+mod keyfile;
 mod ledger;
 mod model;
 mod orgs;
+mod rotation;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
 pub use db::Vault;
 pub use error::VaultError;
+pub use keyfile::{add_key_version, retire_key_versions};
 pub use ledger::SOURCE_WXCC;
 pub use model::{
     Archived, Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow,
-    RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert, TokenUpdate,
+    RecordingState, RecordingUpsert, RotationReport, TaskRow, TaskState, TaskUpsert, TokenUpdate,
 };
 pub use secrecy::SecretString;

@@ -315,3 +315,14 @@ pub struct Archived {
     pub size: i64,
     pub sidecar_key: String,
 }
+
+/// What [`crate::Vault::rotate_keys`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationReport {
+    /// Sealed values re-sealed with the current key (they named an older version).
+    pub re_encrypted: usize,
+    /// Sealed values that were already on the current key and were left alone.
+    pub already_current: usize,
+    /// The current key version, which now seals every stored secret.
+    pub to_version: u32,
+}

@@ -18,6 +18,14 @@ const CLIENT_SECRET: &str = "client_secret";
 const ACCESS_TOKEN: &str = "access_token";
 const REFRESH_TOKEN: &str = "refresh_token";
 
+/// Every sealed column of `orgs`, with the field name its AAD binds. Key rotation re-seals and
+/// counts exactly these: a new sealed column must be added here.
+pub(crate) const SEALED_ORG_COLUMNS: [(&str, &str); 3] = [
+    ("client_secret_enc", CLIENT_SECRET),
+    ("access_token_enc", ACCESS_TOKEN),
+    ("refresh_token_enc", REFRESH_TOKEN),
+];
+
 const STATUS_ACTIVE: &str = "active";
 const STATUS_NEEDS_REAUTH: &str = "needs_reauth";
 
@@ -252,6 +260,23 @@ impl Vault {
             )))?
             .ok_or_else(|| VaultError::NotFound(format!("org {} ({})", org.name, org.org_id)))?;
         org_from_row(&row)
+    }
+
+    /// Removes an org: its encrypted secrets and its ledger (tasks, recordings, windows) are
+    /// deleted; its events stay, detached, as the audit trail. Archived objects are not touched.
+    ///
+    /// # Errors
+    /// [`VaultError::NotFound`] if the org is already gone, [`VaultError::Db`] on database failure.
+    pub async fn remove_org(&self, org: &Org) -> Result<(), VaultError> {
+        let done = sqlx::query("DELETE FROM orgs WHERE id = $1")
+            .bind(org.id)
+            .execute(&self.pool)
+            .await
+            .map_err(VaultError::db(format!("removing org {}", org.name)))?;
+        if done.rows_affected() == 0 {
+            return Err(VaultError::NotFound(format!("org {}", org.name)));
+        }
+        Ok(())
     }
 
     /// Marks the org active, or as needing an admin to reconnect it (with why).

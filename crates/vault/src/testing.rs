@@ -19,7 +19,7 @@ use secrecy::ExposeSecret as _;
 use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyConnection, ConnectOptions as _, Connection as _, Executor as _, Row as _};
 
-use crate::Keyring;
+use crate::{Keyring, Vault};
 
 /// Admin URL used when `WXVAULT_TEST_PG` is not set.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -143,6 +143,15 @@ pub async fn temp_postgres_url() -> Option<String> {
 pub fn random_keyring() -> Keyring {
     Keyring::from_base64(crate::generate_key_base64().expose_secret())
         .expect("generated keys are valid")
+}
+
+/// Makes [`Vault::rotate_keys`] on `vault` (and its clones) fail once it has re-sealed `n`
+/// values inside its transaction, as a crash half-way through would; `None` turns that off.
+/// Other vaults, including other handles opened on the same database, are unaffected.
+pub fn fail_rotation_after(vault: &Vault, n: Option<usize>) {
+    vault
+        .rotation_fail_after
+        .store(n.unwrap_or(usize::MAX), std::sync::atomic::Ordering::SeqCst);
 }
 
 async fn connect(url: &str) -> Result<AnyConnection, sqlx::Error> {

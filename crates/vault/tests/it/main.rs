@@ -6,3 +6,4 @@ mod keys;
 mod ledger;
 mod open;
 mod orgs;
+mod rotation;

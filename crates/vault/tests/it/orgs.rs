@@ -345,3 +345,58 @@ async fn save_tokens_keeps_what_is_not_given() {
         ));
     }
 }
+
+#[tokio::test]
+async fn removing_an_org_deletes_its_secrets_and_ledger_but_not_other_orgs() {
+    for db in crate::common::backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let a = v
+            .add_org(crate::common::new_org(
+                "gone",
+                "00000000-0000-4000-8000-0000000000a1",
+            ))
+            .await
+            .unwrap();
+        let keep = v
+            .add_org(crate::common::new_org(
+                "kept",
+                "00000000-0000-4000-8000-0000000000a2",
+            ))
+            .await
+            .unwrap();
+        for o in [&a, &keep] {
+            v.upsert_task(
+                o,
+                &vault::TaskUpsert {
+                    task_id: "t".into(),
+                    created_ms: 1,
+                    capture_requested: Some(true),
+                    attributes_json: "{}".into(),
+                },
+            )
+            .await
+            .unwrap();
+            v.record_event(Some(o), "test", "event").await.unwrap();
+        }
+        v.remove_org(&a).await.unwrap();
+        assert!(v.org_by_name("gone").await.unwrap().is_none(), "{b}");
+        assert!(
+            matches!(v.remove_org(&a).await, Err(vault::VaultError::NotFound(_))),
+            "{b}"
+        );
+        assert_eq!(
+            v.counts(&keep).await.unwrap().tasks,
+            1,
+            "{b}: the other org is untouched"
+        );
+        assert!(v.org_secrets(&keep).await.is_ok(), "{b}");
+        assert_eq!(
+            v.counts(&a).await.unwrap().tasks,
+            0,
+            "{b}: the removed org's ledger is gone"
+        );
+        let events = v.recent_events(None, 10).await.unwrap();
+        assert!(events.len() >= 2, "{b}: events stay as the audit trail");
+    }
+}
