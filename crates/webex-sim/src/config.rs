@@ -16,6 +16,7 @@ pub const DEFAULT_REGISTERED_SCOPES: &[&str] = &[
     "cjp:user",
     "spark-admin:recordings_read",
     "spark-compliance:recordings_read",
+    "identity:tokens_write",
 ];
 
 /// Top-level simulator configuration.
@@ -249,6 +250,10 @@ pub enum ConsentMode {
     Deny,
     /// An admin blocked the integration: `error=access_denied` plus the Control Hub page text.
     Blocked,
+    /// For browser tests: `GET /v1/authorize` answers 200 with an HTML consent page whose
+    /// "Accept" (`#accept`) and "Decline" (`#decline`) buttons post to
+    /// `/v1/authorize/decision`, which then redirects like [`Self::Approve`] or [`Self::Deny`].
+    Interactive,
 }
 
 /// The consent-page text Webex shows when an admin blocked the integration (webex-api.md §1.9).
@@ -256,7 +261,7 @@ pub const BLOCKED_PAGE_TEXT: &str = "Access denied - Your administrator denied a
 
 /// Error parsing a [`ConsentMode`] name.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown consent mode {0:?}; expected approve, deny or blocked")]
+#[error("unknown consent mode {0:?}; expected approve, deny, blocked or interactive")]
 pub struct ParseConsentModeError(String);
 
 impl FromStr for ConsentMode {
@@ -267,6 +272,7 @@ impl FromStr for ConsentMode {
             "approve" => Ok(Self::Approve),
             "deny" => Ok(Self::Deny),
             "blocked" | "block" => Ok(Self::Blocked),
+            "interactive" => Ok(Self::Interactive),
             _ => Err(ParseConsentModeError(s.to_owned())),
         }
     }

@@ -139,23 +139,51 @@ pub(crate) fn s3_error(status: StatusCode, code: &str, message: &str) -> Respons
         .into_response()
 }
 
+/// Escapes text for HTML element content and quoted attribute values.
+pub(crate) fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Minimal HTML page for browser-facing errors on the consent flow.
 pub(crate) fn html(status: StatusCode, title: &str, text: &str) -> Response {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
     (
         status,
         axum::response::Html(format!(
-            "<!doctype html><html><head><title>{}</title></head><body><h1>{}</h1><p>{}</p></body></html>",
-            esc(title),
-            esc(title),
-            esc(text)
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title></head><body><h1>{}</h1><p>{}</p></body></html>",
+            escape_html(title),
+            escape_html(title),
+            escape_html(text)
         )),
     )
         .into_response()
+}
+
+/// Webex router error body (webex-api.md §1.6 shape B), as `webexapis.com` REST APIs answer:
+/// `{"message","errors":[{"description"}],"trackingId"}` plus a `TrackingId` header.
+pub(crate) fn router_error(
+    shared: &Shared,
+    status: StatusCode,
+    message: &str,
+    description: &str,
+) -> Response {
+    let tracking = format!("ROUTER_{}", shared.tracking_uuid());
+    let body = json!({
+        "message": message,
+        "errors": [ { "description": description } ],
+        "trackingId": tracking,
+    });
+    with_tracking((status, axum::Json(body)).into_response(), &tracking)
 }
 
 /// Applies the latency knob.

@@ -26,9 +26,15 @@
 //! [`SimConfig::rotate_refresh_tokens`]; a missing/garbled `Authorization`
 //! header on WxCC is 400, an unknown, expired or revoked token 401, a missing
 //! scope or foreign `orgId` 403; media with an `Authorization` header is 400.
+//! `DELETE /v1/authorizations` needs only a valid token of the org (real Webex also
+//! wants `identity:tokens_write` and an admin role), defaults `orgId` to the
+//! token's org, answers 204 for a client id with no grants, and errors in the
+//! router shape (`message`, `errors[].description`, `trackingId`).
 //!
 //! HTTP surface (paths relative to [`SimServer::base_url`]):
-//! `GET /v1/authorize`, `POST /v1/access_token`, `GET /v1/tasks`,
+//! `GET /v1/authorize`, `POST /v1/authorize/decision` (the buttons of the
+//! [`ConsentMode::Interactive`] page), `POST /v1/access_token`,
+//! `DELETE /v1/authorizations?clientId=&orgId=` (admin revocation), `GET /v1/tasks`,
 //! `POST /v1/captures/query`, `GET /organization/{orgId}/user/by-ci-user-id/{ciUserId}`,
 //! `GET /organization/{orgId}/user/{id}`, `GET /organization/{orgId}/v2/user`
 //! (RSQL `filter`), `GET /v1/.well-known/openid-configuration`, media under
@@ -37,8 +43,10 @@
 //! `GET /_sim/clock`, `POST /_sim/clock/advance {"seconds":N}`,
 //! `GET|POST /_sim/faults {Faults as snake_case JSON}`,
 //! `POST /_sim/grant {"clientId","orgId","scopes":[..]}`,
-//! `POST /_sim/revoke {"orgId"}`, `POST /_sim/consent {"mode":"approve|deny|blocked"}`.
+//! `POST /_sim/revoke {"orgId"}`,
+//! `POST /_sim/consent {"mode":"approve|deny|blocked|interactive"}`.
 
+mod admin;
 mod config;
 mod dataset;
 mod http;

@@ -101,7 +101,8 @@ pub struct ExpectedRecording {
 /// Request counters since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
-    /// Requests per endpoint: `access_token`, `authorize`, `tasks`, `captures`, `users`, `media`.
+    /// Requests per endpoint: `access_token`, `authorize`, `authorize_decision`,
+    /// `authorizations` (admin revocation), `tasks`, `captures`, `users`, `media`.
     pub by_endpoint: BTreeMap<String, u64>,
     /// 429 answers (real budget exhausted or injected).
     pub throttled_429: u64,

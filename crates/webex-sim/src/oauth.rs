@@ -11,8 +11,9 @@ use serde_json::json;
 use url::Url;
 
 use crate::config::{BLOCKED_PAGE_TEXT, ConsentMode, SimClient};
-use crate::http::{html, injected_5xx, latency, oauth_error, parse_pairs};
-use crate::state::{Challenge, CodeEntry, GrantError, Issued, Shared, lock};
+use crate::dataset::Org;
+use crate::http::{escape_html, html, injected_5xx, latency, oauth_error, parse_pairs};
+use crate::state::{Challenge, CodeEntry, GrantError, Issued, PendingConsent, Shared, lock};
 
 fn redirect(mut target: Url, pairs: &[(&str, &str)], body: Option<&str>) -> Response {
     {
@@ -42,7 +43,8 @@ pub(crate) fn grantable(shared: &Shared, requested: &[&str]) -> Vec<String> {
     out
 }
 
-/// The consent page: decides at once according to the configured [`ConsentMode`].
+/// The consent page: decides at once according to the configured [`ConsentMode`], or
+/// (interactive) shows a page whose buttons post to [`authorize_decision`].
 pub(crate) async fn authorize(
     State(shared): State<Arc<Shared>>,
     RawQuery(q): RawQuery,
@@ -131,20 +133,27 @@ pub(crate) async fn authorize(
             }
             redirect(target, &pairs, Some(BLOCKED_PAGE_TEXT))
         }
-        ConsentMode::Approve => {
-            let org = get("login_hint")
-                .and_then(|hint| {
-                    shared
-                        .data
-                        .orgs
-                        .iter()
-                        .find(|o| o.id == hint || o.name.eq_ignore_ascii_case(hint))
-                })
-                .or_else(|| shared.data.orgs.first());
-            let Some(org) = org else {
+        ConsentMode::Approve | ConsentMode::Interactive => {
+            let Some(org) = pick_org(&shared, get("login_hint")) else {
                 return fail("server_error", "No organization is available.");
             };
             let now = shared.now_ms();
+            if mode == ConsentMode::Interactive {
+                let request = lock(&shared.auth).new_consent(
+                    PendingConsent {
+                        client_id: client.client_id.clone(),
+                        org_id: org.id.clone(),
+                        redirect_uri: get("redirect_uri").map(str::to_owned),
+                        target,
+                        state: state.map(str::to_owned),
+                        scopes: scopes.clone(),
+                        challenge,
+                        expires_ms: 0,
+                    },
+                    now,
+                );
+                return consent_page(&client.client_id, &scopes, org, &request);
+            }
             let code = lock(&shared.auth).new_code(
                 CodeEntry {
                     client_id: client.client_id.clone(),
@@ -164,6 +173,117 @@ pub(crate) async fn authorize(
             redirect(target, &pairs, None)
         }
     }
+}
+
+/// The org a consent connects: the `login_hint` (org id or name) when it names
+/// one, otherwise the first org, as if the first org's admin signed in.
+fn pick_org<'a>(shared: &'a Shared, hint: Option<&str>) -> Option<&'a Org> {
+    hint.and_then(|hint| {
+        shared
+            .data
+            .orgs
+            .iter()
+            .find(|o| o.id == hint || o.name.eq_ignore_ascii_case(hint))
+    })
+    .or_else(|| shared.data.orgs.first())
+}
+
+/// The interactive consent page ([`ConsentMode::Interactive`]): what is asked, for
+/// which org, and a form posting the single-use `request` id with the clicked button.
+fn consent_page(client_id: &str, scopes: &[String], org: &Org, request: &str) -> Response {
+    let items: String = scopes
+        .iter()
+        .map(|s| format!("<li class=\"scope\">{}</li>", escape_html(s)))
+        .collect();
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Webex \u{2014} Authorize</title></head><body>\
+         <h1>Webex \u{2014} Authorize</h1>\
+         <p>The integration <code id=\"client-id\">{client}</code> asks for access to:</p>\
+         <ul id=\"scopes\">{items}</ul>\
+         <p>It will connect the organization <strong id=\"org-name\">{org_name}</strong> \
+         (<code id=\"org-id\">{org_id}</code>).</p>\
+         <form method=\"post\" action=\"/v1/authorize/decision\">\
+         <input type=\"hidden\" name=\"request\" value=\"{request}\">\
+         <button type=\"submit\" id=\"accept\" name=\"decision\" value=\"accept\">Accept</button> \
+         <button type=\"submit\" id=\"decline\" name=\"decision\" value=\"decline\">Decline</button>\
+         </form></body></html>",
+        client = escape_html(client_id),
+        org_name = escape_html(&org.name),
+        org_id = escape_html(&org.id),
+        request = escape_html(request),
+    );
+    let mut resp = (StatusCode::OK, axum::response::Html(page)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("X-Frame-Options", HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// `POST /v1/authorize/decision` (form `request`, `decision=accept|decline`): the
+/// interactive consent page's buttons. Accept redirects with `code` and `state`,
+/// Decline with `error=access_denied`; an unknown, used or expired request is a 400 page.
+pub(crate) async fn authorize_decision(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    shared.count("authorize_decision");
+    latency(&shared).await;
+    let form = parse_pairs(std::str::from_utf8(&body).ok());
+    let accept = match form.get("decision").map(String::as_str) {
+        Some("accept") => true,
+        Some("decline") => false,
+        _ => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "decision must be accept or decline",
+            );
+        }
+    };
+    let now = shared.now_ms();
+    let pending = form
+        .get("request")
+        .and_then(|id| lock(&shared.auth).take_consent(id));
+    let Some(pending) = pending else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "This authorization request is unknown or has already been answered. Start again from the application.",
+        );
+    };
+    if now >= pending.expires_ms {
+        return html(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "This authorization request has expired. Start again from the application.",
+        );
+    }
+    let state = pending.state.as_deref();
+    if !accept {
+        let mut pairs = vec![
+            ("error", "access_denied"),
+            ("error_description", "The user denied the request."),
+        ];
+        if let Some(s) = state {
+            pairs.push(("state", s));
+        }
+        return redirect(pending.target.clone(), &pairs, None);
+    }
+    let code = lock(&shared.auth).new_code(
+        CodeEntry {
+            client_id: pending.client_id.clone(),
+            org_id: pending.org_id.clone(),
+            redirect_uri: pending.redirect_uri.clone(),
+            scopes: pending.scopes.clone(),
+            challenge: pending.challenge.clone(),
+            expires_ms: 0,
+            redeemed: None,
+        },
+        now,
+    );
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(s) = state {
+        pairs.push(("state", s));
+    }
+    redirect(pending.target.clone(), &pairs, None)
 }
 
 fn find_client<'a>(shared: &'a Shared, id: &str) -> Option<&'a SimClient> {

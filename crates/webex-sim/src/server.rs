@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -25,7 +25,7 @@ use crate::media::BUCKET;
 use crate::model::{GrantTokens, Manifest, SimOrg, Stats};
 use crate::oauth::grantable;
 use crate::state::{Shared, lock};
-use crate::{media, oauth, wxcc};
+use crate::{admin, media, oauth, wxcc};
 
 /// A running simulator bound to a loopback port.
 #[derive(Debug)]
@@ -203,6 +203,8 @@ impl SimHandle {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/authorize", get(oauth::authorize))
+        .route("/v1/authorize/decision", post(oauth::authorize_decision))
+        .route("/v1/authorizations", delete(admin::delete_authorizations))
         .route("/v1/access_token", post(oauth::access_token))
         .route(
             "/v1/.well-known/openid-configuration",

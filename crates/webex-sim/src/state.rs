@@ -16,6 +16,8 @@ use crate::rng::{SplitMix64, mix2};
 pub(crate) const CLUSTER: &str = "PF84";
 /// Authorization codes live this long (sim time).
 const CODE_TTL_MS: i64 = 5 * 60_000;
+/// An interactive consent page must be answered within this long (sim time).
+pub(crate) const CONSENT_TTL_MS: i64 = 10 * 60_000;
 
 /// Locks a mutex, ignoring poisoning: a panicking handler must not take the
 /// whole simulator down with it, and every critical section leaves the state consistent.
@@ -92,6 +94,22 @@ pub(crate) struct CodeEntry {
     pub redeemed: Option<u64>,
 }
 
+/// An authorization request shown on the interactive consent page, waiting for
+/// the user's Accept or Decline. Single use: the decision removes it.
+#[derive(Debug)]
+pub(crate) struct PendingConsent {
+    pub client_id: String,
+    pub org_id: String,
+    /// `redirect_uri` exactly as the authorize request sent it (bound into the code).
+    pub redirect_uri: Option<String>,
+    /// Where the decision redirects to (the sent or the single registered URI).
+    pub target: Url,
+    pub state: Option<String>,
+    pub scopes: Vec<String>,
+    pub challenge: Option<Challenge>,
+    pub expires_ms: i64,
+}
+
 /// Identity behind a valid bearer token.
 #[derive(Debug, Clone)]
 pub(crate) struct Bearer {
@@ -145,6 +163,7 @@ pub(crate) struct Auth {
     access: HashMap<String, AccessEntry>,
     refresh: HashMap<String, u64>,
     codes: HashMap<String, CodeEntry>,
+    consents: HashMap<String, PendingConsent>,
 }
 
 impl Auth {
@@ -156,6 +175,7 @@ impl Auth {
             access: HashMap::new(),
             refresh: HashMap::new(),
             codes: HashMap::new(),
+            consents: HashMap::new(),
         }
     }
 
@@ -168,6 +188,21 @@ impl Auth {
         entry.expires_ms = now_ms + CODE_TTL_MS;
         self.codes.insert(code.clone(), entry);
         code
+    }
+
+    /// Parks an interactive consent request; returns its single-use id. Expired
+    /// requests are dropped here, so abandoned pages do not pile up.
+    pub(crate) fn new_consent(&mut self, mut entry: PendingConsent, now_ms: i64) -> String {
+        self.consents.retain(|_, c| c.expires_ms > now_ms);
+        let id = self.rng.alnum(40);
+        entry.expires_ms = now_ms + CONSENT_TTL_MS;
+        self.consents.insert(id.clone(), entry);
+        id
+    }
+
+    /// Removes and returns a pending consent request (a second call gets `None`).
+    pub(crate) fn take_consent(&mut self, id: &str) -> Option<PendingConsent> {
+        self.consents.remove(id)
     }
 
     /// Creates a grant with fresh access and refresh tokens.
@@ -370,6 +405,26 @@ impl Auth {
         })
     }
 
+    /// Admin revocation of one integration in one org (`DELETE /v1/authorizations`):
+    /// every grant (refresh and access tokens) of `client_id` in `org_id` dies, and
+    /// codes not yet redeemed stop working. Returns how many grants were live.
+    pub(crate) fn revoke_client_org(&mut self, client_id: &str, org_id: &str) -> usize {
+        let mut n = 0;
+        for g in self
+            .grants
+            .values_mut()
+            .filter(|g| g.client_id == client_id && g.org_id == org_id)
+        {
+            if !g.revoked {
+                n += 1;
+            }
+            g.revoked = true;
+        }
+        self.codes
+            .retain(|_, c| c.redeemed.is_some() || c.client_id != client_id || c.org_id != org_id);
+        n
+    }
+
     pub(crate) fn revoke_org(&mut self, org_id: &str) {
         for g in self.grants.values_mut().filter(|g| g.org_id == org_id) {
             g.revoked = true;
@@ -385,6 +440,8 @@ fn secs_to_ms(s: u64) -> i64 {
 const ENDPOINTS: &[&str] = &[
     "access_token",
     "authorize",
+    "authorize_decision",
+    "authorizations",
     "tasks",
     "captures",
     "users",
@@ -451,6 +508,11 @@ impl Shared {
 
     pub(crate) fn tracking_id(&self) -> String {
         format!("WXSIM_{}", lock(&self.rng).uuid())
+    }
+
+    /// A fresh upper-case UUID for tracking ids (`ROUTER_…` on webexapis.com).
+    pub(crate) fn tracking_uuid(&self) -> String {
+        lock(&self.rng).uuid().to_string().to_ascii_uppercase()
     }
 
     pub(crate) fn count(&self, endpoint: &str) {

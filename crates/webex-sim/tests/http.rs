@@ -1238,3 +1238,433 @@ async fn bench_and_large_recording_stream_in_constant_memory() {
     assert_eq!(n, big);
     assert_eq!(hex::encode(hasher.finalize()), large.sha256);
 }
+
+/// The `value` of the hidden `request` input of an interactive consent page.
+fn consent_request_id(page: &str) -> String {
+    let marker = "name=\"request\" value=\"";
+    let start = page.find(marker).expect("hidden request input") + marker.len();
+    let len = page[start..].find('"').unwrap();
+    page[start..start + len].to_owned()
+}
+
+async fn consent_page(ctx: &Ctx, extra: &[(&str, &str)]) -> String {
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", SimClient::DEMO_CLIENT_ID),
+        ("redirect_uri", REDIRECT),
+        ("scope", "cjp:config_read spark:kms not:registered"),
+        ("state", "st-123"),
+    ];
+    params.extend_from_slice(extra);
+    let resp = ctx
+        .http
+        .get(ctx.url("v1/authorize"))
+        .query(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    resp.text().await.unwrap()
+}
+
+async fn decide(ctx: &Ctx, request: &str, decision: &str) -> reqwest::Response {
+    ctx.http
+        .post(ctx.url("v1/authorize/decision"))
+        .form(&[("request", request), ("decision", decision)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn interactive_consent_page_accept_decline_and_replay() {
+    let ctx = start(config()).await;
+    assert_eq!(
+        "interactive".parse::<ConsentMode>().unwrap(),
+        ConsentMode::Interactive
+    );
+    assert_eq!(
+        "Interactive".parse::<ConsentMode>().unwrap(),
+        ConsentMode::Interactive
+    );
+    assert!(
+        "nope"
+            .parse::<ConsentMode>()
+            .unwrap_err()
+            .to_string()
+            .contains("interactive")
+    );
+    let resp = ctx
+        .http
+        .post(ctx.url("_sim/consent"))
+        .json(&json!({"mode": "interactive"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+    let org = ctx.sim.orgs()[1].clone();
+    let challenge = s256(VERIFIER);
+    let pkce = [
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("login_hint", org.name.as_str()),
+    ];
+    let page = consent_page(&ctx, &pkce).await;
+    assert!(page.contains("<title>Webex — Authorize</title>"), "{page}");
+    assert!(page.contains(SimClient::DEMO_CLIENT_ID));
+    assert!(
+        page.contains("<li class=\"scope\">cjp:config_read</li>"),
+        "{page}"
+    );
+    assert!(page.contains("<li class=\"scope\">spark:kms</li>"));
+    assert!(
+        !page.contains("not:registered"),
+        "only grantable scopes are listed"
+    );
+    assert!(page.contains(&org.org_id) && page.contains(&org.name));
+    assert!(page.contains("<form method=\"post\" action=\"/v1/authorize/decision\">"));
+    assert!(page.contains("id=\"accept\"") && page.contains(">Accept</button>"));
+    assert!(page.contains("id=\"decline\"") && page.contains(">Decline</button>"));
+    let request = consent_request_id(&page);
+    assert!(request.len() >= 32, "{request}");
+
+    // A bad decision value is refused without consuming the request.
+    assert_eq!(
+        decide(&ctx, &request, "maybe").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let resp = decide(&ctx, &request, "accept").await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let q = query_of(resp.headers()["location"].to_str().unwrap());
+    assert_eq!(q["state"], "st-123");
+    let code = q["code"].clone();
+    assert!(
+        code.ends_with(&org.org_id),
+        "the page's org is the one connected"
+    );
+    let resp = token_form(
+        &ctx,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "PKCE and redirect_uri carried over"
+    );
+    let t: Value = resp.json().await.unwrap();
+    assert_eq!(t["scope"], "cjp:config_read spark:kms");
+
+    // Single use: a replayed or unknown request id is a 400 page, not a redirect.
+    for id in [request.as_str(), "unknown-request"] {
+        let resp = decide(&ctx, id, "accept").await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert!(!resp.headers().contains_key("location"));
+        assert!(resp.text().await.unwrap().contains("<html"));
+    }
+    let resp = ctx
+        .http
+        .post(ctx.url("v1/authorize/decision"))
+        .form(&[("decision", "accept")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Decline: access_denied with the state, no code.
+    let request = consent_request_id(&consent_page(&ctx, &[]).await);
+    let resp = decide(&ctx, &request, "decline").await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(loc.starts_with(REDIRECT), "{loc}");
+    let q = query_of(&loc);
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "st-123");
+    assert!(!q.contains_key("code"));
+    assert_eq!(
+        decide(&ctx, &request, "accept").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    // An unanswered page expires with the sim clock.
+    let request = consent_request_id(&consent_page(&ctx, &[]).await);
+    ctx.sim.advance_clock(Duration::from_secs(11 * 60));
+    let resp = decide(&ctx, &request, "accept").await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("expired"));
+
+    // Invalid requests still fail before any page; Approve stays an immediate 302.
+    ctx.sim.set_consent(ConsentMode::Approve);
+    assert!(authorize(&ctx, &[]).await.contains_key("code"));
+    let stats = ctx.sim.stats();
+    assert_eq!(stats.by_endpoint["authorize"], 4);
+    assert_eq!(stats.by_endpoint["authorize_decision"], 8);
+    assert_eq!(SimConfig::default().consent, ConsentMode::Approve);
+}
+
+#[tokio::test]
+async fn consent_page_escapes_what_it_shows() {
+    let ctx = start(SimConfig {
+        clients: vec![SimClient {
+            client_id: "C<b>\"x\"</b>&".into(),
+            client_secret: "s".into(),
+            redirect_uris: Vec::new(),
+        }],
+        consent: ConsentMode::Interactive,
+        ..config()
+    })
+    .await;
+    let resp = ctx
+        .http
+        .get(ctx.url("v1/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "C<b>\"x\"</b>&"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "cjp:config_read"),
+            ("state", "\"><script>alert(1)</script>"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("C&lt;b&gt;&quot;x&quot;&lt;/b&gt;&amp;"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<b>") && !page.contains("<script>"),
+        "{page}"
+    );
+    // The state is not on the page, but comes back intact on the redirect.
+    let resp = decide(&ctx, &consent_request_id(&page), "accept").await;
+    let q = query_of(resp.headers()["location"].to_str().unwrap());
+    assert_eq!(q["state"], "\"><script>alert(1)</script>");
+}
+
+async fn revoke_call(ctx: &Ctx, token: Option<&str>, query: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = ctx.http.delete(ctx.url("v1/authorizations")).query(query);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+async fn assert_router_error(resp: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(resp.status(), status);
+    let tracking = resp.headers()["trackingid"].to_str().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["description"].as_str().is_some(),
+        "{body}"
+    );
+    assert_eq!(body["trackingId"], tracking.as_str());
+    assert!(tracking.starts_with("ROUTER_"), "{tracking}");
+    body
+}
+
+async fn refresh_status(ctx: &Ctx, client: &SimClient, refresh: &str) -> (StatusCode, Value) {
+    let resp = ctx
+        .http
+        .post(ctx.url("v1/access_token"))
+        .basic_auth(&client.client_id, Some(&client.client_secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn admin_revocation_of_one_client_in_one_org() {
+    let other = SimClient {
+        client_id: "Cother0123".into(),
+        client_secret: "other-secret".into(),
+        redirect_uris: Vec::new(),
+    };
+    let demo = SimClient::demo();
+    let ctx = start(SimConfig {
+        clients: vec![demo.clone(), other.clone()],
+        ..config()
+    })
+    .await;
+    let (org0, org1) = (ctx.org(0), ctx.org(1));
+    assert!(
+        webex_sim::DEFAULT_REGISTERED_SCOPES.contains(&"identity:tokens_write"),
+        "registered, though not required"
+    );
+    let a = ctx.sim.issue_grant(&demo.client_id, &org0, READ);
+    let b = ctx.sim.issue_grant(&demo.client_id, &org0, READ);
+    let other_org = ctx.sim.issue_grant(&demo.client_id, &org1, READ);
+    let other_client = ctx.sim.issue_grant(&other.client_id, &org0, READ);
+    let rest_org0 = base64::engine::general_purpose::STANDARD
+        .encode(format!("ciscospark://us/ORGANIZATION/{org0}"));
+
+    // Refusals first: nothing is revoked by them.
+    assert_router_error(
+        revoke_call(
+            &ctx,
+            None,
+            &[("clientId", &demo.client_id), ("orgId", &org0)],
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_router_error(
+        revoke_call(&ctx, Some("garbage"), &[("clientId", &demo.client_id)]).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let body = assert_router_error(
+        revoke_call(&ctx, Some(&b.access_token), &[("orgId", &org0)]).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        body["errors"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("clientId")
+    );
+    assert_router_error(
+        revoke_call(
+            &ctx,
+            Some(&b.access_token),
+            &[("clientId", &demo.client_id), ("orgId", "not-an-org")],
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_router_error(
+        revoke_call(
+            &ctx,
+            Some(&other_org.access_token),
+            &[("clientId", &demo.client_id), ("orgId", &rest_org0)],
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(
+        ctx.tasks(&a.access_token, &format!("from={START}"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Any valid token of the org may revoke; the base64 REST org id works.
+    let resp = revoke_call(
+        &ctx,
+        Some(&other_client.access_token),
+        &[("clientId", &demo.client_id), ("orgId", &rest_org0)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    for g in [&a, &b] {
+        let (status, body) = refresh_status(&ctx, &demo, &g.refresh_token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "invalid_grant");
+        let resp = ctx.tasks(&g.access_token, &format!("from={START}")).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Other orgs and other integrations keep working.
+    assert_eq!(
+        refresh_status(&ctx, &demo, &other_org.refresh_token)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        refresh_status(&ctx, &other, &other_client.refresh_token)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ctx.tasks(&other_client.access_token, &format!("from={START}"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Bare uuid orgId; a client id without grants is still 204; a code issued before a
+    // revocation cannot be redeemed after it.
+    let code = code_for(&ctx, &org1).await;
+    let resp = revoke_call(
+        &ctx,
+        Some(&other_org.access_token),
+        &[("clientId", &demo.client_id), ("orgId", &org1)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        refresh_status(&ctx, &demo, &other_org.refresh_token)
+            .await
+            .1["error"],
+        "invalid_grant"
+    );
+    let resp = token_form(
+        &ctx,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let resp = revoke_call(
+        &ctx,
+        Some(&other_client.access_token),
+        &[("clientId", "Cnobody"), ("orgId", &org0)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    // The revoked caller's own token is refused afterwards.
+    assert_router_error(
+        revoke_call(
+            &ctx,
+            Some(&a.access_token),
+            &[("clientId", &demo.client_id)],
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let stats: Value = ctx
+        .http
+        .get(ctx.url("_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["by_endpoint"]["authorizations"], 9);
+}

@@ -6,8 +6,8 @@
 //! | Class | Produced by | Engine action |
 //! |---|---|---|
 //! | [`ErrorClass::Transient`] | network errors and timeouts, 5xx, 408, 423, 429, truncated bodies, expired media links, unexpected media content | retry later, honouring [`Error::retry_after`] |
-//! | [`ErrorClass::Reauth`] | token-endpoint grant errors (any 4xx), a 401 that survives one refresh-and-retry | mark the org `needs_reauth` |
-//! | [`ErrorClass::Permanent`] | 403 (missing scope/role), other 4xx, undecodable data, invalid requests or configuration | record the reason, do not retry |
+//! | [`ErrorClass::Reauth`] | token-endpoint grant errors (any 4xx), a 401 that survives one refresh-and-retry, a 401 on a caller-supplied token ([`Error::TokenRejected`]) | mark the org `needs_reauth` |
+//! | [`ErrorClass::Permanent`] | 403 (missing scope/role, [`Error::AdminForbidden`] on admin APIs), other 4xx, undecodable data, invalid requests or configuration | record the reason, do not retry |
 //!
 //! Messages never contain secrets: response bodies echoed into errors pass through
 //! [`redact_body`], which removes anything token-shaped.
@@ -136,6 +136,34 @@ pub enum Error {
         endpoint: String,
         /// The scope this endpoint needs.
         scope: &'static str,
+        /// Tracking id, if any.
+        tracking_id: Option<String>,
+        /// Short, redacted body.
+        body: String,
+    },
+
+    /// HTTP 401 from a call made with a caller-supplied access token, where this crate does
+    /// not refresh (e.g. [`crate::oauth::OAuthClient::revoke_authorizations`]).
+    #[error("{endpoint} returned 401 Unauthorized{}: the access token is expired, revoked or invalid; refresh it or reconnect the org, then try again ({body})", fmt_tracking(tracking_id.as_deref()))]
+    TokenRejected {
+        /// Logical endpoint name.
+        endpoint: String,
+        /// Tracking id, if any.
+        tracking_id: Option<String>,
+        /// Short, redacted body.
+        body: String,
+    },
+
+    /// HTTP 403 from a Webex admin API: the token lacks an admin scope, its user lacks an
+    /// admin role, or the token belongs to another org.
+    #[error("{endpoint} returned 403 Forbidden{}: the grant lacks scope {scope}, or the authorizing user is not {role} of the target org; connect with such an admin and that scope ({body})", fmt_tracking(tracking_id.as_deref()))]
+    AdminForbidden {
+        /// Logical endpoint name.
+        endpoint: String,
+        /// The scope the endpoint needs, e.g. `identity:tokens_write`.
+        scope: &'static str,
+        /// The admin role the endpoint needs, in words.
+        role: &'static str,
         /// Tracking id, if any.
         tracking_id: Option<String>,
         /// Short, redacted body.
@@ -277,8 +305,11 @@ impl Error {
                     ErrorClass::Permanent
                 }
             }
-            Error::Unauthorized { .. } | Error::Grant { .. } => ErrorClass::Reauth,
+            Error::Unauthorized { .. } | Error::TokenRejected { .. } | Error::Grant { .. } => {
+                ErrorClass::Reauth
+            }
             Error::Forbidden { .. }
+            | Error::AdminForbidden { .. }
             | Error::Decode { .. }
             | Error::PageOverflow { .. }
             | Error::InvalidRequest { .. }
@@ -308,6 +339,8 @@ impl Error {
             | Error::RateLimited { tracking_id, .. }
             | Error::Unauthorized { tracking_id, .. }
             | Error::Forbidden { tracking_id, .. }
+            | Error::TokenRejected { tracking_id, .. }
+            | Error::AdminForbidden { tracking_id, .. }
             | Error::Grant { tracking_id, .. } => tracking_id.as_deref(),
             _ => None,
         }
@@ -320,19 +353,22 @@ impl Error {
             | Error::Grant { status, .. }
             | Error::LinkExpired { status, .. } => Some(*status),
             Error::RateLimited { .. } => Some(429),
-            Error::Unauthorized { .. } => Some(401),
-            Error::Forbidden { .. } => Some(403),
+            Error::Unauthorized { .. } | Error::TokenRejected { .. } => Some(401),
+            Error::Forbidden { .. } | Error::AdminForbidden { .. } => Some(403),
             _ => None,
         }
     }
 
     /// The [`ReauthKind`] for errors that need re-authorization.
     ///
-    /// A 401 that survived refresh-and-retry reports [`ReauthKind::GrantRevoked`].
+    /// A 401 that survived refresh-and-retry, or a rejected caller-supplied token, reports
+    /// [`ReauthKind::GrantRevoked`].
     pub fn reauth_kind(&self) -> Option<ReauthKind> {
         match self {
             Error::Grant { kind, .. } => Some(*kind),
-            Error::Unauthorized { .. } => Some(ReauthKind::GrantRevoked),
+            Error::Unauthorized { .. } | Error::TokenRejected { .. } => {
+                Some(ReauthKind::GrantRevoked)
+            }
             _ => None,
         }
     }

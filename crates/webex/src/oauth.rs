@@ -1,4 +1,6 @@
-//! Webex OAuth 2.0: authorization code with PKCE, and refresh (webex-api.md §1).
+//! Webex OAuth 2.0: authorization code with PKCE, refresh, admin revocation of an
+//! integration's grants, and plain-words explanations of authorize-redirect errors
+//! (webex-api.md §1).
 //!
 //! Hand-rolled rather than built on the `oauth2` crate because Webex adds a non-standard
 //! `refresh_token_expires_in`, sometimes omits `token_type`, and answers errors in router-shaped
@@ -309,6 +311,201 @@ pub(crate) fn classify_token_error(
     }
 }
 
+/// The scope the admin revocation API needs (webex-api.md §1.7).
+pub const TOKENS_WRITE_SCOPE: &str = "identity:tokens_write";
+
+const AUTHORIZATIONS_ENDPOINT: &str = "DELETE /v1/authorizations";
+const TOKENS_ADMIN_ROLE: &str =
+    "a Full, User or Device administrator (for partners: a Full administrator)";
+
+/// Classifies a non-2xx answer of `DELETE /v1/authorizations`.
+fn classify_admin_error(
+    status: u16,
+    tracking: Option<String>,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    secrets: &[&str],
+) -> Error {
+    let parsed = ErrorBody::parse(body);
+    let tracking_id = tracking.or_else(|| parsed.tracking_id.clone());
+    let endpoint = AUTHORIZATIONS_ENDPOINT.to_owned();
+    let body = summarize_body(body, &parsed, secrets);
+    match status {
+        429 => Error::RateLimited {
+            endpoint,
+            retry_after: retry_after.unwrap_or_default(),
+            tracking_id,
+        },
+        401 => Error::TokenRejected {
+            endpoint,
+            tracking_id,
+            body,
+        },
+        403 => Error::AdminForbidden {
+            endpoint,
+            scope: TOKENS_WRITE_SCOPE,
+            role: TOKENS_ADMIN_ROLE,
+            tracking_id,
+            body,
+        },
+        _ => Error::Http {
+            endpoint,
+            status,
+            tracking_id,
+            body,
+            retry_after,
+        },
+    }
+}
+
+/// The Control Hub remedy for a blocked integration (webex-api.md §1.9).
+const ALLOW_INTEGRATION_FIX: &str = "In Control Hub: Management → Apps → Integrations, allow this \
+     integration by its client id, or turn access on for the user; then connect again.";
+
+/// Plain-words explanation of the `error` (and optional `error_description`) that Webex put on
+/// the authorize redirect (webex-api.md §1.1, §1.9), for operators and customer admins.
+///
+/// * `access_denied`: the user declined, or a Webex administrator blocked the integration, with
+///   the Control Hub remedy; when the description carries the "Your administrator denied
+///   access" page text, the admin block is named first.
+/// * `invalid_scope`: names the scopes found in the description, and says to add them to the
+///   integration in the developer portal.
+/// * `server_error` / `temporarily_unavailable`: retry later.
+/// * Anything else: `Webex answered <error>: <description>`.
+///
+/// Control characters are removed, whitespace runs collapse to one space, invisible
+/// direction-changing characters are dropped and over-long values are cut, so the result is
+/// safe to print on a terminal or log line. Never panics.
+pub fn explain_authorize_error(error: &str, description: Option<&str>) -> String {
+    let code = clean_text(error, 80);
+    let desc = description
+        .map(|d| clean_text(d, 300))
+        .filter(|d| !d.is_empty());
+    let said = desc
+        .as_deref()
+        .map(|d| format!(" Webex said: \"{d}\"."))
+        .unwrap_or_default();
+    match code.to_ascii_lowercase().as_str() {
+        "access_denied" => {
+            if desc.as_deref().is_some_and(is_blocked_page_text) {
+                format!(
+                    "A Webex administrator has blocked this integration for this organization or \
+                     user (access_denied).{said} {ALLOW_INTEGRATION_FIX} If no administrator \
+                     blocked it, the user declined: connect again and choose Accept."
+                )
+            } else {
+                format!(
+                    "Webex answered access_denied: the user declined, or a Webex administrator \
+                     has blocked this integration.{said} {ALLOW_INTEGRATION_FIX} If the user \
+                     declined, connect again and choose Accept."
+                )
+            }
+        }
+        "invalid_scope" => {
+            let scopes = desc.as_deref().map(scopes_in).unwrap_or_default();
+            if scopes.is_empty() {
+                format!(
+                    "Webex answered invalid_scope: the integration is not registered for a scope \
+                     wxvault asks for.{said} In the Webex developer portal (developer.webex.com → \
+                     My Webex Apps → this integration), add every scope wxvault requests, save, \
+                     then connect again."
+                )
+            } else {
+                format!(
+                    "Webex answered invalid_scope: the integration is not registered for {}. In \
+                     the Webex developer portal (developer.webex.com → My Webex Apps → this \
+                     integration), add {} to its scopes, save, then connect again.",
+                    scopes.join(", "),
+                    if scopes.len() == 1 { "it" } else { "them" },
+                )
+            }
+        }
+        "server_error" | "temporarily_unavailable" => format!(
+            "Webex answered {code}: a temporary problem on the Webex side, not in the setup.{said} \
+             Try connecting again in a few minutes."
+        ),
+        "" => match desc {
+            Some(d) => format!("Webex answered an error without a code: {d}"),
+            None => "Webex answered an error without a code or description.".to_owned(),
+        },
+        _ => match desc {
+            Some(d) => format!("Webex answered {code}: {d}"),
+            None => format!("Webex answered {code}"),
+        },
+    }
+}
+
+/// Whether `text` is (or contains) the page Webex shows when an admin blocked the integration.
+fn is_blocked_page_text(text: &str) -> bool {
+    let normalized = text
+        .replace('+', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    normalized.contains("administrator denied access to the integration")
+}
+
+/// Scope-shaped words (`prefix:name`, e.g. `spark-admin:recordings_read`) in a description,
+/// in order and without duplicates.
+fn scopes_in(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.split(|c: char| c.is_whitespace() || ",;()[]{}<>\"'`".contains(c)) {
+        let word = word.trim_end_matches(['.', ':', '!', '?']);
+        let Some((prefix, name)) = word.split_once(':') else {
+            continue;
+        };
+        let ok = |part: &str, extra: &[char]| {
+            !part.is_empty()
+                && part.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c)
+                })
+        };
+        if ok(prefix, &[]) && ok(name, &[':', '.']) && !out.iter().any(|s| s == word) {
+            out.push(word.to_owned());
+        }
+    }
+    out
+}
+
+/// `text` without control or invisible formatting characters, whitespace runs as one space,
+/// trimmed, and cut to `max_chars` characters (plus `…`).
+fn clean_text(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0;
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if c.is_control() || is_invisible_format(c) {
+            continue;
+        }
+        if count + usize::from(space) >= max_chars {
+            out.push('…');
+            break;
+        }
+        if space {
+            out.push(' ');
+            count += 1;
+            space = false;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out
+}
+
+/// Bidirectional overrides, zero-width characters and the BOM: invisible, but able to make a
+/// printed line read differently from its bytes.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 /// Which transient failures a token request may retry.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RetryScope {
@@ -319,7 +516,8 @@ enum RetryScope {
     NotConsumed,
 }
 
-/// Client for the token endpoint `{api_base}v1/access_token`.
+/// Client for the token endpoint `{api_base}v1/access_token` and the admin revocation API
+/// `{api_base}v1/authorizations`.
 #[derive(Debug, Clone)]
 pub struct OAuthClient {
     http: reqwest::Client,
@@ -390,6 +588,125 @@ impl OAuthClient {
             RetryScope::AllTransient,
         )
         .await
+    }
+
+    /// Admin revocation (webex-api.md §1.7): `DELETE {api_base}v1/authorizations?clientId=…&orgId=…`
+    /// with `Authorization: Bearer <access_token>`. Revokes every grant (refresh and access
+    /// tokens) of integration `client_id` in org `org_id` (a bare UUID or the Webex REST id,
+    /// base64 of `ciscospark://us/ORGANIZATION/<uuid>`). Webex requires the token to carry
+    /// [`TOKENS_WRITE_SCOPE`] and to belong to a Full, User or Device administrator of that org.
+    ///
+    /// 204 or any other 2xx is success. Network errors, 5xx, 423 and 429 (after its
+    /// `Retry-After`) are retried per the [`RetryPolicy`]: the call is idempotent. The token is
+    /// never logged and is redacted from error messages.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidRequest`] (Permanent) when `client_id` or `org_id` is empty; nothing is sent.
+    /// * [`Error::TokenRejected`] (Reauth) for a 401: the token is expired, revoked or invalid.
+    /// * [`Error::AdminForbidden`] (Permanent) for a 403: no `identity:tokens_write` scope, no
+    ///   admin role, or a token of another org.
+    /// * [`Error::Http`] (Permanent) for other 4xx; [`Error::Http`] / [`Error::RateLimited`] /
+    ///   [`Error::Network`] (Transient) when the retries ran out.
+    /// * [`Error::Config`] when the base URL cannot be joined.
+    pub async fn revoke_authorizations(
+        &self,
+        access_token: &SecretString,
+        client_id: &str,
+        org_id: &str,
+    ) -> Result<(), Error> {
+        let (client_id, org_id) = (client_id.trim(), org_id.trim());
+        for (name, value) in [("clientId", client_id), ("orgId", org_id)] {
+            if value.is_empty() {
+                return Err(Error::InvalidRequest {
+                    endpoint: AUTHORIZATIONS_ENDPOINT.to_owned(),
+                    reason: format!("{name} is empty"),
+                });
+            }
+        }
+        let mut url = endpoint_url(&self.api_base, "v1/authorizations")?;
+        url.query_pairs_mut()
+            .append_pair("clientId", client_id)
+            .append_pair("orgId", org_id);
+        let token = access_token.expose_secret();
+        let secrets = [token];
+        let max_attempts = self.retry.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .http
+                .delete(url.clone())
+                .bearer_auth(token)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await;
+            let network = |e: &reqwest::Error| Error::Network {
+                endpoint: AUTHORIZATIONS_ENDPOINT.to_owned(),
+                message: describe_transport(e),
+                timeout: e.is_timeout(),
+            };
+            let err = match sent {
+                Err(e) => network(&e),
+                Ok(resp) if resp.status().is_success() => {
+                    // Done server-side; a body (there should be none) does not matter.
+                    let _ = resp.bytes().await;
+                    tracing::info!(
+                        client_id,
+                        org_id,
+                        "revoked the integration's authorizations"
+                    );
+                    return Ok(());
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let tracking = tracking_id(resp.headers(), None);
+                    let retry_after_header = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    match resp.bytes().await {
+                        Err(e) => network(&e),
+                        Ok(body) => {
+                            let wait = if status == 429 {
+                                Some(
+                                    self.retry
+                                        .retry_after_from_header(retry_after_header.as_deref()),
+                                )
+                            } else {
+                                retry_after_header
+                                    .as_deref()
+                                    .and_then(|v| {
+                                        crate::http::parse_retry_after(
+                                            v,
+                                            std::time::SystemTime::now(),
+                                        )
+                                    })
+                                    .map(|d| d.min(self.retry.max_retry_after))
+                            };
+                            classify_admin_error(status, tracking, wait, &body, &secrets)
+                        }
+                    }
+                }
+            };
+            if err.class() != crate::ErrorClass::Transient || attempt >= max_attempts {
+                tracing::warn!(tracking_id = err.tracking_id(), error = %err, "admin revocation failed");
+                return Err(err);
+            }
+            let delay = match &err {
+                Error::RateLimited { retry_after, .. } => {
+                    *retry_after
+                        + crate::http::random_up_to((*retry_after / 10).min(Duration::from_secs(1)))
+                }
+                _ => err
+                    .retry_after()
+                    .unwrap_or_default()
+                    .max(self.retry.backoff(attempt)),
+            };
+            tracing::warn!(attempt, ?delay, tracking_id = err.tracking_id(), error = %err, "retrying admin revocation");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     async fn token_request(
@@ -616,6 +933,183 @@ mod tests {
             .encode(format!("ciscospark://us/PEOPLE/{uuid}"));
         assert_eq!(org_uuid_from_rest_id(&person), None);
         assert_eq!(org_uuid_from_rest_id("not base64 !"), None);
+    }
+
+    const BLOCKED: &str = "Access denied - Your administrator denied access to the integration you selected. We captured your request and will let them know";
+
+    #[test]
+    fn explains_access_denied_with_and_without_the_blocked_page() {
+        let plain = explain_authorize_error("access_denied", None);
+        assert!(
+            plain.contains(
+                "the user declined, or a Webex administrator has blocked this integration"
+            ),
+            "{plain}"
+        );
+        assert!(plain.contains(ALLOW_INTEGRATION_FIX), "{plain}");
+        assert!(plain.contains("Management → Apps → Integrations"));
+        let described =
+            explain_authorize_error("access_denied", Some("The user denied the request."));
+        assert!(
+            described.contains("Webex said: \"The user denied the request.\""),
+            "{described}"
+        );
+
+        for desc in [
+            BLOCKED.to_owned(),
+            BLOCKED.replace(' ', "+"),
+            format!("  {}\n", BLOCKED.to_uppercase()),
+        ] {
+            let blocked = explain_authorize_error("access_denied", Some(&desc));
+            assert!(
+                blocked.starts_with("A Webex administrator has blocked this integration"),
+                "{blocked}"
+            );
+            assert!(blocked.contains(ALLOW_INTEGRATION_FIX));
+            assert!(blocked.contains("client id"));
+            assert!(
+                blocked.contains("declined"),
+                "still mentions the other cause"
+            );
+        }
+        // Error codes are matched case-insensitively and trimmed.
+        assert!(explain_authorize_error(" ACCESS_DENIED\n", None).contains("declined"));
+    }
+
+    #[test]
+    fn explains_invalid_scope_naming_the_scopes() {
+        let e = explain_authorize_error(
+            "invalid_scope",
+            Some(
+                "Invalid scope(s): spark-admin:recordings_read, cjp:config_read. See https://developer.webex.com/docs",
+            ),
+        );
+        assert!(
+            e.contains("not registered for spark-admin:recordings_read, cjp:config_read."),
+            "{e}"
+        );
+        assert!(
+            e.contains("developer portal") && e.contains("add them"),
+            "{e}"
+        );
+        assert!(!e.contains("https"), "{e}");
+        let one = explain_authorize_error(
+            "invalid_scope",
+            Some("scope cjp:config_read cjp:config_read is invalid"),
+        );
+        assert!(
+            one.contains("registered for cjp:config_read. ") && one.contains("add it"),
+            "{one}"
+        );
+        let none =
+            explain_authorize_error("invalid_scope", Some("The requested scope is invalid."));
+        assert!(none.contains("add every scope wxvault requests"), "{none}");
+        assert!(none.contains("The requested scope is invalid."), "{none}");
+        assert!(explain_authorize_error("invalid_scope", None).contains("developer portal"));
+    }
+
+    #[test]
+    fn explains_temporary_and_unknown_errors() {
+        for code in ["server_error", "temporarily_unavailable"] {
+            let e = explain_authorize_error(code, Some("busy"));
+            assert!(
+                e.contains(code) && e.contains("again in a few minutes"),
+                "{e}"
+            );
+            assert!(e.contains("busy"));
+        }
+        assert_eq!(
+            explain_authorize_error("login_required", Some("The user is not signed in.")),
+            "Webex answered login_required: The user is not signed in."
+        );
+        assert_eq!(
+            explain_authorize_error("unsupported_response_type", None),
+            "Webex answered unsupported_response_type"
+        );
+        assert_eq!(
+            explain_authorize_error("", Some("")),
+            "Webex answered an error without a code or description."
+        );
+        assert_eq!(
+            explain_authorize_error("\t", Some("odd")),
+            "Webex answered an error without a code: odd"
+        );
+    }
+
+    #[test]
+    fn explanations_strip_control_characters_and_survive_odd_input() {
+        let e = explain_authorize_error(
+            "weird\u{1b}[31m\u{0}code\u{202E}",
+            Some("line one\r\nline\ttwo\u{7}\u{200B}!"),
+        );
+        assert_eq!(e, "Webex answered weird[31mcode: line one line two!");
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        let long = "é".repeat(10_000);
+        let e = explain_authorize_error(&long, Some(&"ü ".repeat(10_000)));
+        assert!(e.chars().count() < 500, "{}", e.chars().count());
+        assert!(e.ends_with('…'));
+        for (code, desc) in [
+            ("access_denied", Some("\u{0}\u{0}")),
+            ("invalid_scope", Some(":::: a: :b a:: ::b \u{FEFF}x:y")),
+            ("💥", Some("🙂")),
+            ("", None),
+        ] {
+            let e = explain_authorize_error(code, desc);
+            assert!(!e.is_empty() && !e.chars().any(char::is_control), "{e:?}");
+        }
+        assert!(
+            explain_authorize_error("invalid_scope", Some(":::: a: :b a:: ::b \u{FEFF}x:y"))
+                .contains("registered for x:y.")
+        );
+        assert_eq!(clean_text("  a  b  ", 10), "a b");
+        assert_eq!(clean_text("abcdef", 3), "abc…");
+        assert_eq!(clean_text("abc", 3), "abc");
+    }
+
+    #[test]
+    fn admin_error_classification() {
+        let e = classify_admin_error(
+            401,
+            None,
+            None,
+            br#"{"message":"bad token tok-secret-1"}"#,
+            &["tok-secret-1"],
+        );
+        assert!(matches!(e, Error::TokenRejected { .. }));
+        assert_eq!(e.class(), crate::ErrorClass::Reauth);
+        assert_eq!(e.reauth_kind(), Some(ReauthKind::GrantRevoked));
+        assert_eq!(e.status(), Some(401));
+        assert!(!e.to_string().contains("tok-secret-1"), "{e}");
+        let e = classify_admin_error(
+            403,
+            Some("ROUTER_1".into()),
+            None,
+            br#"{"message":"missing scopes","trackingId":"ROUTER_2"}"#,
+            &[],
+        );
+        assert_eq!(e.class(), crate::ErrorClass::Permanent);
+        assert_eq!(e.tracking_id(), Some("ROUTER_1"));
+        assert_eq!(e.status(), Some(403));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(TOKENS_WRITE_SCOPE) && msg.contains("Full, User or Device administrator"),
+            "{msg}"
+        );
+        assert!(msg.contains("missing scopes"), "{msg}");
+        for (status, class) in [
+            (400, crate::ErrorClass::Permanent),
+            (404, crate::ErrorClass::Permanent),
+            (423, crate::ErrorClass::Transient),
+            (429, crate::ErrorClass::Transient),
+            (500, crate::ErrorClass::Transient),
+            (503, crate::ErrorClass::Transient),
+        ] {
+            assert_eq!(
+                classify_admin_error(status, None, None, b"", &[]).class(),
+                class,
+                "{status}"
+            );
+        }
     }
 
     #[test]
