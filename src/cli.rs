@@ -34,9 +34,16 @@ pub enum LogFormat {
 pub enum Command {
     /// Create the master key (mode 0600) and the state database if they do not exist.
     Init,
+    /// Connect an org (or re-authorize one) through the Webex OAuth authorization-code flow: opens
+    /// the browser when it can, always prints the link, and receives the answer on a loopback
+    /// listener (or, with --no-browser, from the address you paste).
+    Connect(ConnectArgs),
     /// Manage connected Webex organizations.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Master-key management.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Discover and archive recordings for a time window.
     Sync(SyncArgs),
     /// Per org: token health, window progress, archived / pending / missing / failed counts.
@@ -63,6 +70,25 @@ pub enum OrgCommand {
     Add(OrgAddArgs),
     /// List connected orgs (no secrets).
     List(JsonFlag),
+    /// Remove an org: revokes its grant at Webex where the token allows it, then deletes its
+    /// secrets and ledger here. Archived recordings stay where they are.
+    Remove(OrgRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OrgRemoveArgs {
+    /// The org's name.
+    pub name: String,
+    /// Delete locally without asking Webex to revoke the grant.
+    #[arg(long)]
+    pub keep_grant: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new master key to the key file, re-encrypt every stored secret with it in one
+    /// transaction, then retire the old key. Safe to re-run after an interruption.
+    Rotate(JsonFlag),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +114,39 @@ pub struct OrgAddArgs {
 pub enum ClientAuthArg {
     Form,
     Basic,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// A name for the org; an existing name re-authorizes that org (e.g. after needs_reauth).
+    #[arg(long)]
+    pub name: String,
+    /// WxCC region (us1, eu1, eu2, anz1, ca1, jp1, sg1, in1, …); required for a new org.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The integration's client id; required for a new org. The client secret is read from
+    /// WXVAULT_CLIENT_SECRET or a hidden prompt.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// How to send the client secret to the token endpoint.
+    #[arg(long, value_enum, default_value_t = ClientAuthArg::Form)]
+    pub client_auth: ClientAuthArg,
+    /// What the org will be archived for (decides the scopes asked for).
+    #[arg(long, value_delimiter = ',', default_value = "wxcc")]
+    pub sources: Vec<String>,
+    /// Loopback port for the redirect URI http://localhost:PORT/callback; it must be registered
+    /// on the integration.
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+    /// A different registered redirect URI (use with --no-browser when it is not a loopback address).
+    #[arg(long)]
+    pub redirect_uri: Option<String>,
+    /// Do not open a browser or listen: paste the address the browser landed on instead.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// How long to wait for the answer.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]

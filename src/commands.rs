@@ -8,7 +8,10 @@ use engine::{Config, Engine, SyncOptions, SystemClock};
 use secrecy::{ExposeSecret, SecretString};
 use vault::{NewOrg, TokenUpdate};
 
-use crate::cli::{Cli, ClientAuthArg, Command, OrgAddArgs, OrgCommand, SimCommand, SyncArgs};
+use crate::cli::{
+    Cli, ClientAuthArg, Command, KeysCommand, OrgAddArgs, OrgCommand, OrgRemoveArgs, SimCommand,
+    SyncArgs,
+};
 use crate::output;
 
 /// Runs one command and returns the process exit code.
@@ -18,7 +21,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let load_config = || -> Result<Config> { Ok(Config::load(path.as_deref())?) };
     match cli.command {
         Command::Init => init(&load_config()?).await.map(|()| 0),
+        Command::Connect(args) => crate::connect::run(load_config()?, args).await,
         Command::Org(OrgCommand::Add(args)) => org_add(&load_config()?, args).await.map(|()| 0),
+        Command::Org(OrgCommand::Remove(args)) => org_remove(&load_config()?, args).await,
+        Command::Keys(KeysCommand::Rotate(j)) => {
+            keys_rotate(&load_config()?, j.json).await.map(|()| 0)
+        }
         Command::Org(OrgCommand::List(j)) => org_list(&load_config()?, j.json).await.map(|()| 0),
         Command::Sync(args) => sync(&load_config()?, args).await,
         Command::Status(j) => status(&load_config()?, j.json).await.map(|()| 0),
@@ -93,7 +101,7 @@ fn redact_db_url(url: &str) -> String {
 }
 
 /// Reads a secret from the environment, or from a hidden prompt on a terminal.
-fn read_secret(var: &str, prompt: &str, required: bool) -> Result<Option<SecretString>> {
+pub fn read_secret(var: &str, prompt: &str, required: bool) -> Result<Option<SecretString>> {
     if let Ok(v) = std::env::var(var) {
         let v = v.trim().to_string();
         if !v.is_empty() {
@@ -248,6 +256,104 @@ async fn status(config: &Config, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
         output::print_status(&views, engine.clock.now_ms());
+    }
+    Ok(())
+}
+
+async fn org_remove(config: &Config, args: OrgRemoveArgs) -> Result<u8> {
+    let engine = open_engine(config.clone()).await?;
+    let org = engine
+        .vault
+        .org_by_name(&args.name)
+        .await?
+        .with_context(|| format!("no org named {:?} (see `wxvault org list`)", args.name))?;
+    let mut code = 0;
+    if args.keep_grant {
+        println!("Not revoking the grant at Webex (--keep-grant).");
+    } else {
+        match engine.revoke_grant(&org).await {
+            Ok(()) => println!(
+                "Revoked client {} in Webex org {}.",
+                org.client_id, org.org_id
+            ),
+            Err(e) => {
+                code = 2;
+                println!(
+                    "Could not revoke the grant at Webex: {e}\nAsk an administrator of the org to remove it in Control Hub \
+                     (Management → Apps → Integrations, or the user's Reset Access). Removing it here anyway."
+                );
+            }
+        }
+    }
+    engine.vault.remove_org(&org).await?;
+    engine
+        .vault
+        .record_event(
+            None,
+            "org_removed",
+            &format!("org {} ({}) removed", org.name, org.org_id),
+        )
+        .await?;
+    println!(
+        "Removed org {}: its secrets and ledger are deleted here; archived recordings stay in {}.",
+        org.name,
+        engine.archive.describe()
+    );
+    Ok(code)
+}
+
+async fn keys_rotate(config: &Config, json: bool) -> Result<()> {
+    if master_key_env().is_some() {
+        bail!(
+            "the master key comes from WXVAULT_MASTER_KEY, which wxvault cannot rewrite. To rotate: put both keys in it \
+             one per line as `1:<old>` and `2:<new>` (new key: `head -c32 /dev/urandom | base64`), run \
+             `wxvault keys rotate` again, then keep only the `2:` line"
+        );
+    }
+    let path = std::path::Path::new(&config.vault.master_key_file);
+    let new_version = vault::add_key_version(path)
+        .with_context(|| format!("adding a key to {}", path.display()))?;
+    // Re-open with the file as it is now, holding the old and the new key.
+    let engine = open_engine(config.clone()).await?;
+    let report = engine
+        .vault
+        .rotate_keys()
+        .await
+        .context("re-encrypting the stored secrets")?;
+    let in_use = engine.vault.key_versions_in_use().await?;
+    let retired = if in_use.keys().all(|v| *v == report.to_version) {
+        vault::retire_key_versions(path, report.to_version)
+            .with_context(|| format!("removing old keys from {}", path.display()))?;
+        true
+    } else {
+        false
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "key_version": new_version,
+                "re_encrypted": report.re_encrypted,
+                "already_current": report.already_current,
+                "old_keys_retired": retired,
+            })
+        );
+    } else {
+        println!(
+            "Master key version {new_version} is in use: {} secret(s) re-encrypted, {} already current.",
+            report.re_encrypted, report.already_current
+        );
+        if retired {
+            println!(
+                "Old keys removed from {}. Back up the key file again.",
+                path.display()
+            );
+        } else {
+            println!(
+                "Old keys kept in {}: some secrets still use them ({in_use:?}); run `wxvault keys rotate` again.",
+                path.display()
+            );
+        }
     }
     Ok(())
 }

@@ -11,8 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use engine::{Config, SyncOptions};
 use secrecy::SecretString;
-use vault::{NewOrg, TokenUpdate};
-use webex::oauth::{ClientAuth, ClientCredentials, Pkce};
+use webex::oauth::ClientAuth;
 use webex_sim::{DatasetSpec, SimClient, SimConfig, SimServer};
 
 use crate::cli::{DatasetArg, DemoArgs, SimServeArgs};
@@ -120,22 +119,11 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let engine = crate::commands::open_engine(config.clone()).await?;
 
     // The authorization-code flow, exactly as `connect` runs it, with an HTTP client as browser.
-    let oauth = engine.oauth()?;
-    let pkce = Pkce::generate();
-    let state = uuid::Uuid::new_v4().simple().to_string();
-    let api_base = url::Url::parse(&sim_url)?;
-    let scopes = ["cjp:config_read"];
-    let authorize = webex::oauth::authorize_url(
-        &api_base,
-        &demo_client.client_id,
-        DEMO_REDIRECT,
-        &scopes,
-        &state,
-        &pkce.challenge,
-    );
+    let sources = vec!["wxcc".to_string()];
+    let pending = engine.begin_connect(&demo_client.client_id, DEMO_REDIRECT, &sources)?;
     let resp = engine
         .http
-        .get(authorize)
+        .get(pending.authorize_url.clone())
         .send()
         .await
         .context("opening the authorize page")?;
@@ -144,53 +132,19 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .context("the authorize endpoint did not redirect back")?;
-    let back = url::Url::parse(location).context("the redirect back is not a URL")?;
-    let param = |k: &str| {
-        back.query_pairs()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.into_owned())
-    };
-    if let Some(err) = param("error") {
-        bail!("authorization refused: {err}");
-    }
-    if param("state").as_deref() != Some(state.as_str()) {
-        bail!("authorization answer carried the wrong state; refusing it");
-    }
-    let code = param("code").context("the redirect back carried no code")?;
-    let creds = ClientCredentials {
+    let callback = engine::onboard::Callback::parse(location)?;
+    let target = engine::onboard::ConnectTarget {
+        name: "demo".into(),
+        region: "us1".into(),
         client_id: demo_client.client_id.clone(),
-        client_secret: SecretString::from(demo_client.client_secret.clone()),
-        auth: ClientAuth::Form,
+        client_auth: ClientAuth::Form,
+        sources,
     };
-    let sent_at = engine.clock.now_ms();
-    let tokens = oauth
-        .exchange_code(&creds, &code, DEMO_REDIRECT, &pkce.verifier)
-        .await
-        .context("exchanging the code")?;
-    let anatomy =
-        webex::oauth::token_anatomy(secrecy::ExposeSecret::expose_secret(&tokens.access_token))
-            .context("the access token does not end in _<cluster>_<orgId>")?;
-    let secs = |s: u64| sent_at + i64::try_from(s).unwrap_or(0) * 1000;
+    let secret = SecretString::from(demo_client.client_secret.clone());
     let org = engine
-        .vault
-        .add_org(NewOrg {
-            name: "demo".into(),
-            org_id: anatomy.org_id.clone(),
-            region: "us1".into(),
-            client_id: demo_client.client_id.clone(),
-            client_secret: creds.client_secret.clone(),
-            client_auth: "form".into(),
-            sources: vec!["wxcc".into()],
-            tokens: TokenUpdate {
-                access_token: Some(tokens.access_token.clone()),
-                access_expires_at_ms: tokens.expires_in.map(secs),
-                refresh_token: tokens.refresh_token.clone(),
-                refresh_expires_at_ms: tokens.refresh_token_expires_in.map(secs),
-                scopes: tokens.scope.clone(),
-                refreshed_at_ms: Some(sent_at),
-            },
-        })
-        .await?;
+        .complete_connect(pending, callback, &target, secret)
+        .await?
+        .org;
     println!(
         "2/4 connected org {} through the OAuth authorization-code flow (PKCE); tokens stored encrypted",
         org.org_id

@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `wxvault` binary (and the engine library where a controllable clock
 //! is needed) against the simulator on a loopback port.
 
+mod admin;
 mod cli;
+mod connect;
 mod demo;
 mod faults;
 mod harness;

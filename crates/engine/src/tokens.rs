@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
-use vault::{Org, OrgStatus, TokenUpdate, Vault};
+use vault::{Org, OrgStatus, Vault};
 use webex::oauth::{ClientAuth, ClientCredentials, OAuthClient, TokenResponse};
 use webex::{Error as WebexError, ErrorClass, TokenProvider};
 
@@ -136,21 +136,7 @@ impl OrgTokens {
         resp: &TokenResponse,
         sent_at: i64,
     ) -> Result<(), WebexError> {
-        let secs = |s: u64| {
-            i64::try_from(s)
-                .unwrap_or(i64::MAX / 2000)
-                .saturating_mul(1000)
-        };
-        let update = TokenUpdate {
-            access_token: Some(resp.access_token.clone()),
-            access_expires_at_ms: resp.expires_in.map(|s| sent_at.saturating_add(secs(s))),
-            refresh_token: resp.refresh_token.clone(),
-            refresh_expires_at_ms: resp
-                .refresh_token_expires_in
-                .map(|s| sent_at.saturating_add(secs(s))),
-            scopes: resp.scope.clone(),
-            refreshed_at_ms: Some(sent_at),
-        };
+        let update = crate::onboard::token_update(resp, sent_at);
         let org = self
             .vault
             .save_tokens(&st.org, &update)

@@ -1,0 +1,230 @@
+//! `wxvault connect`: the operator's own org from a terminal. The browser talks to Webex; the
+//! answer comes back to a loopback listener (or is pasted), and the engine does the rest.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use engine::Config;
+use engine::onboard::{Callback, ConnectTarget, scopes_for};
+use tokio::sync::mpsc;
+use webex::oauth::ClientAuth;
+
+use crate::cli::{ClientAuthArg, ConnectArgs};
+
+const DONE_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>wxvault</title></head>\
+<body style=\"font-family:sans-serif;max-width:36em;margin:4em auto\"><h1>Answer received</h1>\
+<p>wxvault has the answer from Webex. You can close this tab and return to the terminal.</p></body></html>";
+
+pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
+    let engine = crate::commands::open_engine(config).await?;
+    let existing = engine.vault.org_by_name(&args.name).await?;
+    let (target, secret) = match &existing {
+        Some(org) => {
+            if args
+                .client_id
+                .as_deref()
+                .is_some_and(|c| c != org.client_id)
+            {
+                bail!(
+                    "org {} is connected through client id {}; --client-id must match or be left out",
+                    org.name,
+                    org.client_id
+                );
+            }
+            let secrets = engine.vault.org_secrets(org).await?;
+            let target = ConnectTarget {
+                name: org.name.clone(),
+                region: org.region.clone(),
+                client_id: org.client_id.clone(),
+                client_auth: if org.client_auth == "basic" {
+                    ClientAuth::Basic
+                } else {
+                    ClientAuth::Form
+                },
+                sources: org.sources.clone(),
+            };
+            println!(
+                "Re-authorizing org {} (Webex org {}).",
+                org.name, org.org_id
+            );
+            (target, secrets.client_secret)
+        }
+        None => {
+            let (Some(region), Some(client_id)) = (args.region.clone(), args.client_id.clone())
+            else {
+                bail!("org {:?} is new: pass --region and --client-id", args.name);
+            };
+            let secret =
+                crate::commands::read_secret("WXVAULT_CLIENT_SECRET", "Client secret: ", true)?
+                    .context("a client secret is required")?;
+            let target = ConnectTarget {
+                name: args.name.clone(),
+                region,
+                client_id,
+                client_auth: match args.client_auth {
+                    ClientAuthArg::Form => ClientAuth::Form,
+                    ClientAuthArg::Basic => ClientAuth::Basic,
+                },
+                sources: args.sources.clone(),
+            };
+            (target, secret)
+        }
+    };
+    let redirect_uri = args
+        .redirect_uri
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{}/callback", args.port));
+    let pending = engine.begin_connect(&target.client_id, &redirect_uri, &target.sources)?;
+
+    println!("wxvault will ask Webex for these scopes:");
+    for (scope, why) in scopes_for(&target.sources)? {
+        println!("  {scope:<18} to {why}");
+    }
+    println!(
+        "The person who signs in must be an administrator (or supervisor) of the org's Contact Center."
+    );
+
+    let callback = if args.no_browser {
+        println!(
+            "\nOpen this link in a browser, sign in and accept:\n{}\n",
+            pending.authorize_url
+        );
+        print!("Then paste the address the browser landed on (it starts with {redirect_uri}): ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        let n = tokio::task::spawn_blocking(move || {
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map(|n| (n, line))
+        })
+        .await??;
+        if n.0 == 0 {
+            bail!("no address was pasted (standard input closed)");
+        }
+        Callback::parse(&n.1)?
+    } else {
+        let listen = loopback_addr(&redirect_uri)?;
+        let (tx, mut rx) = mpsc::channel::<String>(1);
+        let app = axum::Router::new()
+            .route("/callback", get(receive))
+            .with_state(tx);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} for the redirect; pick another --port (registered on the integration) or use --no-browser"))?;
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        println!(
+            "\nOpening the browser. If it does not open, visit this link:\n{}\n",
+            pending.authorize_url
+        );
+        open_browser(pending.authorize_url.as_str());
+        println!("Waiting for the answer on {redirect_uri} …");
+        std::io::stdout().flush()?;
+        let query = tokio::time::timeout(Duration::from_secs(args.timeout_secs), rx.recv()).await;
+        server.abort();
+        match query {
+            Ok(Some(q)) => Callback::parse(&format!("?{q}"))?,
+            Ok(None) => bail!("the redirect listener stopped before an answer arrived"),
+            Err(_) => bail!(
+                "no answer within {} s. If the browser showed \"Access denied - Your administrator denied access to the \
+                 integration\", a Webex administrator must allow this integration (client id {}) in Control Hub: \
+                 Management → Apps → Integrations. Otherwise check that {redirect_uri} is registered on the integration.",
+                args.timeout_secs,
+                target.client_id
+            ),
+        }
+    };
+
+    let connected = engine
+        .complete_connect(pending, callback, &target, secret)
+        .await
+        .map_err(|e| match e {
+            engine::EngineError::Usage(m) => anyhow::anyhow!(m),
+            other => anyhow::Error::new(other),
+        })?;
+    let org = &connected.org;
+    println!(
+        "\n{} org {} — Webex org {}, region {}; tokens stored encrypted.",
+        if connected.reconnected {
+            "Re-authorized"
+        } else {
+            "Connected"
+        },
+        org.name,
+        org.org_id,
+        org.region
+    );
+    match &connected.granted {
+        Some(g) => println!("Granted scopes: {}", g.join(" ")),
+        None => println!(
+            "Webex did not report the granted scopes; the first sync will show whether access works."
+        ),
+    }
+    if !connected.missing.is_empty() {
+        println!(
+            "Missing scopes: {}. Add them to the integration in the Webex developer portal (My Webex Apps → your \
+             integration → Scopes), then run `wxvault connect --name {}` again.",
+            connected.missing.join(", "),
+            org.name
+        );
+        return Ok(2);
+    }
+    println!("Next: `wxvault sync --org {}`.", org.name);
+    Ok(0)
+}
+
+async fn receive(
+    State(tx): State<mpsc::Sender<String>>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(q)
+        .finish();
+    // Only the first answer counts; later ones find the channel full or closed.
+    let _ = tx.try_send(query);
+    Html(DONE_PAGE)
+}
+
+/// The loopback address to listen on for a redirect URI; refuses anything but localhost.
+fn loopback_addr(redirect_uri: &str) -> Result<std::net::SocketAddr> {
+    let u = url::Url::parse(redirect_uri)
+        .with_context(|| format!("redirect URI {redirect_uri:?} is not a URL"))?;
+    let host = u.host_str().unwrap_or_default();
+    if !(host == "localhost" || host == "127.0.0.1" || host == "[::1]")
+        || u.scheme() != "http"
+        || u.path() != "/callback"
+    {
+        bail!(
+            "to receive the answer itself, wxvault needs a redirect URI like http://localhost:PORT/callback; for {redirect_uri} use --no-browser and paste the address"
+        );
+    }
+    let port = u.port().context("the redirect URI needs a port")?;
+    Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Best effort: a missing or failing browser is fine, the link is printed anyway.
+fn open_browser(url: &str) {
+    if !std::io::stdout().is_terminal() {
+        return;
+    }
+    let opener = if cfg!(target_os = "macos") {
+        Some("open")
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        Some("xdg-open")
+    } else {
+        None
+    };
+    if let Some(cmd) = opener {
+        let _ = std::process::Command::new(cmd)
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
