@@ -46,6 +46,9 @@ pub enum Command {
     Keys(KeysCommand),
     /// Discover and archive recordings for a time window.
     Sync(SyncArgs),
+    /// Keep every org's grant alive: refresh idle grants every few days, warn before refresh tokens
+    /// lapse, and send notices (log, and the [notify] webhook). Run it daily, e.g. from cron.
+    Keepalive(JsonFlag),
     /// Per org: token health, window progress, archived / pending / missing / failed counts.
     Status(JsonFlag),
     /// The Webex simulator.

@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Org(OrgCommand::List(j)) => org_list(&load_config()?, j.json).await.map(|()| 0),
         Command::Sync(args) => sync(&load_config()?, args).await,
+        Command::Keepalive(j) => keepalive(&load_config()?, j.json).await,
         Command::Status(j) => status(&load_config()?, j.json).await.map(|()| 0),
         Command::Sim(SimCommand::Serve(args)) => crate::demo::sim_serve(args).await.map(|()| 0),
         Command::Demo(args) => crate::demo::run(args).await,
@@ -241,6 +242,8 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
     if let Some(b) = bars {
         b.finish();
     }
+    let notices = engine.sync_notices(&report).await?;
+    engine.notify(&notices).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -356,4 +359,35 @@ async fn keys_rotate(config: &Config, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn keepalive(config: &Config, json: bool) -> Result<u8> {
+    let engine = open_engine(config.clone()).await?;
+    let results = engine.keep_alive().await?;
+    let notices: Vec<_> = results.iter().flat_map(|r| r.notices.clone()).collect();
+    engine.notify(&notices).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            println!(
+                "{}: {}; access token expires {}, refresh token expires {}",
+                r.org,
+                if r.refreshed {
+                    "refreshed"
+                } else {
+                    "no refresh needed"
+                },
+                r.access_expires_at.as_deref().unwrap_or("unknown"),
+                r.refresh_expires_at.as_deref().unwrap_or("unknown")
+            );
+            for n in &r.notices {
+                println!("{}: {} — {}", r.org, n.event, n.reason);
+            }
+        }
+        if results.is_empty() {
+            println!("no orgs yet");
+        }
+    }
+    Ok(if notices.is_empty() { 0 } else { 2 })
 }

@@ -7,6 +7,7 @@ mod connect;
 mod demo;
 mod faults;
 mod harness;
+mod keepalive;
 mod lifecycle;
 mod storage;
 mod sync;

@@ -28,6 +28,38 @@ pub struct Config {
     pub vault: VaultConfig,
     #[serde(default)]
     pub sync: SyncConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Where notices are POSTed as JSON (needs_reauth, expiry warnings, missing scopes, sync
+    /// failures). None: notices are only logged.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Re-connect link put into notices; `{org}` is replaced by the org's name.
+    #[serde(default)]
+    pub reconnect_url: Option<String>,
+    /// Delivery attempts per notice (with backoff).
+    #[serde(default = "default_notify_attempts")]
+    pub attempts: u32,
+}
+
+fn default_notify_attempts() -> u32 {
+    5
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            reconnect_url: None,
+            attempts: default_notify_attempts(),
+        }
+    }
 }
 
 /// `[database]`
@@ -305,6 +337,12 @@ impl Config {
         }
         if self.sync.batch_concurrency == 0 || self.sync.downloads_per_batch == 0 {
             return Err(bad("sync.*_concurrency", "0", "must be at least 1"));
+        }
+        if let Some(u) = &self.notify.webhook_url {
+            match url::Url::parse(u) {
+                Ok(p) if p.scheme() == "https" || p.scheme() == "http" => {}
+                _ => return Err(bad("notify.webhook_url", u, "must be an http(s) URL")),
+            }
         }
         if self.sync.max_attempts < 1 {
             return Err(bad(

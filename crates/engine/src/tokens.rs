@@ -188,6 +188,20 @@ impl OrgTokens {
         }
         Ok(())
     }
+
+    /// Refreshes now if the proactive rule says so or `force` is set (keep-alive of an idle
+    /// grant). Returns whether a refresh happened; the org as persisted is in [`Self::org`].
+    ///
+    /// # Errors
+    /// The token endpoint's classified error (a refused grant also marks the org `needs_reauth`).
+    pub async fn refresh_if(&self, force: bool) -> Result<bool, WebexError> {
+        let mut st = self.state.lock().await;
+        if force || self.needs_proactive_refresh(&st) {
+            self.refresh_locked(&mut st).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }
 
 #[async_trait]

@@ -10,8 +10,14 @@
 //! Secrets never leave this crate unsealed except through [`Vault::org_secrets`], which
 //! returns [`secrecy::SecretString`]s. See [`Keyring`] for the sealed format.
 //!
+//! The connect web app's state lives here too (`connect.rs`): single-use invites, pending
+//! OAuth authorizations bound to a browser session, operator / connect sessions and the
+//! operator password hash. Bearer secrets are stored only as SHA-256 and single use is one
+//! conditional SQL statement, so it holds across processes and on both backends.
+//!
 //! Times are epoch milliseconds (`i64`); JSON is stored as text.
 
+mod connect;
 mod crypto;
 mod db;
 mod error;
@@ -23,6 +29,10 @@ mod rotation;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use connect::{
+    Invite, InviteStatus, IssuedInvite, IssuedSession, NewInvite, NewPendingAuth, PendingAuth,
+    SESSION_KINDS, Session, hash_password, verify_password,
+};
 pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
 pub use db::Vault;
 pub use error::VaultError;

@@ -12,13 +12,15 @@ use std::collections::BTreeMap;
 use sqlx::Any;
 use sqlx::Transaction;
 
+use crate::connect::{pending_auth_aad, pending_auth_what};
 use crate::crypto::{org_aad, sealed_key_version};
 use crate::db::Backend;
 use crate::orgs::{SEALED_ORG_COLUMNS, get};
 use crate::{RotationReport, Vault, VaultError};
 
 impl Vault {
-    /// Re-seals every stored secret (all sealed org columns) that is not sealed with this
+    /// Re-seals every stored secret (all sealed org columns and the PKCE verifiers of pending
+    /// OAuth authorizations) that is not sealed with this
     /// vault's current key version, in one database transaction, and reports what it did.
     ///
     /// Every value is opened with its own key version (so the keyring must still hold every
@@ -130,25 +132,79 @@ impl Vault {
                     )));
                 }
                 report.re_encrypted += 1;
-                #[cfg(feature = "testing")]
-                if report.re_encrypted
-                    >= self
-                        .rotation_fail_after
-                        .load(std::sync::atomic::Ordering::SeqCst)
-                {
-                    return Err(VaultError::Invalid(format!(
-                        "key rotation interrupted by the test hook after {} re-sealed values",
-                        report.re_encrypted
-                    )));
-                }
+                self.rotation_test_hook(&report)?;
             }
+        }
+
+        // PKCE verifiers of OAuth authorizations in flight: short-lived, but a key retired
+        // under one would break that connection, so they rotate with everything else.
+        let sql = format!(
+            "SELECT id, state_hash, code_verifier_enc FROM pending_auths ORDER BY id{lock}"
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(VaultError::db(
+                "reading sealed PKCE verifiers for key rotation",
+            ))?;
+        for row in &rows {
+            let id: i64 = get(row, "id")?;
+            let state_hash: String = get(row, "state_hash")?;
+            let sealed: String = get(row, "code_verifier_enc")?;
+            let what = pending_auth_what(id);
+            if sealed_key_version(&what, &sealed)? == to_version {
+                report.already_current += 1;
+                continue;
+            }
+            let aad = pending_auth_aad(&state_hash);
+            let plaintext = self.keyring.open(&what, &aad, &sealed)?;
+            let resealed = self.keyring.seal(&what, &aad, &plaintext)?;
+            drop(plaintext);
+            // Compare-and-set on the old value, as for orgs (the rows are locked).
+            let done = sqlx::query(
+                "UPDATE pending_auths SET code_verifier_enc = $1 \
+                 WHERE id = $2 AND code_verifier_enc = $3",
+            )
+            .bind(resealed)
+            .bind(id)
+            .bind(&sealed)
+            .execute(&mut **tx)
+            .await
+            .map_err(VaultError::db(format!("re-sealing {what}")))?;
+            if done.rows_affected() != 1 {
+                return Err(VaultError::Conflict(format!(
+                    "{what} changed or disappeared during the key rotation — run the rotation again"
+                )));
+            }
+            report.re_encrypted += 1;
+            self.rotation_test_hook(&report)?;
         }
         Ok(report)
     }
 
+    /// See `testing::fail_rotation_after`.
+    #[allow(clippy::unused_self, clippy::unnecessary_wraps)]
+    fn rotation_test_hook(&self, report: &RotationReport) -> Result<(), VaultError> {
+        #[cfg(feature = "testing")]
+        if report.re_encrypted
+            >= self
+                .rotation_fail_after
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(VaultError::Invalid(format!(
+                "key rotation interrupted by the test hook after {} re-sealed values",
+                report.re_encrypted
+            )));
+        }
+        #[cfg(not(feature = "testing"))]
+        let _ = report;
+        Ok(())
+    }
+
     /// How many stored sealed values name each master key version (version → count), across
     /// every sealed column. Reads only the version prefixes; decrypts nothing, so it works with
-    /// any keyring. An old version is safe to retire once it no longer appears here.
+    /// any keyring. Pending OAuth authorizations count too. An old version is safe to retire
+    /// once it no longer appears here.
     ///
     /// # Errors
     /// [`VaultError::Db`] on database failure, [`VaultError::Corrupt`] (naming the org and
@@ -168,6 +224,15 @@ impl Vault {
                     *in_use.entry(version).or_insert(0) += 1;
                 }
             }
+        }
+        let rows = sqlx::query("SELECT id, code_verifier_enc FROM pending_auths")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(VaultError::db("counting master key versions in use"))?;
+        for row in &rows {
+            let sealed: String = get(row, "code_verifier_enc")?;
+            let version = sealed_key_version(&pending_auth_what(get(row, "id")?), &sealed)?;
+            *in_use.entry(version).or_insert(0) += 1;
         }
         Ok(in_use)
     }
