@@ -17,6 +17,9 @@ use crate::harness::*;
 
 const DAY: u64 = 86_400;
 
+/// What the receiver has got, and how many deliveries it has seen.
+type Received = (Arc<Mutex<Vec<Value>>>, Arc<Mutex<u32>>);
+
 /// A notification receiver that refuses the first delivery and records the rest.
 async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     let got: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -25,8 +28,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
         .route(
             "/hook",
             post(
-                |State((got, calls)): State<(Arc<Mutex<Vec<Value>>>, Arc<Mutex<u32>>)>,
-                 body: axum::Json<Value>| async move {
+                |State((got, calls)): State<Received>, body: axum::Json<Value>| async move {
                     let mut n = calls.lock().unwrap();
                     *n += 1;
                     if *n == 1 {

@@ -442,7 +442,8 @@ impl Vault {
     /// [`VaultError::Db`] on database failure, [`VaultError::Corrupt`] for unreadable rows.
     pub async fn invites(&self) -> Result<Vec<Invite>, VaultError> {
         let now = now_ms();
-        let sql = format!("SELECT {INVITE_COLUMNS} FROM invites ORDER BY created_at_ms DESC, id DESC");
+        let sql =
+            format!("SELECT {INVITE_COLUMNS} FROM invites ORDER BY created_at_ms DESC, id DESC");
         let rows = sqlx::query(&sql)
             .fetch_all(&self.pool)
             .await
