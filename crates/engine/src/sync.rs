@@ -148,6 +148,17 @@ impl Engine {
             ));
         }
         let oauth = self.oauth()?;
+        // Uploads a killed run left half-way (kill -9 during a multipart upload). An hour is far
+        // longer than any upload in flight from a concurrent run takes to finish.
+        match self
+            .archive
+            .remove_stale_staging(std::time::Duration::from_secs(3600))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} unfinished upload(s) left by an interrupted run"),
+            Err(e) => tracing::warn!("could not clean unfinished uploads: {e}"),
+        }
         let reports = join_all(
             orgs.into_iter()
                 .map(|org| self.sync_org(org, opts, oauth.clone())),

@@ -2,6 +2,7 @@
 //! PostgreSQL (a fresh database per test, see `vault::testing`).
 
 mod common;
+mod connect;
 mod keys;
 mod ledger;
 mod open;
