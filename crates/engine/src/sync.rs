@@ -148,11 +148,11 @@ impl Engine {
             ));
         }
         let oauth = self.oauth()?;
-        // Uploads a killed run left half-way (kill -9 during a multipart upload). An hour is far
-        // longer than any upload in flight from a concurrent run takes to finish.
+        // Uploads a killed run left half-way (kill -9 during an upload). A day is far longer than
+        // any upload still in flight in a concurrent run takes.
         match self
             .archive
-            .remove_stale_staging(std::time::Duration::from_secs(3600))
+            .remove_stale_staging(std::time::Duration::from_secs(24 * 3600))
             .await
         {
             Ok(0) => {}
