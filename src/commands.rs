@@ -242,7 +242,7 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
     if let Some(b) = bars {
         b.finish();
     }
-    let notices = engine.sync_notices(&report).await?;
+    let notices = engine.sync_notices(&report).await;
     engine.notify(&notices).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

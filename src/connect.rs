@@ -109,7 +109,7 @@ pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
         Callback::parse(&n.1)?
     } else {
         let listen = loopback_addr(&redirect_uri)?;
-        let (tx, mut rx) = mpsc::channel::<String>(1);
+        let (tx, mut rx) = mpsc::channel::<String>(16);
         let app = axum::Router::new()
             .route("/callback", get(receive))
             .with_state(tx);
@@ -124,10 +124,23 @@ pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
         open_browser(pending.authorize_url.as_str());
         println!("Waiting for the answer on {redirect_uri} …");
         std::io::stdout().flush()?;
-        let query = tokio::time::timeout(Duration::from_secs(args.timeout_secs), rx.recv()).await;
+        // Anything can knock on a loopback port: only an answer carrying this attempt's state
+        // counts; others are ignored and the wait goes on.
+        let wait = async {
+            while let Some(q) = rx.recv().await {
+                match Callback::parse(&format!("?{q}")) {
+                    Ok(cb) if pending.state_matches(cb.state()) => return Some(cb),
+                    _ => {
+                        println!("Ignored an answer that does not belong to this connect attempt.")
+                    }
+                }
+            }
+            None
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(args.timeout_secs), wait).await;
         server.abort();
-        match query {
-            Ok(Some(q)) => Callback::parse(&format!("?{q}"))?,
+        match answer {
+            Ok(Some(cb)) => cb,
             Ok(None) => bail!("the redirect listener stopped before an answer arrived"),
             Err(_) => bail!(
                 "no answer within {} s. If the browser showed \"Access denied - Your administrator denied access to the \
@@ -184,7 +197,7 @@ async fn receive(
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(q)
         .finish();
-    // Only the first answer counts; later ones find the channel full or closed.
+    // The waiting side decides which answer counts (see `run`).
     let _ = tx.try_send(query);
     Html(DONE_PAGE)
 }
@@ -203,7 +216,12 @@ fn loopback_addr(redirect_uri: &str) -> Result<std::net::SocketAddr> {
         );
     }
     let port = u.port().context("the redirect URI needs a port")?;
-    Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    let ip: std::net::IpAddr = if host == "[::1]" {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    };
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 /// Best effort: a missing or failing browser is fine, the link is printed anyway.

@@ -186,7 +186,7 @@ async fn connect_with_a_pasted_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_with_the_wrong_state_is_refused_and_nothing_is_stored() {
+async fn an_answer_with_the_wrong_state_is_ignored_or_refused() {
     let env = Env::start(DatasetSpec::small()).await;
     let sim_base = env.sim.base_url().to_string();
     let port = free_port().to_string();
@@ -206,8 +206,9 @@ async fn an_answer_with_the_wrong_state_is_refused_and_nothing_is_stored() {
         false,
     );
     let link = c.authorize_url(sim_base.trim_end_matches('/'));
-    let back = consent(&link).await;
-    // An attacker's answer: a real code, but not for this attempt's state.
+    let back = consent(&link).await.replace("localhost", "127.0.0.1");
+    // An attacker's answers on the loopback port: a real code without this attempt's state, and
+    // an error. Both are ignored; the real answer still completes the connect.
     let forged = url::Url::parse(&back).unwrap();
     let code = forged
         .query_pairs()
@@ -222,6 +223,50 @@ async fn an_answer_with_the_wrong_state_is_refused_and_nothing_is_stored() {
         .await
         .is_success()
     );
+    assert!(
+        get(&format!(
+            "http://127.0.0.1:{port}/callback?error=access_denied"
+        ))
+        .await
+        .is_success()
+    );
+    assert!(get(&back).await.is_success());
+    let (exit, out) = c.finish();
+    assert_eq!(exit, Some(0), "{out}");
+    assert!(out.contains("Ignored an answer"), "{out}");
+
+    // Pasted by hand, a wrong state is refused outright and nothing is stored.
+    let env = Env::start(DatasetSpec::small()).await;
+    let mut c = Connect::start(
+        &env,
+        &[
+            "--name",
+            "acme",
+            "--region",
+            "us1",
+            "--client-id",
+            &env.client.client_id,
+            "--no-browser",
+        ],
+        Some(&env.client.client_secret),
+        true,
+    );
+    let link = c.authorize_url(env.sim.base_url().as_str().trim_end_matches('/'));
+    let back = consent(&link).await;
+    let forged = url::Url::parse(&back).unwrap();
+    let code = forged
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .to_string();
+    let mut stdin = c.child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        "http://localhost:8765/callback?code={code}&state=forged"
+    )
+    .unwrap();
+    drop(stdin);
     let (exit, out) = c.finish();
     assert_eq!(exit, Some(1), "{out}");
     assert!(out.contains("state mismatch"), "{out}");

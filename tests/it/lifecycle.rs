@@ -119,7 +119,7 @@ async fn late_captures_wait_then_arrive_and_never_arriving_ones_go_missing() {
     let never: Vec<_> = telephony
         .iter()
         .filter(|t| {
-            t.capture_requested == Some(true)
+            t.capture_requested != Some(false)
                 && !manifest
                     .recordings
                     .iter()
@@ -154,6 +154,15 @@ async fn revoked_grant_marks_one_org_and_the_other_carries_on() {
     let now = env.handle().now_ms();
     let out = env.sync_all(3, &["--json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        env.handle()
+            .stats()
+            .by_endpoint
+            .get("access_token")
+            .copied(),
+        Some(1),
+        "one refused refresh, no storm"
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let by_name = |n: &str| {
         report["orgs"]

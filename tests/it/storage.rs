@@ -82,3 +82,69 @@ fn archive_key(k: &str) -> ObjectKey {
     let ms = date.midnight().assume_utc().unix_timestamp() * 1000;
     archive::layout::wxcc_audio(parts[0], ms, parts[5], parts[6], ext).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_refusing_writes_stops_the_org_without_failing_recordings() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = TestS3::start(s3_root.path(), "recordings").await;
+    let extra = format!(
+        "\n[storage]\nurl = \"s3://recordings/wx\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+        s3.endpoint()
+    );
+    let env = Env::start(DatasetSpec::small()).await;
+    let cfg = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("[storage]\nurl = \"file://archive\"\n", "");
+    std::fs::write(&env.config_path, format!("{cfg}{extra}")).unwrap();
+    let org = env.handle().orgs()[0].clone();
+    env.add_org("acme", &org.org_id).await;
+    let now = env.handle().now_ms();
+    let from = rfc3339(now - 3 * 86_400_000);
+    let to = rfc3339(now + 1);
+    let wrong = [
+        ("AWS_ACCESS_KEY_ID", s3.access_key()),
+        ("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+    ];
+    let out = env
+        .run(&["sync", "--json", "--from", &from, "--to", &to], &wrong)
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &report["orgs"][0];
+    assert_eq!(o["outcome"]["state"], "failed", "{report:#}");
+    assert!(
+        o["outcome"]["reason"].as_str().unwrap().contains("storage"),
+        "{report:#}"
+    );
+    assert!(
+        o["failed"].as_array().unwrap().is_empty(),
+        "no recording is blamed for the store: {report:#}"
+    );
+    let status = env.run(&["status", "--json"], &wrong).await;
+    let views: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(views[0]["counts"]["failed"], 0, "{views:#}");
+
+    // With the right credentials the next run archives everything.
+    let right = [
+        ("AWS_ACCESS_KEY_ID", s3.access_key()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key()),
+    ];
+    let out = env
+        .run(&["sync", "--json", "--from", &from, "--to", &to], &right)
+        .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["orgs"][0]["outcome"]["state"], "ok", "{report:#}");
+    let expected = expected_recordings(
+        &env.handle(),
+        &org.org_id,
+        now - 3 * 86_400_000,
+        env.handle().now_ms(),
+    );
+    let store =
+        Archive::open_s3_with_keys(&s3.storage_config("wx"), s3.access_key(), s3.secret_key())
+            .unwrap();
+    assert_eq!(
+        store.list(&org.org_id).await.unwrap().len(),
+        expected.len() * 2
+    );
+}

@@ -96,13 +96,26 @@ impl Engine {
             }
             let since = now - org.last_refresh_at_ms.unwrap_or(org.created_at_ms);
             let force = since >= KEEP_ALIVE_EVERY_MS;
-            let tokens = OrgTokens::load(
+            let tokens = match OrgTokens::load(
                 self.vault.clone(),
                 oauth.clone(),
                 org.clone(),
                 self.clock.clone(),
             )
-            .await?;
+            .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    // One org's unreadable secrets never stop the others (invariant 5).
+                    result.notices.push(self.notice(
+                        &org,
+                        "refresh_failed",
+                        &format!("cannot read the org's secrets: {e}"),
+                    ));
+                    out.push(result);
+                    continue;
+                }
+            };
             let before = org.refresh_expires_at_ms;
             // Forced only every few days; otherwise only an access token running out refreshes.
             let refreshed = tokens.refresh_if(force).await;
@@ -158,14 +171,16 @@ impl Engine {
     }
 
     /// Notices for a finished sync: refused grants, org failures, missing captures.
-    pub async fn sync_notices(
-        &self,
-        report: &crate::SyncReport,
-    ) -> Result<Vec<Notice>, EngineError> {
+    pub async fn sync_notices(&self, report: &crate::SyncReport) -> Vec<Notice> {
         let mut notices = Vec::new();
         for r in &report.orgs {
-            let Some(org) = self.vault.org_by_name(&r.org).await? else {
-                continue;
+            let org = match self.vault.org_by_name(&r.org).await {
+                Ok(Some(org)) => org,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(org = %r.org, "cannot prepare notices: {e}");
+                    continue;
+                }
             };
             match &r.outcome {
                 crate::OrgOutcome::NeedsReauth(reason) => {
@@ -183,8 +198,18 @@ impl Engine {
                     &format!("{} capture(s) missing after the grace period, {} recording(s) failed; see `wxvault status`", r.missing.len(), r.failed.len()),
                 ));
             }
+            if r.malformed > 0 {
+                notices.push(self.notice(
+                    &org,
+                    "bad_data",
+                    &format!(
+                        "{} item(s) in Webex's answers could not be read and were not archived; see the events log",
+                        r.malformed
+                    ),
+                ));
+            }
         }
-        Ok(notices)
+        notices
     }
 
     /// Logs every notice and, when `[notify] webhook_url` is set, POSTs each as JSON, retrying

@@ -49,6 +49,22 @@ pub struct PendingConnect {
     verifier: SecretString,
 }
 
+impl PendingConnect {
+    /// Whether an answer's `state` belongs to this attempt (constant-time comparison).
+    pub fn state_matches(&self, state: Option<&str>) -> bool {
+        state.is_some_and(|s| constant_time_eq(s.as_bytes(), self.state.as_bytes()))
+    }
+}
+
+impl Callback {
+    /// The `state` the answer carries.
+    pub fn state(&self) -> Option<&str> {
+        match self {
+            Callback::Code { state, .. } | Callback::Error { state, .. } => state.as_deref(),
+        }
+    }
+}
+
 impl std::fmt::Debug for PendingConnect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingConnect")

@@ -61,6 +61,7 @@ impl OrgReport {
             || !self.missing.is_empty()
             || !self.failed.is_empty()
             || self.transient_left > 0
+            || self.malformed > 0
     }
 }
 

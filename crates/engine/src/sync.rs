@@ -21,6 +21,9 @@ use crate::report::{OrgOutcome, OrgReport, SyncReport};
 use crate::tokens::OrgTokens;
 use crate::wxcc::{WxccHarvest, rfc3339};
 
+/// How far behind "now" a default window ends.
+pub const SETTLE_LAG_MS: i64 = 5 * 60 * 1000;
+
 /// What `wxvault sync` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -178,7 +181,9 @@ impl Engine {
             report.outcome = OrgOutcome::NeedsReauth(reason.clone());
             return report;
         }
-        let to = opts.to_ms.unwrap_or(now).min(now);
+        // Webex may list a task a little after its createdTime: a default window ends slightly
+        // in the past so the next run's window still covers tasks indexed late.
+        let to = opts.to_ms.unwrap_or(now - SETTLE_LAG_MS).min(now);
         let from = match opts.from_ms {
             Some(f) => f,
             None => match self.vault.last_window_end(&org, "wxcc").await {

@@ -29,6 +29,9 @@ struct State {
     org: Org,
     access: Option<SecretString>,
     refresh: Option<SecretString>,
+    /// The access token obtained by the last refresh that a 401 forced. If Webex rejects that
+    /// one too, the grant no longer authorizes the call: refreshing again would only loop.
+    forced: Option<SecretString>,
 }
 
 /// [`TokenProvider`] for one org, backed by the vault.
@@ -71,6 +74,7 @@ impl OrgTokens {
                 org,
                 access: secrets.access_token,
                 refresh: secrets.refresh_token,
+                forced: None,
             }),
         }))
     }
@@ -97,8 +101,24 @@ impl OrgTokens {
         (left as f64) < (lifetime as f64) * REFRESH_WHEN_LEFT && since >= MIN_PROACTIVE_INTERVAL_MS
     }
 
+    /// Whether the current access token has more than the safety margin left.
+    fn still_valid(&self, st: &State) -> bool {
+        st.access.is_some()
+            && st
+                .org
+                .access_expires_at_ms
+                .is_none_or(|exp| exp - self.clock.now_ms() > REFRESH_MARGIN_MS)
+    }
+
     /// Refreshes under the lock held by the caller, persisting before returning the new token.
     async fn refresh_locked(&self, st: &mut State) -> Result<SecretString, WebexError> {
+        if let OrgStatus::NeedsReauth { reason } = &st.org.status {
+            // Already refused in this process: asking Webex again would only repeat the refusal.
+            return Err(WebexError::TokenSource {
+                reason: reason.clone(),
+                class: ErrorClass::Reauth,
+            });
+        }
         let Some(refresh) = st.refresh.clone() else {
             let reason = format!(
                 "org {} has no refresh token stored; reconnect it (wxvault org add or connect)",
@@ -209,7 +229,15 @@ impl TokenProvider for OrgTokens {
     async fn access_token(&self) -> Result<SecretString, WebexError> {
         let mut st = self.state.lock().await;
         if self.needs_proactive_refresh(&st) {
-            return self.refresh_locked(&mut st).await;
+            match self.refresh_locked(&mut st).await {
+                Ok(token) => return Ok(token),
+                // A proactive refresh that fails transiently must not fail a call the current
+                // token can still make; the next call tries the refresh again.
+                Err(e) if e.class() == ErrorClass::Transient && self.still_valid(&st) => {
+                    tracing::warn!(org = %st.org.name, "proactive token refresh failed, using the current token: {e}");
+                }
+                Err(e) => return Err(e),
+            }
         }
         st.access.clone().ok_or_else(|| WebexError::TokenSource {
             reason: "no access token stored".into(),
@@ -228,6 +256,24 @@ impl TokenProvider for OrgTokens {
             // Someone else refreshed while this request was in flight: single flight.
             return Ok(current.clone());
         }
-        self.refresh_locked(&mut st).await
+        if st
+            .forced
+            .as_ref()
+            .is_some_and(|f| f.expose_secret() == rejected.expose_secret())
+        {
+            let reason = format!(
+                "Webex rejects even a freshly refreshed token for org {}: the grant no longer authorizes this call. \
+                 Likely causes: {REAUTH_CAUSES}. Fix: have an admin of that org reconnect it.",
+                st.org.name
+            );
+            self.mark_reauth(&mut st, &reason).await;
+            return Err(WebexError::TokenSource {
+                reason,
+                class: ErrorClass::Reauth,
+            });
+        }
+        let token = self.refresh_locked(&mut st).await?;
+        st.forced = Some(token.clone());
+        Ok(token)
     }
 }

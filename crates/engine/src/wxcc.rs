@@ -48,6 +48,8 @@ pub struct WxccHarvest {
     pub progress: Arc<dyn Progress>,
     pub org: Org,
     users: Mutex<HashMap<String, Option<User>>>,
+    /// Set once an org-level error is seen: no further captures batch is started.
+    stop: std::sync::atomic::AtomicBool,
 }
 
 /// Why a recording did not reach `done` in this attempt.
@@ -59,6 +61,9 @@ enum ItemError {
     Permanent(String),
     /// The capture link expired: get a fresh one.
     LinkExpired(String),
+    /// Not this item's fault (grant refused, scope missing, storage refusing writes): the org
+    /// stops with this error and the item stays as it is for the next run.
+    Org(webex::Error),
 }
 
 impl WxccHarvest {
@@ -85,6 +90,7 @@ impl WxccHarvest {
             progress,
             org,
             users: Mutex::new(HashMap::new()),
+            stop: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -235,6 +241,21 @@ impl WxccHarvest {
         batch: Vec<TaskRow>,
         report: &mut OrgReport,
     ) -> Result<(), webex::Error> {
+        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let result = self.process_batch_inner(batch, report).await;
+        if result.is_err() {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn process_batch_inner(
+        &self,
+        batch: Vec<TaskRow>,
+        report: &mut OrgReport,
+    ) -> Result<(), webex::Error> {
         let ids: Vec<String> = batch.iter().map(|t| t.task_id.clone()).collect();
         let result = match self
             .client
@@ -276,43 +297,29 @@ impl WxccHarvest {
             let captures = by_task.remove(&task.task_id).unwrap_or_default();
             if captures.is_empty() {
                 if task.state == TaskState::Captured {
-                    // Had recordings before; the capture vanished (retention purge) before we
-                    // finished. Recorded against each unfinished recording below.
-                    self.fail_unfinished_of(
-                        &task,
-                        "the capture is no longer listed by Webex (purged by retention?)",
-                        report,
-                    )
-                    .await?;
+                    // Had recordings before; none is listed now (retention purge?).
+                    self.settle_vanished(&task, &[], report).await?;
                     continue;
                 }
                 if now - task.created_ms > grace_ms {
-                    let (state, why) = if task.capture_requested == Some(true) {
-                        (
-                            TaskState::Missing,
-                            format!(
-                                "capture was requested but none appeared within {} h",
-                                self.config.wxcc.capture_grace_hours
-                            ),
+                    // `captureRequested: false` never gets here (absent at listing). `true`, and a
+                    // value Webex never made known, both end as missing: an operator must look.
+                    let why = if task.capture_requested == Some(true) {
+                        format!(
+                            "capture was requested but none appeared within {} h",
+                            self.config.wxcc.capture_grace_hours
                         )
                     } else {
-                        (
-                            TaskState::Absent,
-                            format!(
-                                "Webex never confirmed a capture request and none appeared within {} h",
-                                self.config.wxcc.capture_grace_hours
-                            ),
+                        format!(
+                            "Webex never said whether a capture was requested, and none appeared within {} h",
+                            self.config.wxcc.capture_grace_hours
                         )
                     };
                     self.vault
-                        .set_task_state(&self.org, &task.task_id, state, Some(&why))
+                        .set_task_state(&self.org, &task.task_id, TaskState::Missing, Some(&why))
                         .await
                         .map_err(vault_err)?;
-                    if state == TaskState::Missing {
-                        report.missing.push(format!("task {}: {why}", task.task_id));
-                    } else {
-                        report.absent += 1;
-                    }
+                    report.missing.push(format!("task {}: {why}", task.task_id));
                 } else {
                     if task.state != TaskState::PendingCapture {
                         to_pending.push(task.task_id.clone());
@@ -320,6 +327,10 @@ impl WxccHarvest {
                     report.pending_capture += 1;
                 }
                 continue;
+            }
+            if task.state == TaskState::Captured {
+                let listed: Vec<String> = captures.iter().map(|c| c.id.clone()).collect();
+                self.settle_vanished(&task, &listed, report).await?;
             }
             for cap in captures {
                 found.push((task.clone(), cap));
@@ -377,8 +388,13 @@ impl WxccHarvest {
             .collect()
             .await;
         let mut unmarked: Vec<(Archived, u64)> = Vec::new();
+        let mut org_error: Option<webex::Error> = None;
         for (id, outcome) in outcomes {
             match outcome {
+                Err(ItemError::Org(e)) => {
+                    tracing::error!(org = %self.org.name, recording = %id, "stopping this org: {e}");
+                    org_error.get_or_insert(e);
+                }
                 Ok(Finished::Marked(bytes)) => {
                     report.archived += 1;
                     report.bytes += bytes;
@@ -434,13 +450,20 @@ impl WxccHarvest {
                 }
             }
         }
-        Ok(())
+        match org_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
-    async fn fail_unfinished_of(
+    /// Unfinished recordings of a captured task that the latest captures answer no longer lists
+    /// (`listed` holds the ids it does list): a stored one only needs its sidecar; audio and
+    /// sidecar already in storage (a crash before the ledger write) are adopted; otherwise the
+    /// recording counts an attempt and fails with the reason once attempts run out.
+    async fn settle_vanished(
         &self,
         task: &TaskRow,
-        why: &str,
+        listed: &[String],
         report: &mut OrgReport,
     ) -> Result<(), webex::Error> {
         let rows = self
@@ -448,9 +471,11 @@ impl WxccHarvest {
             .recordings_in_states(&self.org, &[RecordingState::Ready, RecordingState::Stored])
             .await
             .map_err(vault_err)?;
-        for r in rows.into_iter().filter(|r| r.task_id == task.task_id) {
+        for r in rows
+            .into_iter()
+            .filter(|r| r.task_id == task.task_id && !listed.contains(&r.recording_id))
+        {
             if r.state == RecordingState::Stored {
-                // The audio is safe; only the sidecar is missing, and it needs no link.
                 match self.write_sidecar(task, &r).await {
                     Ok(_) => {
                         report.archived += 1;
@@ -459,15 +484,71 @@ impl WxccHarvest {
                     Err(e) => tracing::warn!(recording = %r.recording_id, "sidecar: {e:?}"),
                 }
             }
-            self.vault
-                .mark_recording_failed(&self.org, &r.recording_id, why)
+            if self.adopt_existing(task, &r).await? {
+                report.archived += 1;
+                continue;
+            }
+            let why = "the capture is no longer listed by Webex (purged by retention?)";
+            let attempts = self
+                .vault
+                .note_recording_attempt(&self.org, &r.recording_id, why)
                 .await
                 .map_err(vault_err)?;
-            report
-                .failed
-                .push(format!("recording {}: {why}", r.recording_id));
+            if attempts >= self.config.sync.max_attempts {
+                let why = format!("{why}; gave up after {attempts} checks");
+                self.vault
+                    .mark_recording_failed(&self.org, &r.recording_id, &why)
+                    .await
+                    .map_err(vault_err)?;
+                report
+                    .failed
+                    .push(format!("recording {}: {why}", r.recording_id));
+            } else {
+                report.transient_left += 1;
+            }
         }
         Ok(())
+    }
+
+    /// Audio and sidecar both in storage while the ledger still says `ready`: the run that wrote
+    /// them died before its ledger write. Hash the audio and record it as archived.
+    async fn adopt_existing(&self, task: &TaskRow, r: &RecordingRow) -> Result<bool, webex::Error> {
+        let ext = layout::ext_from_file_name(r.file_name.as_deref());
+        let Ok(audio) = layout::wxcc_audio(
+            &self.org.org_id,
+            task.created_ms,
+            &task.task_id,
+            &r.recording_id,
+            &ext,
+        ) else {
+            return Ok(false);
+        };
+        let sidecar = layout::sidecar_for(&audio);
+        let storage = |e: ArchiveError| webex::Error::Config(format!("storage: {e}"));
+        if self
+            .archive
+            .head(&sidecar)
+            .await
+            .map_err(storage)?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let Some((sha, size)) = self.archive.sha256_of(&audio).await.map_err(storage)? else {
+            return Ok(false);
+        };
+        let item = Archived {
+            recording_id: r.recording_id.clone(),
+            object_key: audio.to_string(),
+            sha256: sha,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            sidecar_key: sidecar.to_string(),
+        };
+        self.vault
+            .mark_recordings_archived(&self.org, &[item])
+            .await
+            .map_err(vault_err)?;
+        Ok(true)
     }
 
     /// Looks up agent names for every CI user id in the batch, once per run; failures only cost
@@ -617,7 +698,7 @@ impl WxccHarvest {
             .client
             .query_captures(&ids, self.config.wxcc.url_expiration_minutes)
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(classify)?;
         result
             .tasks
             .into_iter()
@@ -642,7 +723,7 @@ impl WxccHarvest {
         };
         let media = media::download(&self.http, url, &self.retry)
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(classify)?;
         let body = media.stream.map_err(StreamError);
         match self.archive.put_stream(key, body, media.content_length).await {
             Ok(outcome) => Ok((outcome.sha256, outcome.size)),
@@ -654,13 +735,13 @@ impl WxccHarvest {
             )),
             Err(ArchiveError::Source(src)) => {
                 // The media stream failed: classify the underlying Webex error when we can.
-                match src.downcast_ref::<StreamError>() {
-                    Some(StreamError(e)) => Err(classify(e)),
-                    None => Err(ItemError::Transient(format!("download of {} interrupted: {src}", cap.id))),
+                match src.downcast::<StreamError>() {
+                    Ok(b) => Err(classify(b.0)),
+                    Err(src) => Err(ItemError::Transient(format!("download of {} interrupted: {src}", cap.id))),
                 }
             }
             Err(e) if e.is_transient() => Err(ItemError::Transient(format!("storing {key}: {e}"))),
-            Err(e) => Err(self.permanent(&cap.id, format!("storing {key}: {e}"))),
+            Err(e) => Err(storage_refused(key.as_str(), &e)),
         }
     }
 
@@ -720,11 +801,7 @@ impl WxccHarvest {
             Err(e) if e.is_transient() => {
                 return Err(ItemError::Transient(format!("writing {sidecar_key}: {e}")));
             }
-            Err(e) => {
-                return Err(
-                    self.permanent(&row.recording_id, format!("writing {sidecar_key}: {e}"))
-                );
-            }
+            Err(e) => return Err(storage_refused(sidecar_key.as_str(), &e)),
         }
         let bytes = u64::try_from(size).unwrap_or(0);
         if row.state == RecordingState::Stored {
@@ -786,14 +863,24 @@ impl std::fmt::Display for StreamError {
 }
 impl std::error::Error for StreamError {}
 
-fn classify(e: &webex::Error) -> ItemError {
+fn classify(e: webex::Error) -> ItemError {
     if e.is_link_expired() {
         return ItemError::LinkExpired(e.to_string());
     }
     match e.class() {
         ErrorClass::Transient => ItemError::Transient(e.to_string()),
-        ErrorClass::Reauth | ErrorClass::Permanent => ItemError::Permanent(e.to_string()),
+        // A refused grant or a missing scope/role concerns the whole org, not this recording.
+        ErrorClass::Reauth => ItemError::Org(e),
+        ErrorClass::Permanent if e.status() == Some(403) => ItemError::Org(e),
+        ErrorClass::Permanent => ItemError::Permanent(e.to_string()),
     }
+}
+
+/// A storage error that is not about this item's bytes: the archive refuses writes.
+fn storage_refused(what: &str, e: &ArchiveError) -> ItemError {
+    ItemError::Org(webex::Error::Config(format!(
+        "storage refused {what}: {e} — check [storage] url, credentials and permissions; nothing was marked failed"
+    )))
 }
 
 fn vault_err(e: vault::VaultError) -> webex::Error {
