@@ -293,6 +293,55 @@ pub fn check_archive(env: &Env, org_id: &str, from_ms: i64, before_ms: i64) {
     assert_archive_matches_allowing(&files(&env.archive_dir()), org_id, &required, &allowed);
 }
 
+/// Adds sim org `org_id` as `name` straight through the engine's vault (for tests that drive the
+/// engine on the simulator's clock), with a fresh grant and its lifetimes. Returns the grant.
+pub async fn add_org_to_engine(
+    env: &Env,
+    engine: &engine::Engine,
+    name: &str,
+    org_id: &str,
+) -> webex_sim::GrantTokens {
+    use secrecy::SecretString;
+    let grant = env
+        .handle()
+        .issue_grant(&env.client.client_id, org_id, &["cjp:config_read"]);
+    let t0 = env.handle().now_ms();
+    let secs = |s: u64| t0 + i64::try_from(s).expect("lifetime") * 1000;
+    engine
+        .vault
+        .add_org(vault::NewOrg {
+            name: name.into(),
+            org_id: org_id.into(),
+            region: "us1".into(),
+            client_id: env.client.client_id.clone(),
+            client_secret: SecretString::from(env.client.client_secret.clone()),
+            client_auth: "form".into(),
+            sources: vec!["wxcc".into()],
+            tokens: vault::TokenUpdate {
+                access_token: Some(SecretString::from(grant.access_token.clone())),
+                access_expires_at_ms: Some(secs(grant.expires_in)),
+                refresh_token: Some(SecretString::from(grant.refresh_token.clone())),
+                refresh_expires_at_ms: Some(secs(grant.refresh_token_expires_in)),
+                scopes: None,
+                refreshed_at_ms: Some(t0),
+            },
+        })
+        .await
+        .expect("add org");
+    grant
+}
+
+/// Points `env`'s config at an S3 store instead of the local archive.
+pub fn use_s3(env: &Env, endpoint: &str) {
+    let extra = format!(
+        "\n[storage]\nurl = \"s3://recordings/wx\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nallow_http = true\n"
+    );
+    let cfg = std::fs::read_to_string(&env.config_path)
+        .expect("config")
+        .replace("[storage]\nurl = \"file://archive\"\n", "");
+    std::fs::write(&env.config_path, format!("{cfg}{extra}")).expect("config");
+}
+
 pub fn small_with_client() -> SimConfig {
     SimConfig {
         dataset: DatasetSpec::small(),

@@ -8,9 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use engine::{Config, Engine, FnClock};
-use secrecy::SecretString;
 use serde_json::Value;
-use vault::{NewOrg, TokenUpdate};
 use webex_sim::{DatasetSpec, SimConfig};
 
 use crate::harness::*;
@@ -70,33 +68,7 @@ async fn setup(webhook: Option<&str>) -> (Env, Engine, String, String) {
     .await
     .unwrap();
     let org = env.handle().orgs()[0].clone();
-    let grant = env
-        .handle()
-        .issue_grant(&env.client.client_id, &org.org_id, &["cjp:config_read"]);
-    let t0 = env.handle().now_ms();
-    engine
-        .vault
-        .add_org(NewOrg {
-            name: "acme".into(),
-            org_id: org.org_id.clone(),
-            region: "us1".into(),
-            client_id: env.client.client_id.clone(),
-            client_secret: SecretString::from(env.client.client_secret.clone()),
-            client_auth: "form".into(),
-            sources: vec!["wxcc".into()],
-            tokens: TokenUpdate {
-                access_token: Some(SecretString::from(grant.access_token.clone())),
-                access_expires_at_ms: Some(t0 + i64::try_from(grant.expires_in).unwrap() * 1000),
-                refresh_token: Some(SecretString::from(grant.refresh_token.clone())),
-                refresh_expires_at_ms: Some(
-                    t0 + i64::try_from(grant.refresh_token_expires_in).unwrap() * 1000,
-                ),
-                scopes: None,
-                refreshed_at_ms: Some(t0),
-            },
-        })
-        .await
-        .unwrap();
+    let grant = add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
     (env, engine, org.org_id, grant.refresh_token)
 }
 

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{Config, Engine, FnClock, OrgOutcome, SyncOptions};
-use secrecy::SecretString;
 use serde_json::Value;
-use vault::{NewOrg, TokenUpdate};
 use webex_sim::DatasetSpec;
 
 use crate::harness::*;
@@ -30,33 +28,8 @@ async fn late_captures_wait_then_arrive_and_never_arriving_ones_go_missing() {
     let env = Env::start(DatasetSpec::small()).await;
     let engine = engine_on_sim_clock(&env).await;
     let sim_org = env.handle().orgs()[0].clone();
-    let grant =
-        env.handle()
-            .issue_grant(&env.client.client_id, &sim_org.org_id, &["cjp:config_read"]);
     let t0 = env.handle().now_ms();
-    engine
-        .vault
-        .add_org(NewOrg {
-            name: "acme".into(),
-            org_id: sim_org.org_id.clone(),
-            region: "us1".into(),
-            client_id: env.client.client_id.clone(),
-            client_secret: SecretString::from(env.client.client_secret.clone()),
-            client_auth: "form".into(),
-            sources: vec!["wxcc".into()],
-            tokens: TokenUpdate {
-                access_token: Some(SecretString::from(grant.access_token.clone())),
-                access_expires_at_ms: Some(t0 + i64::try_from(grant.expires_in).unwrap() * 1000),
-                refresh_token: Some(SecretString::from(grant.refresh_token.clone())),
-                refresh_expires_at_ms: Some(
-                    t0 + i64::try_from(grant.refresh_token_expires_in).unwrap() * 1000,
-                ),
-                scopes: None,
-                refreshed_at_ms: Some(t0),
-            },
-        })
-        .await
-        .unwrap();
+    add_org_to_engine(&env, &engine, "acme", &sim_org.org_id).await;
     let window = SyncOptions {
         orgs: vec![],
         from_ms: Some(t0 - 3 * 86_400_000),

@@ -12,15 +12,8 @@ use crate::harness::*;
 async fn archives_into_s3() {
     let s3_root = tempfile::tempdir().unwrap();
     let s3 = TestS3::start(s3_root.path(), "recordings").await;
-    let extra = format!(
-        "\n[storage]\nurl = \"s3://recordings/wx\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
-        s3.endpoint()
-    );
     let env = Env::start(DatasetSpec::small()).await;
-    let cfg = std::fs::read_to_string(&env.config_path)
-        .unwrap()
-        .replace("[storage]\nurl = \"file://archive\"\n", "");
-    std::fs::write(&env.config_path, format!("{cfg}{extra}")).unwrap();
+    use_s3(&env, &s3.endpoint());
     let org = env.handle().orgs()[0].clone();
     env.add_org("acme", &org.org_id).await;
     let now = env.handle().now_ms();
@@ -87,15 +80,8 @@ fn archive_key(k: &str) -> ObjectKey {
 async fn storage_refusing_writes_stops_the_org_without_failing_recordings() {
     let s3_root = tempfile::tempdir().unwrap();
     let s3 = TestS3::start(s3_root.path(), "recordings").await;
-    let extra = format!(
-        "\n[storage]\nurl = \"s3://recordings/wx\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
-        s3.endpoint()
-    );
     let env = Env::start(DatasetSpec::small()).await;
-    let cfg = std::fs::read_to_string(&env.config_path)
-        .unwrap()
-        .replace("[storage]\nurl = \"file://archive\"\n", "");
-    std::fs::write(&env.config_path, format!("{cfg}{extra}")).unwrap();
+    use_s3(&env, &s3.endpoint());
     let org = env.handle().orgs()[0].clone();
     env.add_org("acme", &org.org_id).await;
     let now = env.handle().now_ms();
