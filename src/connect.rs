@@ -22,8 +22,16 @@ const DONE_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><tit
 pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
     let engine = crate::commands::open_engine(config).await?;
     let existing = engine.vault.org_by_name(&args.name).await?;
+    let mut new_secret = None;
     let (target, secret) = match &existing {
         Some(org) => {
+            if args.region.as_deref().is_some_and(|r| r != org.region) {
+                bail!(
+                    "org {} is in region {}; --region must match or be left out",
+                    org.name,
+                    org.region
+                );
+            }
             if args
                 .client_id
                 .as_deref()
@@ -35,7 +43,14 @@ pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
                     org.client_id
                 );
             }
+            // A secret in the environment replaces the stored one (the integration's secret was
+            // rotated); it is stored only once Webex accepted it in the code exchange.
             let secrets = engine.vault.org_secrets(org).await?;
+            new_secret = std::env::var("WXVAULT_CLIENT_SECRET")
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .map(secrecy::SecretString::from);
             let target = ConnectTarget {
                 name: org.name.clone(),
                 region: org.region.clone(),
@@ -51,7 +66,7 @@ pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
                 "Re-authorizing org {} (Webex org {}).",
                 org.name, org.org_id
             );
-            (target, secrets.client_secret)
+            (target, new_secret.clone().unwrap_or(secrets.client_secret))
         }
         None => {
             let (Some(region), Some(client_id)) = (args.region.clone(), args.client_id.clone())
@@ -160,6 +175,10 @@ pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
             other => anyhow::Error::new(other),
         })?;
     let org = &connected.org;
+    if let Some(secret) = &new_secret {
+        engine.vault.set_client_secret(org, secret).await?;
+        println!("Client secret updated from WXVAULT_CLIENT_SECRET.");
+    }
     println!(
         "\n{} org {} — Webex org {}, region {}; tokens stored encrypted.",
         if connected.reconnected {

@@ -360,14 +360,31 @@ async fn reconnecting_a_revoked_org_makes_it_active_again() {
 
     let sim_base = env.sim.base_url().to_string();
     let port = free_port().to_string();
-    // Re-authorizing an existing org needs neither the client id nor the secret again.
-    let c = Connect::start(&env, &["--name", "acme", "--port", &port], None, false);
+    // Re-authorizing an existing org needs neither the client id nor the secret again; a secret
+    // given in the environment (rotated at the integration) replaces the stored one.
+    let c = Connect::start(
+        &env,
+        &["--name", "acme", "--port", &port],
+        Some(&env.client.client_secret),
+        false,
+    );
     let link = c.authorize_url(sim_base.trim_end_matches('/'));
     let back = consent(&link).await.replace("localhost", "127.0.0.1");
     get(&back).await;
     let (exit, out) = c.finish();
     assert_eq!(exit, Some(0), "{out}");
-    assert!(out.contains("Re-authorized"), "{out}");
+    assert!(
+        out.contains("Re-authorized") && out.contains("Client secret updated"),
+        "{out}"
+    );
+    let wrong = Connect::start(
+        &env,
+        &["--name", "acme", "--region", "eu1", "--port", &port],
+        None,
+        false,
+    );
+    let (exit, out) = wrong.finish();
+    assert_eq!(exit, Some(1), "a conflicting region is refused: {out}");
     let out = env.sync_all(3, &["--json"]).await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["orgs"][0]["outcome"]["state"], "ok", "{report:#}");

@@ -221,3 +221,48 @@ async fn expired_access_token_is_refreshed_once_on_401() {
         "the refresh response's expiry is persisted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ad_hoc_window_ahead_of_the_cursor_leaves_no_gap() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let engine = engine_on_sim_clock(&env).await;
+    let org = env.handle().orgs()[0].clone();
+    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let t0 = env.handle().now_ms();
+    let day = 86_400_000;
+    let run = |from: Option<i64>, to: Option<i64>| SyncOptions {
+        orgs: vec![],
+        from_ms: from,
+        to_ms: to,
+    };
+    // Day one, then an ad-hoc run for the last day: the day in between is a gap.
+    engine
+        .sync(&run(Some(t0 - 3 * day), Some(t0 - 2 * day)))
+        .await
+        .unwrap();
+    let o = engine.vault.org_by_name("acme").await.unwrap().unwrap();
+    assert_eq!(
+        engine.vault.last_window_end(&o, "wxcc").await.unwrap(),
+        Some(t0 - 2 * day)
+    );
+    engine.sync(&run(Some(t0 - day), Some(t0))).await.unwrap();
+    assert_eq!(
+        engine.vault.last_window_end(&o, "wxcc").await.unwrap(),
+        Some(t0 - 2 * day),
+        "a window ahead of the cursor does not move it"
+    );
+    // The next default run starts at the cursor and fills the gap.
+    let report = engine.sync(&run(None, Some(t0))).await.unwrap();
+    assert_eq!(
+        report.orgs[0].outcome,
+        OrgOutcome::Ok,
+        "{:?}",
+        report.orgs[0]
+    );
+    assert_eq!(report.orgs[0].window_from, rfc3339(t0 - 2 * day));
+    check_archive(&env, &org.org_id, t0 - 3 * day, t0);
+    assert_eq!(
+        engine.vault.last_window_end(&o, "wxcc").await.unwrap(),
+        Some(t0)
+    );
+}

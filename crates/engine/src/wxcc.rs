@@ -114,14 +114,26 @@ impl WxccHarvest {
         self.process_captures(report).await?;
         // A window is complete once its tasks are listed and every capture that exists now has
         // been processed; tasks still waiting are tracked by their own state, not by the window.
-        if report.transient_left == 0 {
+        //
+        // The cursor (`last_window_end`, the latest recorded end) only moves contiguously: a
+        // window that starts after it (an ad-hoc `--from` ahead of the cursor) is not recorded, so
+        // the gap before it is still harvested by the next default run.
+        if report.transient_left == 0 && report.malformed == 0 {
+            let mut cursor = self
+                .vault
+                .last_window_end(&self.org, SOURCE)
+                .await
+                .map_err(vault_err)?;
             let mut start = from_ms;
             while start < to_ms {
                 let end = (start + WINDOW_MS).min(to_ms);
-                self.vault
-                    .window_done(&self.org, SOURCE, start, end)
-                    .await
-                    .map_err(vault_err)?;
+                if cursor.is_none_or(|c| start <= c) {
+                    self.vault
+                        .window_done(&self.org, SOURCE, start, end)
+                        .await
+                        .map_err(vault_err)?;
+                    cursor = Some(cursor.map_or(end, |c| c.max(end)));
+                }
                 start = end;
             }
         }

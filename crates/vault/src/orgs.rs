@@ -217,6 +217,31 @@ impl Vault {
         })
     }
 
+    /// Replaces the org's client secret (the integration's secret was rotated), sealed like the
+    /// original.
+    ///
+    /// # Errors
+    /// [`VaultError::NotFound`] if the org is gone, [`VaultError::Db`] on database failure.
+    pub async fn set_client_secret(
+        &self,
+        org: &Org,
+        secret: &SecretString,
+    ) -> Result<(), VaultError> {
+        let sealed = self.seal_org(&org.name, &org.org_id, CLIENT_SECRET, secret)?;
+        let done = sqlx::query("UPDATE orgs SET client_secret_enc = $2, updated_at_ms = $3 WHERE id = $1 AND org_id = $4")
+            .bind(org.id)
+            .bind(sealed)
+            .bind(crate::db::now_ms())
+            .bind(&org.org_id)
+            .execute(&self.pool)
+            .await
+            .map_err(VaultError::db(format!("storing the client secret of org {}", org.name)))?;
+        if done.rows_affected() == 0 {
+            return Err(VaultError::NotFound(format!("org {}", org.name)));
+        }
+        Ok(())
+    }
+
     /// Stores the result of a token refresh in one atomic write and returns the updated org.
     /// Each `None` in `update` keeps the stored value (Webex may not rotate the refresh
     /// token). The org's status is left alone; see [`Vault::set_org_status`].

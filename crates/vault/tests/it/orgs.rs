@@ -400,3 +400,36 @@ async fn removing_an_org_deletes_its_secrets_and_ledger_but_not_other_orgs() {
         assert!(events.len() >= 2, "{b}: events stay as the audit trail");
     }
 }
+
+#[tokio::test]
+async fn a_rotated_client_secret_replaces_the_stored_one() {
+    for db in crate::common::backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let o = v
+            .add_org(crate::common::new_org(
+                "rot",
+                "00000000-0000-4000-8000-0000000000b1",
+            ))
+            .await
+            .unwrap();
+        v.set_client_secret(&o, &vault::SecretString::from("the-new-secret".to_string()))
+            .await
+            .unwrap();
+        let got = v.org_secrets(&o).await.unwrap();
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&got.client_secret),
+            "the-new-secret",
+            "{b}"
+        );
+        v.remove_org(&o).await.unwrap();
+        assert!(
+            matches!(
+                v.set_client_secret(&o, &vault::SecretString::from("x".to_string()))
+                    .await,
+                Err(vault::VaultError::NotFound(_))
+            ),
+            "{b}"
+        );
+    }
+}
