@@ -56,6 +56,20 @@ impl Connect {
         Connect { child, lines: rx }
     }
 
+    /// `connect` for a new org "acme" with the simulator's integration, plus `extra` arguments.
+    fn new_acme(env: &Env, extra: &[&str], stdin: bool) -> Connect {
+        let mut args = vec![
+            "--name",
+            "acme",
+            "--region",
+            "us1",
+            "--client-id",
+            &env.client.client_id,
+        ];
+        args.extend_from_slice(extra);
+        Connect::start(env, &args, Some(&env.client.client_secret), stdin)
+    }
+
     /// The authorize link the command printed (it waits for the browser after printing it).
     fn authorize_url(&self, sim_base: &str) -> String {
         loop {
@@ -105,21 +119,7 @@ async fn connect_through_the_loopback_listener_then_sync() {
     let env = Env::start(DatasetSpec::small()).await;
     let sim_base = env.sim.base_url().to_string();
     let port = free_port().to_string();
-    let c = Connect::start(
-        &env,
-        &[
-            "--name",
-            "acme",
-            "--region",
-            "us1",
-            "--client-id",
-            &env.client.client_id,
-            "--port",
-            &port,
-        ],
-        Some(&env.client.client_secret),
-        false,
-    );
+    let c = Connect::new_acme(&env, &["--port", &port], false);
     let link = c.authorize_url(sim_base.trim_end_matches('/'));
     assert!(
         link.contains("code_challenge_method=S256") && link.contains("state="),
@@ -162,20 +162,7 @@ async fn connect_through_the_loopback_listener_then_sync() {
 async fn connect_with_a_pasted_address() {
     let env = Env::start(DatasetSpec::small()).await;
     let sim_base = env.sim.base_url().to_string();
-    let mut c = Connect::start(
-        &env,
-        &[
-            "--name",
-            "acme",
-            "--region",
-            "us1",
-            "--client-id",
-            &env.client.client_id,
-            "--no-browser",
-        ],
-        Some(&env.client.client_secret),
-        true,
-    );
+    let mut c = Connect::new_acme(&env, &["--no-browser"], true);
     let link = c.authorize_url(sim_base.trim_end_matches('/'));
     let back = consent(&link).await;
     let mut stdin = c.child.stdin.take().unwrap();
@@ -190,21 +177,7 @@ async fn an_answer_with_the_wrong_state_is_ignored_or_refused() {
     let env = Env::start(DatasetSpec::small()).await;
     let sim_base = env.sim.base_url().to_string();
     let port = free_port().to_string();
-    let c = Connect::start(
-        &env,
-        &[
-            "--name",
-            "acme",
-            "--region",
-            "us1",
-            "--client-id",
-            &env.client.client_id,
-            "--port",
-            &port,
-        ],
-        Some(&env.client.client_secret),
-        false,
-    );
+    let c = Connect::new_acme(&env, &["--port", &port], false);
     let link = c.authorize_url(sim_base.trim_end_matches('/'));
     let back = consent(&link).await.replace("localhost", "127.0.0.1");
     // An attacker's answers on the loopback port: a real code without this attempt's state, and
@@ -237,20 +210,7 @@ async fn an_answer_with_the_wrong_state_is_ignored_or_refused() {
 
     // Pasted by hand, a wrong state is refused outright and nothing is stored.
     let env = Env::start(DatasetSpec::small()).await;
-    let mut c = Connect::start(
-        &env,
-        &[
-            "--name",
-            "acme",
-            "--region",
-            "us1",
-            "--client-id",
-            &env.client.client_id,
-            "--no-browser",
-        ],
-        Some(&env.client.client_secret),
-        true,
-    );
+    let mut c = Connect::new_acme(&env, &["--no-browser"], true);
     let link = c.authorize_url(env.sim.base_url().as_str().trim_end_matches('/'));
     let back = consent(&link).await;
     let forged = url::Url::parse(&back).unwrap();
@@ -284,21 +244,7 @@ async fn a_declined_or_blocked_consent_is_explained() {
     for mode in [ConsentMode::Deny, ConsentMode::Blocked] {
         env.handle().set_consent(mode);
         let port = free_port().to_string();
-        let c = Connect::start(
-            &env,
-            &[
-                "--name",
-                "acme",
-                "--region",
-                "us1",
-                "--client-id",
-                &env.client.client_id,
-                "--port",
-                &port,
-            ],
-            Some(&env.client.client_secret),
-            false,
-        );
+        let c = Connect::new_acme(&env, &["--port", &port], false);
         let link = c.authorize_url(sim_base.trim_end_matches('/'));
         let back = consent(&link).await.replace("localhost", "127.0.0.1");
         assert!(back.contains("error=access_denied"), "{back}");
@@ -322,21 +268,7 @@ async fn a_scope_the_integration_lacks_is_named() {
     let env = Env::start_with(sim, None).await;
     let sim_base = env.sim.base_url().to_string();
     let port = free_port().to_string();
-    let c = Connect::start(
-        &env,
-        &[
-            "--name",
-            "acme",
-            "--region",
-            "us1",
-            "--client-id",
-            &env.client.client_id,
-            "--port",
-            &port,
-        ],
-        Some(&env.client.client_secret),
-        false,
-    );
+    let c = Connect::new_acme(&env, &["--port", &port], false);
     let link = c.authorize_url(sim_base.trim_end_matches('/'));
     let back = consent(&link).await.replace("localhost", "127.0.0.1");
     get(&back).await;
