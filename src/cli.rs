@@ -51,6 +51,15 @@ pub enum Command {
     Keepalive(JsonFlag),
     /// Per org: token health, window progress, archived / pending / missing / failed counts.
     Status(JsonFlag),
+    /// The web app: self-service connect pages for customer admins (from invite links) and the
+    /// operator dashboard, with the keep-alive pass running every [serve] keepalive_minutes.
+    Serve(ServeArgs),
+    /// Invitation links that let a customer admin connect an org without handling any secret.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Print an argon2id hash of the operator password for [serve] operator_password_hash. The
+    /// password is read from WXVAULT_OPERATOR_PASSWORD or a hidden prompt.
+    HashPassword,
     /// The Webex simulator.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -85,6 +94,48 @@ pub struct OrgRemoveArgs {
     /// Delete locally without asking Webex to revoke the grant.
     #[arg(long)]
     pub keep_grant: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address; overrides [serve] listen.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Create a single-use invitation link and print it (shown once; only its hash is kept).
+    Create(InviteCreateArgs),
+    /// List invitations and whether they are open, used, expired or withdrawn.
+    List(JsonFlag),
+    /// Withdraw an unused invitation.
+    Revoke(InviteRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InviteCreateArgs {
+    /// The name the org will be registered under (an existing name re-connects that org).
+    #[arg(long)]
+    pub name: String,
+    /// What the org will be archived for (decides the scopes asked for).
+    #[arg(long, value_delimiter = ',', default_value = "wxcc")]
+    pub sources: Vec<String>,
+    /// The org's WxCC region; without it the customer admin picks it on the connect page.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// How long the link works; default [serve] invite_ttl_hours.
+    #[arg(long)]
+    pub ttl_hours: Option<u64>,
+    /// Machine-readable output (includes the link).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InviteRevokeArgs {
+    /// The invitation's id (from `wxvault invite list`).
+    pub id: i64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,6 +31,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Sync(args) => sync(&load_config()?, args).await,
         Command::Keepalive(j) => keepalive(&load_config()?, j.json).await,
         Command::Status(j) => status(&load_config()?, j.json).await.map(|()| 0),
+        Command::Serve(args) => crate::serve::run(load_config()?, args).await.map(|()| 0),
+        Command::Invite(cmd) => crate::serve::invite(load_config()?, cmd).await,
+        Command::HashPassword => crate::serve::hash_password().map(|()| 0),
         Command::Sim(SimCommand::Serve(args)) => crate::demo::sim_serve(args).await.map(|()| 0),
         Command::Demo(args) => crate::demo::run(args).await,
     }

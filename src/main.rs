@@ -8,6 +8,7 @@ mod commands;
 mod connect;
 mod demo;
 mod output;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -30,6 +30,79 @@ pub struct Config {
     pub sync: SyncConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+/// `[serve]`: the web app (`wxvault serve`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The address browsers use to reach the app (behind a proxy: the proxy's https URL). The
+    /// OAuth redirect URI is `<public_url>/oauth/callback` and must be registered on the
+    /// integration. Default: `http://` + the address actually bound.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Who customer admins are told is asking for access, on the connect page.
+    #[serde(default = "default_vendor_name")]
+    pub vendor_name: String,
+    /// The operator's password as an argon2id hash (`wxvault hash-password` prints one). Without
+    /// it the dashboard refuses every login.
+    #[serde(default)]
+    pub operator_password_hash: Option<String>,
+    /// The integration new orgs connect through; its secret comes from WXVAULT_CLIENT_SECRET.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// How to send that client secret: "form" or "basic".
+    #[serde(default = "default_client_auth")]
+    pub client_auth: String,
+    /// How long an invite link stays usable.
+    #[serde(default = "default_invite_ttl")]
+    pub invite_ttl_hours: u64,
+    /// How long an operator login lasts.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+    /// How often the keep-alive pass runs inside `serve` (it refreshes only what is due).
+    #[serde(default = "default_keepalive_minutes")]
+    pub keepalive_minutes: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_vendor_name() -> String {
+    "wxvault".into()
+}
+fn default_client_auth() -> String {
+    "form".into()
+}
+fn default_invite_ttl() -> u64 {
+    72
+}
+fn default_session_hours() -> u64 {
+    12
+}
+fn default_keepalive_minutes() -> u64 {
+    60
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            vendor_name: default_vendor_name(),
+            operator_password_hash: None,
+            client_id: None,
+            client_auth: default_client_auth(),
+            invite_ttl_hours: default_invite_ttl(),
+            session_hours: default_session_hours(),
+            keepalive_minutes: default_keepalive_minutes(),
+        }
+    }
 }
 
 /// `[notify]`
@@ -342,6 +415,56 @@ impl Config {
             match url::Url::parse(u) {
                 Ok(p) if p.scheme() == "https" || p.scheme() == "http" => {}
                 _ => return Err(bad("notify.webhook_url", u, "must be an http(s) URL")),
+            }
+        }
+        let serve = &self.serve;
+        if serve.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad(
+                "serve.listen",
+                &serve.listen,
+                "use IP:PORT, e.g. 127.0.0.1:8080",
+            ));
+        }
+        if let Some(u) = &serve.public_url {
+            match url::Url::parse(u) {
+                Ok(p)
+                    if (p.scheme() == "https" || p.scheme() == "http")
+                        && p.query().is_none()
+                        && p.path() == "/" =>
+                {}
+                _ => {
+                    return Err(bad(
+                        "serve.public_url",
+                        u,
+                        "must be an http(s) origin such as https://vault.example.com (no path)",
+                    ));
+                }
+            }
+        }
+        if !matches!(serve.client_auth.as_str(), "form" | "basic") {
+            return Err(bad(
+                "serve.client_auth",
+                &serve.client_auth,
+                "use \"form\" or \"basic\"",
+            ));
+        }
+        if let Some(h) = &serve.operator_password_hash
+            && !h.starts_with("$argon2")
+        {
+            // Never echo what was there: it may be a plaintext password put in by mistake.
+            return Err(bad(
+                "serve.operator_password_hash",
+                "(hidden)",
+                "must be an argon2 hash; create one with `wxvault hash-password`",
+            ));
+        }
+        for (key, v) in [
+            ("serve.invite_ttl_hours", serve.invite_ttl_hours),
+            ("serve.session_hours", serve.session_hours),
+            ("serve.keepalive_minutes", serve.keepalive_minutes),
+        ] {
+            if v == 0 || v > 24 * 365 {
+                return Err(bad(key, &v.to_string(), "must be between 1 and 8760"));
             }
         }
         if self.sync.max_attempts < 1 {

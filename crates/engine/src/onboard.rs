@@ -54,6 +54,47 @@ impl PendingConnect {
     pub fn state_matches(&self, state: Option<&str>) -> bool {
         state.is_some_and(|s| constant_time_eq(s.as_bytes(), self.state.as_bytes()))
     }
+
+    /// The `state` and PKCE verifier, for a caller that keeps the attempt elsewhere (the web
+    /// app stores them in the vault, bound to the browser session) and finishes it with
+    /// [`Engine::exchange_code`] and [`Engine::store_connected`].
+    pub fn into_secrets(self) -> (SecretString, SecretString) {
+        (SecretString::from(self.state), self.verifier)
+    }
+}
+
+/// The plain-words explanation of an authorization Webex refused (`error=…` on the redirect).
+pub fn explain_refusal(error: &str, description: Option<&str>, asked: &[String]) -> String {
+    let mut msg = format!(
+        "Webex did not authorize the connection: {}",
+        webex::oauth::explain_authorize_error(error, description)
+    );
+    if error == "invalid_scope" {
+        msg.push_str(&format!(" wxvault asked for: {}.", asked.join(" ")));
+    }
+    msg
+}
+
+/// An authorization code exchanged at Webex whose tokens are not stored yet.
+pub struct Exchanged {
+    tokens: TokenResponse,
+    org_id: String,
+    sent_at: i64,
+}
+
+impl Exchanged {
+    /// The Webex org the tokens belong to (from the token's last segment).
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+}
+
+impl std::fmt::Debug for Exchanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchanged")
+            .field("org_id", &self.org_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Callback {
@@ -202,28 +243,52 @@ impl Engine {
             Callback::Error {
                 error, description, ..
             } => {
-                let mut msg = format!(
-                    "Webex did not authorize the connection: {}",
-                    webex::oauth::explain_authorize_error(&error, description.as_deref())
-                );
-                if error == "invalid_scope" {
-                    msg.push_str(&format!(
-                        " wxvault asked for: {}.",
-                        pending.scopes.join(" ")
-                    ));
-                }
-                return Err(EngineError::Usage(msg));
+                return Err(EngineError::Usage(explain_refusal(
+                    &error,
+                    description.as_deref(),
+                    &pending.scopes,
+                )));
             }
             Callback::Code { code, state } => (code, state),
         };
-        if !state
-            .as_deref()
-            .is_some_and(|s| constant_time_eq(s.as_bytes(), pending.state.as_bytes()))
-        {
+        if !pending.state_matches(state.as_deref()) {
             return Err(EngineError::Usage(
                 "the authorization answer does not belong to this connect attempt (state mismatch); nothing was stored — start `wxvault connect` again".into(),
             ));
         }
+        let exchanged = self
+            .exchange_code(
+                target,
+                &client_secret,
+                &code,
+                &pending.redirect_uri,
+                &pending.verifier,
+            )
+            .await?;
+        self.store_connected(
+            target,
+            client_secret,
+            exchanged,
+            &pending.scopes,
+            "wxvault connect",
+        )
+        .await
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier and the redirect URI the
+    /// authorization used) and identifies the org. Nothing is stored.
+    ///
+    /// # Errors
+    /// The token endpoint's classified error (`invalid_grant` for a used or expired code), or
+    /// [`EngineError::Usage`] when the token does not name its org.
+    pub async fn exchange_code(
+        &self,
+        target: &ConnectTarget,
+        client_secret: &SecretString,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &SecretString,
+    ) -> Result<Exchanged, EngineError> {
         let creds = ClientCredentials {
             client_id: target.client_id.clone(),
             client_secret: client_secret.clone(),
@@ -232,7 +297,7 @@ impl Engine {
         let sent_at = self.clock.now_ms();
         let tokens = self
             .oauth()?
-            .exchange_code(&creds, &code, &pending.redirect_uri, &pending.verifier)
+            .exchange_code(&creds, code, redirect_uri, verifier)
             .await?;
         let org_id = webex::oauth::token_anatomy(tokens.access_token.expose_secret())
             .or_else(|| tokens.refresh_token.as_ref().and_then(|r| webex::oauth::token_anatomy(r.expose_secret())))
@@ -240,6 +305,33 @@ impl Engine {
             .ok_or_else(|| {
                 EngineError::Usage("Webex's token does not end in _<cluster>_<orgId>, so the org cannot be identified; use `wxvault org add --org-id`".into())
             })?;
+        Ok(Exchanged {
+            tokens,
+            org_id,
+            sent_at,
+        })
+    }
+
+    /// Stores exchanged tokens: a new org, or the existing org of that name re-authorized
+    /// (same Webex org and integration only). Compares the granted scopes with `needed`;
+    /// `via` names the path in the org's events ("wxvault connect", "the connect page").
+    ///
+    /// # Errors
+    /// [`EngineError::Usage`] when the name belongs to another Webex org or integration;
+    /// vault errors.
+    pub async fn store_connected(
+        &self,
+        target: &ConnectTarget,
+        client_secret: SecretString,
+        exchanged: Exchanged,
+        needed: &[String],
+        via: &str,
+    ) -> Result<Connected, EngineError> {
+        let Exchanged {
+            tokens,
+            org_id,
+            sent_at,
+        } = exchanged;
         let update = token_update(&tokens, sent_at);
         let (org, reconnected) = match self.vault.org_by_name(&target.name).await? {
             Some(existing) => {
@@ -261,7 +353,7 @@ impl Engine {
                     .record_event(
                         Some(&org),
                         "reconnected",
-                        "re-authorized through wxvault connect",
+                        &format!("re-authorized through {via}"),
                     )
                     .await?;
                 (
@@ -290,7 +382,7 @@ impl Engine {
                     })
                     .await?;
                 self.vault
-                    .record_event(Some(&org), "connected", "connected through wxvault connect")
+                    .record_event(Some(&org), "connected", &format!("connected through {via}"))
                     .await?;
                 (org, false)
             }
@@ -300,8 +392,7 @@ impl Engine {
             .as_ref()
             .map(|s| s.split_whitespace().map(str::to_string).collect());
         let missing = match &granted {
-            Some(g) => pending
-                .scopes
+            Some(g) => needed
                 .iter()
                 .filter(|s| !g.contains(s))
                 .cloned()

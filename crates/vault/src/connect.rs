@@ -41,11 +41,11 @@ const TOKEN_BYTES: usize = 32;
 /// Session kinds accepted by [`Vault::create_session`].
 pub const SESSION_KINDS: [&str; 2] = ["operator", "connect"];
 
-const INVITE_COLUMNS: &str = "id, org_name, sources_json, created_by, client_id, created_at_ms, \
-    expires_at_ms, used_at_ms, revoked_at_ms";
+const INVITE_COLUMNS: &str = "id, org_name, sources_json, created_by, client_id, region, \
+    created_at_ms, expires_at_ms, used_at_ms, revoked_at_ms";
 
-const PENDING_COLUMNS: &str = "id, state_hash, invite_id, org_name, client_id, redirect_uri, \
-    code_verifier_enc, scopes_json, created_at_ms";
+const PENDING_COLUMNS: &str = "id, state_hash, invite_id, org_name, client_id, region, \
+    redirect_uri, code_verifier_enc, scopes_json, created_at_ms";
 
 const CODE_VERIFIER: &str = "code_verifier";
 
@@ -66,6 +66,8 @@ pub struct NewInvite {
     pub ttl_ms: i64,
     /// The integration to connect through; `None` = the operator's default.
     pub client_id: Option<String>,
+    /// The WxCC region (`us1`, `eu1`, …); `None` = the customer admin picks it.
+    pub region: Option<String>,
 }
 
 /// A freshly created invite and its token. The token is shown once: only its SHA-256 is stored,
@@ -129,6 +131,8 @@ pub struct Invite {
     pub used_at_ms: Option<i64>,
     /// The integration to connect through; `None` = the operator's default.
     pub client_id: Option<String>,
+    /// The WxCC region; `None` = the customer admin picks it.
+    pub region: Option<String>,
     /// Open / used / expired / revoked, as of the time the invite was read.
     pub status: InviteStatus,
 }
@@ -146,6 +150,8 @@ pub struct NewPendingAuth {
     pub org_name: String,
     /// The OAuth client id the authorization uses.
     pub client_id: String,
+    /// The WxCC region the org will be registered in, when known.
+    pub region: Option<String>,
     /// The redirect URI sent in the authorization request (needed again for the exchange).
     pub redirect_uri: String,
     /// The PKCE code verifier; stored sealed.
@@ -168,6 +174,8 @@ pub struct PendingAuth {
     pub org_name: String,
     /// The OAuth client id the authorization used.
     pub client_id: String,
+    /// The WxCC region the org will be registered in, when known.
+    pub region: Option<String>,
     /// The redirect URI of the authorization request.
     pub redirect_uri: String,
     /// The PKCE code verifier, decrypted.
@@ -292,6 +300,7 @@ fn invite_from_row(row: &AnyRow, now_ms: i64) -> Result<Invite, VaultError> {
         expires_at_ms,
         used_at_ms,
         client_id: get(row, "client_id")?,
+        region: get(row, "region")?,
         status: invite_status(used_at_ms, revoked_at_ms, expires_at_ms, now_ms),
     })
 }
@@ -327,11 +336,16 @@ impl Vault {
             .as_deref()
             .map(str::trim)
             .filter(|c| !c.is_empty());
+        let region = new
+            .region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty());
         let token = random_token();
         let sql = format!(
             "INSERT INTO invites (token_hash, org_name, sources_json, created_by, client_id, \
-             created_at_ms, expires_at_ms, used_at_ms, revoked_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL) RETURNING {INVITE_COLUMNS}"
+             region, created_at_ms, expires_at_ms, used_at_ms, revoked_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL) RETURNING {INVITE_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(sha256_hex(token.expose_secret()))
@@ -339,6 +353,7 @@ impl Vault {
             .bind(sources_json)
             .bind(new.created_by.trim())
             .bind(client_id)
+            .bind(region)
             .bind(now_ms)
             .bind(expires_at_ms)
             .fetch_one(&self.pool)
@@ -355,6 +370,20 @@ impl Vault {
             "invite created"
         );
         Ok(IssuedInvite { invite, token })
+    }
+
+    /// The invite with this database id, with its status as of `now_ms`; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure, [`VaultError::Corrupt`] for an unreadable row.
+    pub async fn invite_by_id(&self, id: i64, now_ms: i64) -> Result<Option<Invite>, VaultError> {
+        let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(VaultError::db(format!("looking up invite #{id}")))?;
+        row.map(|r| invite_from_row(&r, now_ms)).transpose()
     }
 
     /// The invite whose token this is (looked up by its SHA-256), with its status as of
@@ -485,14 +514,15 @@ impl Vault {
         )?;
         let done = sqlx::query(
             "INSERT INTO pending_auths (state_hash, browser_session_hash, invite_id, org_name, \
-             client_id, redirect_uri, code_verifier_enc, scopes_json, created_at_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             client_id, region, redirect_uri, code_verifier_enc, scopes_json, created_at_ms, \
+             expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&state_hash)
         .bind(sha256_hex(p.browser_session.expose_secret()))
         .bind(p.invite_id)
         .bind(org_name)
         .bind(p.client_id.trim())
+        .bind(p.region.as_deref().map(str::trim).filter(|r| !r.is_empty()))
         .bind(p.redirect_uri.trim())
         .bind(verifier_enc)
         .bind(scopes_json)
@@ -561,6 +591,7 @@ impl Vault {
             invite_id: get(&row, "invite_id")?,
             org_name: get(&row, "org_name")?,
             client_id: get(&row, "client_id")?,
+            region: get(&row, "region")?,
             redirect_uri: get(&row, "redirect_uri")?,
             code_verifier,
             scopes: from_json(

@@ -33,6 +33,7 @@ fn new_invite(org: &str, ttl_ms: i64) -> NewInvite {
         created_by: "operator-ann".into(),
         ttl_ms,
         client_id: None,
+        region: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn pending(state: &str, browser: &str, ttl_ms: i64) -> NewPendingAuth {
         invite_id: None,
         org_name: "acme".into(),
         client_id: "C-integration-1".into(),
+        region: Some("eu1".into()),
         redirect_uri: "https://vault.example.com/connect/callback".into(),
         code_verifier: secret(VERIFIER),
         scopes: vec!["cjp:config_read".into(), "spark:people_read".into()],
@@ -101,6 +103,7 @@ async fn invite_token_is_shown_once_and_only_its_hash_is_stored() {
         let b = db.name();
         let mut new = new_invite("acme-invited", 7 * 24 * 60 * MINUTE);
         new.client_id = Some("C-per-invite".into());
+        new.region = Some(" eu2 ".into());
         let issued = db.vault.create_invite(new, NOW).await.unwrap();
         let token = issued.token.expose_secret().to_string();
         assert_eq!(token.len(), 43, "{b}: 32 bytes base64url without padding");
@@ -115,6 +118,7 @@ async fn invite_token_is_shown_once_and_only_its_hash_is_stored() {
         assert_eq!(inv.sources, vec!["wxcc".to_string()]);
         assert_eq!(inv.created_by, "operator-ann");
         assert_eq!(inv.client_id.as_deref(), Some("C-per-invite"));
+        assert_eq!(inv.region.as_deref(), Some("eu2"), "{b}: trimmed");
         assert_eq!(inv.created_at_ms, NOW);
         assert_eq!(inv.expires_at_ms, NOW + 7 * 24 * 60 * MINUTE);
         assert_eq!(inv.used_at_ms, None);
@@ -145,6 +149,14 @@ async fn invite_token_is_shown_once_and_only_its_hash_is_stored() {
                 .unwrap()
                 .is_none()
         );
+
+        // And by its id, with the status as of the time asked.
+        let by_id = db.vault.invite_by_id(inv.id, NOW + 1).await.unwrap().unwrap();
+        assert_eq!((by_id.id, by_id.status), (inv.id, InviteStatus::Open), "{b}");
+        let later = NOW + 7 * 24 * 60 * MINUTE;
+        let by_id = db.vault.invite_by_id(inv.id, later).await.unwrap().unwrap();
+        assert_eq!(by_id.status, InviteStatus::Expired, "{b}");
+        assert!(db.vault.invite_by_id(-1, NOW).await.unwrap().is_none(), "{b}");
 
         // Another invite gets another token.
         let other = db
@@ -418,6 +430,7 @@ async fn pending_auth_is_taken_once_only_by_its_browser_and_its_verifier_is_seal
         assert_eq!(got.invite_id, Some(invite.invite.id));
         assert_eq!(got.org_name, "acme");
         assert_eq!(got.client_id, "C-integration-1");
+        assert_eq!(got.region.as_deref(), Some("eu1"));
         assert_eq!(
             got.redirect_uri,
             "https://vault.example.com/connect/callback"

@@ -1,0 +1,74 @@
+//! The keep-alive pass, run by `serve` on a timer: refreshes what is due (the engine decides:
+//! an access token running out, or a grant idle for days), sends notices, and purges expired
+//! sessions and pending authorizations.
+//!
+//! The same notice (org, event) is sent again only after a day, so an org that needs
+//! re-authorization does not page someone every pass.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::Engine;
+use tokio::sync::watch;
+
+const RESEND_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Runs one pass now and then every `every`, until `stop` turns true.
+pub async fn keep_alive_loop(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut sent: HashMap<(String, String), i64> = HashMap::new();
+    loop {
+        run_pass(&engine, &mut sent).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// One pass. Failures are logged; the loop carries on.
+async fn run_pass(engine: &Engine, sent: &mut HashMap<(String, String), i64>) {
+    let now = engine.clock.now_ms();
+    match engine.keep_alive().await {
+        Ok(results) => {
+            let refreshed = results.iter().filter(|r| r.refreshed).count();
+            let fresh: Vec<_> = results
+                .iter()
+                .flat_map(|r| r.notices.iter())
+                .filter(|n| {
+                    let key = (n.org.clone(), n.event.clone());
+                    match sent.get(&key) {
+                        Some(at) if now - at < RESEND_AFTER_MS => false,
+                        _ => {
+                            sent.insert(key, now);
+                            true
+                        }
+                    }
+                })
+                .cloned()
+                .collect();
+            // A problem that cleared may come back later: forget it so it is sent at once then.
+            sent.retain(|(org, event), _| {
+                results
+                    .iter()
+                    .any(|r| &r.org == org && r.notices.iter().any(|n| &n.event == event))
+            });
+            if !fresh.is_empty() {
+                engine.notify(&fresh).await;
+            }
+            tracing::info!(
+                orgs = results.len(),
+                refreshed,
+                notices = fresh.len(),
+                "keep-alive pass"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "keep-alive pass failed; retrying next pass"),
+    }
+    if let Err(e) = engine.vault.purge_expired(now).await {
+        tracing::warn!(error = %e, "purging expired sessions failed");
+    }
+}

@@ -1,0 +1,224 @@
+//! `wxvault serve`: the self-service connect pages a customer admin opens from an invite link,
+//! and the operator dashboard.
+//!
+//! The OAuth work (state, PKCE, exchange, storing the org, scope check) is the engine's; the
+//! persistence of invites, pending authorizations and sessions is the vault's. This crate is
+//! the web surface: pages, cookies, CSRF, security headers, and the keep-alive loop that runs
+//! while the app is up.
+//!
+//! Security rules kept here (ARCHITECTURE.md, "serve"):
+//! - No secret in a page, a URL the app generates, or a log line. Request logs carry the path,
+//!   never the query (invite tokens, codes and states travel in queries).
+//! - Every cookie is `HttpOnly` and `SameSite=Lax`, and `Secure` with the `__Host-` prefix when
+//!   the public URL is https.
+//! - State-changing forms carry a per-session CSRF token; cross-site POSTs are refused on the
+//!   `Origin` / `Sec-Fetch-Site` headers as well.
+//! - The OAuth `state` is bound to the browser's connect session and used once (vault).
+//! - Redirect targets are fixed paths or the authorize URL built from configuration, never
+//!   request input.
+
+mod connect;
+mod dashboard;
+mod error;
+mod keepalive;
+mod pages;
+mod security;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use engine::Engine;
+use secrecy::SecretString;
+use url::Url;
+use webex::oauth::ClientAuth;
+
+pub use error::WebError;
+pub use keepalive::keep_alive_loop;
+
+/// The integration new orgs connect through (`[serve] client_id` + `WXVAULT_CLIENT_SECRET`).
+#[derive(Clone)]
+pub struct Integration {
+    pub client_id: String,
+    pub client_auth: ClientAuth,
+    pub client_secret: SecretString,
+}
+
+impl std::fmt::Debug for Integration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integration")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the app needs beyond the engine.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The origin browsers use; the redirect URI is `<public_url>/oauth/callback`.
+    pub public_url: Url,
+    /// Shown to customer admins as who is asking.
+    pub vendor_name: String,
+    /// argon2id hash of the operator password; `None` refuses every login.
+    pub operator_password_hash: Option<String>,
+    /// The default integration; `None` means invites can only re-connect existing orgs.
+    pub integration: Option<Integration>,
+    /// Lifetime of an operator login.
+    pub session_ttl_ms: i64,
+    /// Lifetime of an invite created from the dashboard.
+    pub invite_ttl_ms: i64,
+}
+
+impl Settings {
+    /// Settings from `[serve]`: `bound` is the address actually listened on (the public URL's
+    /// default), `client_secret` the secret of `[serve] client_id`.
+    ///
+    /// # Errors
+    /// [`WebError::Config`] naming the key: a bad public URL, or a client id without a secret.
+    pub fn from_config(
+        config: &engine::config::ServeConfig,
+        bound: std::net::SocketAddr,
+        client_secret: Option<SecretString>,
+    ) -> Result<Settings, WebError> {
+        let public_url = public_url(config, bound)?;
+        let integration = match (&config.client_id, client_secret) {
+            (Some(id), Some(secret)) => Some(Integration {
+                client_id: id.trim().to_string(),
+                client_auth: if config.client_auth == "basic" {
+                    ClientAuth::Basic
+                } else {
+                    ClientAuth::Form
+                },
+                client_secret: secret,
+            }),
+            (Some(_), None) => {
+                return Err(WebError::Config(
+                    "[serve] client_id is set but WXVAULT_CLIENT_SECRET is not; set it in the service's environment".into(),
+                ));
+            }
+            (None, _) => None,
+        };
+        let hours = |h: u64| i64::try_from(h).unwrap_or(8760) * 3_600_000;
+        Ok(Settings {
+            public_url,
+            vendor_name: config.vendor_name.clone(),
+            operator_password_hash: config.operator_password_hash.clone(),
+            integration,
+            session_ttl_ms: hours(config.session_hours),
+            invite_ttl_ms: hours(config.invite_ttl_hours),
+        })
+    }
+
+    /// The OAuth redirect URI to register on the integration.
+    pub fn redirect_uri(&self) -> String {
+        format!(
+            "{}/oauth/callback",
+            self.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// The link a customer admin opens for an invite token.
+    pub fn invite_link(&self, token: &str) -> String {
+        let mut u = self.public_url.clone();
+        u.set_path("/connect");
+        u.query_pairs_mut().clear().append_pair("invite", token);
+        u.to_string()
+    }
+
+    fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+/// `[serve] public_url`, or `http://` + the bound address.
+///
+/// # Errors
+/// [`WebError::Config`] when the configured URL does not parse.
+pub fn public_url(
+    config: &engine::config::ServeConfig,
+    bound: std::net::SocketAddr,
+) -> Result<Url, WebError> {
+    let text = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    Url::parse(&text).map_err(|e| WebError::Config(format!("[serve] public_url {text:?}: {e}")))
+}
+
+pub(crate) struct Inner {
+    pub engine: Arc<Engine>,
+    pub settings: Settings,
+    pub csp: String,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Inner {
+    pub fn now_ms(&self) -> i64 {
+        self.engine.clock.now_ms()
+    }
+}
+
+/// The app's routes with its security layers.
+///
+/// # Errors
+/// [`WebError::Config`] when `[webex] api_base` is not a URL (the CSP names its origin).
+pub fn router(engine: Arc<Engine>, settings: Settings) -> Result<Router, WebError> {
+    let csp = security::content_security_policy(&engine.config.webex.api_base)?;
+    let state = AppState(Arc::new(Inner {
+        engine,
+        settings,
+        csp,
+    }));
+    Ok(Router::new()
+        .route("/", get(dashboard::dashboard))
+        .route("/login", get(dashboard::login_page).post(dashboard::login))
+        .route("/logout", post(dashboard::logout))
+        .route("/invites", post(dashboard::create_invite))
+        .route("/invites/revoke", post(dashboard::revoke_invite))
+        .route("/orgs/reconnect", post(dashboard::reconnect))
+        .route("/connect", get(connect::connect_page))
+        .route("/connect/start", post(connect::start))
+        .route("/oauth/callback", get(connect::callback))
+        .route("/static/app.css", get(pages::stylesheet))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::guard,
+        ))
+        .with_state(state))
+}
+
+/// Serves the app on `listener` until `shutdown` resolves, with the keep-alive loop running
+/// beside it every `keepalive_every`.
+///
+/// # Errors
+/// [`WebError::Config`] for a bad configuration; I/O errors of the listener.
+pub async fn serve(
+    engine: Arc<Engine>,
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    keepalive_every: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WebError> {
+    let app = router(engine.clone(), settings)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(keep_alive_loop(engine, keepalive_every, stop_rx));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = loop_task.await;
+    served.map_err(|e| WebError::Internal(format!("the web server stopped: {e}")))
+}

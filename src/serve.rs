@@ -1,0 +1,193 @@
+//! `wxvault serve`, `wxvault invite …` and `wxvault hash-password`. The web app itself is the
+//! `webapp` crate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use engine::Config;
+use engine::onboard::scopes_for;
+use secrecy::ExposeSecret as _;
+use vault::NewInvite;
+
+use crate::cli::{InviteCommand, InviteCreateArgs, ServeArgs};
+
+pub async fn run(config: Config, args: ServeArgs) -> Result<()> {
+    let listen = args.listen.unwrap_or_else(|| config.serve.listen.clone());
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?}: use IP:PORT, e.g. 127.0.0.1:8080"))?;
+    let secret = match &config.serve.client_id {
+        Some(_) => Some(
+            crate::commands::read_secret("WXVAULT_CLIENT_SECRET", "Client secret: ", true)?
+                .context("a client secret is required")?,
+        ),
+        None => None,
+    };
+    let keepalive = Duration::from_secs(config.serve.keepalive_minutes * 60);
+    let serve_config = config.serve.clone();
+    let engine = Arc::new(crate::commands::open_engine(config).await?);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let settings = webapp::Settings::from_config(&serve_config, bound, secret)?;
+    if settings.operator_password_hash.is_none() {
+        eprintln!(
+            "warning: [serve] operator_password_hash is not set, so nobody can sign in to the dashboard; create one with `wxvault hash-password`"
+        );
+    }
+    if settings.integration.is_none() {
+        eprintln!(
+            "warning: [serve] client_id is not set: invitations can re-connect existing orgs but not connect new ones"
+        );
+    }
+    println!("wxvault serve: listening on http://{bound}");
+    println!("dashboard:    {}", settings.public_url);
+    println!(
+        "redirect URI: {} (register it on the integration)",
+        settings.redirect_uri()
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    webapp::serve(engine, settings, listener, keepalive, shutdown).await?;
+    Ok(())
+}
+
+pub async fn invite(config: Config, cmd: InviteCommand) -> Result<u8> {
+    let listen: SocketAddr = config
+        .serve
+        .listen
+        .parse()
+        .context("[serve] listen must be IP:PORT")?;
+    let public = webapp::public_url(&config.serve, listen)?;
+    let ttl_default = config.serve.invite_ttl_hours;
+    let engine = crate::commands::open_engine(config).await?;
+    let now = engine.clock.now_ms();
+    match cmd {
+        InviteCommand::Create(args) => {
+            create(&engine, &public, ttl_default, args, now).await?;
+            Ok(0)
+        }
+        InviteCommand::List(j) => {
+            let invites = engine.vault.invites().await?;
+            if j.json {
+                println!("{}", serde_json::to_string_pretty(&invites)?);
+            } else if invites.is_empty() {
+                println!("no invitations");
+            } else {
+                for i in invites {
+                    println!(
+                        "#{:<4} {:<24} {:<8} sources {:<12} expires {}",
+                        i.id,
+                        i.org_name,
+                        i.status,
+                        i.sources.join(","),
+                        engine::wxcc::rfc3339(i.expires_at_ms)
+                    );
+                }
+            }
+            Ok(0)
+        }
+        InviteCommand::Revoke(a) => {
+            engine.vault.revoke_invite(a.id).await?;
+            println!("invitation #{} withdrawn", a.id);
+            Ok(0)
+        }
+    }
+}
+
+async fn create(
+    engine: &engine::Engine,
+    public: &url::Url,
+    ttl_default: u64,
+    args: InviteCreateArgs,
+    now: i64,
+) -> Result<()> {
+    let scopes = scopes_for(&args.sources)?;
+    let hours = args.ttl_hours.unwrap_or(ttl_default);
+    if hours == 0 || hours > 24 * 90 {
+        bail!("--ttl-hours must be between 1 and 2160 (90 days)");
+    }
+    let existing = engine.vault.org_by_name(args.name.trim()).await?;
+    if let (Some(org), Some(r)) = (&existing, &args.region)
+        && *r != org.region
+    {
+        bail!(
+            "org {} is in region {}; --region must match or be left out",
+            org.name,
+            org.region
+        );
+    }
+    let issued = engine
+        .vault
+        .create_invite(
+            NewInvite {
+                org_name: args.name.trim().to_string(),
+                sources: args.sources.clone(),
+                created_by: "operator (cli)".into(),
+                ttl_ms: i64::try_from(hours)? * 3_600_000,
+                client_id: existing.as_ref().map(|o| o.client_id.clone()),
+                region: args
+                    .region
+                    .clone()
+                    .or_else(|| existing.as_ref().map(|o| o.region.clone())),
+            },
+            now,
+        )
+        .await?;
+    let mut link = public.clone();
+    link.set_path("/connect");
+    link.query_pairs_mut()
+        .clear()
+        .append_pair("invite", issued.token.expose_secret());
+    if args.json {
+        let v = serde_json::json!({
+            "id": issued.invite.id,
+            "org": issued.invite.org_name,
+            "sources": issued.invite.sources,
+            "region": issued.invite.region,
+            "expires_at": engine::wxcc::rfc3339(issued.invite.expires_at_ms),
+            "link": link.as_str(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "Invitation #{} for {}{}",
+            issued.invite.id,
+            issued.invite.org_name,
+            if existing.is_some() {
+                " (re-connect)"
+            } else {
+                ""
+            }
+        );
+        println!("Scopes it asks for:");
+        for (scope, why) in scopes {
+            println!("  {scope:<18} to {why}");
+        }
+        println!(
+            "Expires {}. It works once and is shown only now:\n\n{link}\n",
+            engine::wxcc::rfc3339(issued.invite.expires_at_ms)
+        );
+        println!("Send it to an administrator of the org's Webex Contact Center; `wxvault serve` must be running at that address.");
+    }
+    Ok(())
+}
+
+pub fn hash_password() -> Result<()> {
+    let password = crate::commands::read_secret(
+        "WXVAULT_OPERATOR_PASSWORD",
+        "Operator password: ",
+        true,
+    )?
+    .context("a password is required")?;
+    if password.expose_secret().chars().count() < 12 {
+        bail!("choose an operator password of at least 12 characters");
+    }
+    let hash = vault::hash_password(&password)?;
+    println!("{hash}");
+    Ok(())
+}
