@@ -49,7 +49,9 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: logs piped to files and journals stay plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match cli.log_format {
         crate::cli::LogFormat::Json => builder.json().try_init(),
         crate::cli::LogFormat::Text => builder.try_init(),

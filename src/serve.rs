@@ -172,18 +172,17 @@ async fn create(
             "Expires {}. It works once and is shown only now:\n\n{link}\n",
             engine::wxcc::rfc3339(issued.invite.expires_at_ms)
         );
-        println!("Send it to an administrator of the org's Webex Contact Center; `wxvault serve` must be running at that address.");
+        println!(
+            "Send it to an administrator of the org's Webex Contact Center; `wxvault serve` must be running at that address."
+        );
     }
     Ok(())
 }
 
 pub fn hash_password() -> Result<()> {
-    let password = crate::commands::read_secret(
-        "WXVAULT_OPERATOR_PASSWORD",
-        "Operator password: ",
-        true,
-    )?
-    .context("a password is required")?;
+    let password =
+        crate::commands::read_secret("WXVAULT_OPERATOR_PASSWORD", "Operator password: ", true)?
+            .context("a password is required")?;
     if password.expose_secret().chars().count() < 12 {
         bail!("choose an operator password of at least 12 characters");
     }

@@ -9,5 +9,6 @@ mod faults;
 mod harness;
 mod keepalive;
 mod lifecycle;
+mod serve;
 mod storage;
 mod sync;

@@ -430,8 +430,7 @@ impl Config {
                 Ok(p)
                     if (p.scheme() == "https" || p.scheme() == "http")
                         && p.query().is_none()
-                        && p.path() == "/" =>
-                {}
+                        && p.path() == "/" => {}
                 _ => {
                     return Err(bad(
                         "serve.public_url",

@@ -392,11 +392,7 @@ impl Engine {
             .as_ref()
             .map(|s| s.split_whitespace().map(str::to_string).collect());
         let missing = match &granted {
-            Some(g) => needed
-                .iter()
-                .filter(|s| !g.contains(s))
-                .cloned()
-                .collect(),
+            Some(g) => needed.iter().filter(|s| !g.contains(s)).cloned().collect(),
             None => Vec::new(),
         };
         if !missing.is_empty() {

@@ -429,7 +429,12 @@ pub(crate) async fn callback(
         Err(e) => return Err(e.into()),
     };
     if let Some(invite_id) = pending.invite_id
-        && app.engine.vault.consume_invite(invite_id, now).await.is_err()
+        && app
+            .engine
+            .vault
+            .consume_invite(invite_id, now)
+            .await
+            .is_err()
     {
         return Err(WebError::refused(
             StatusCode::GONE,

@@ -15,7 +15,11 @@ use tokio::sync::watch;
 const RESEND_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Runs one pass now and then every `every`, until `stop` turns true.
-pub async fn keep_alive_loop(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn keep_alive_loop(
+    engine: Arc<Engine>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut sent: HashMap<(String, String), i64> = HashMap::new();
     loop {
         run_pass(&engine, &mut sent).await;

@@ -22,7 +22,7 @@ pub(crate) fn layout(title: &str, signed_in: Option<&str>, body: Markup) -> Mark
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (title) " · wxvault" }
                 link rel="stylesheet" href="/static/app.css";
             }

@@ -52,7 +52,9 @@ pub(crate) async fn guard(State(app): State<AppState>, req: Request, next: Next)
     set(h, header::CONTENT_SECURITY_POLICY, &app.csp);
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // Not `no-referrer`: with it browsers send `Origin: null` on our own form posts, which the
+    // origin check must refuse. `same-origin` still sends nothing to other sites.
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::CACHE_CONTROL, "no-store");
     set(
         h,
@@ -80,9 +82,7 @@ fn is_state_changing(m: &Method) -> bool {
 /// sends it) must not be cross-site, and `Origin` (when sent) must be the public origin. Both
 /// absent (old clients, curl) falls through to the CSRF token, which every form carries.
 fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
-    let site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok());
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if matches!(site, Some("cross-site" | "same-site")) {
         return false;
     }

@@ -151,12 +151,24 @@ async fn invite_token_is_shown_once_and_only_its_hash_is_stored() {
         );
 
         // And by its id, with the status as of the time asked.
-        let by_id = db.vault.invite_by_id(inv.id, NOW + 1).await.unwrap().unwrap();
-        assert_eq!((by_id.id, by_id.status), (inv.id, InviteStatus::Open), "{b}");
+        let by_id = db
+            .vault
+            .invite_by_id(inv.id, NOW + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (by_id.id, by_id.status),
+            (inv.id, InviteStatus::Open),
+            "{b}"
+        );
         let later = NOW + 7 * 24 * 60 * MINUTE;
         let by_id = db.vault.invite_by_id(inv.id, later).await.unwrap().unwrap();
         assert_eq!(by_id.status, InviteStatus::Expired, "{b}");
-        assert!(db.vault.invite_by_id(-1, NOW).await.unwrap().is_none(), "{b}");
+        assert!(
+            db.vault.invite_by_id(-1, NOW).await.unwrap().is_none(),
+            "{b}"
+        );
 
         // Another invite gets another token.
         let other = db

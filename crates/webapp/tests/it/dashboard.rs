@@ -32,7 +32,10 @@ async fn the_dashboard_needs_a_sign_in_with_safe_cookies() {
     let page = b.get(&app.url("/")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("id=\"no-orgs\""), "{}", page.body);
-    assert!(page.body.contains(&app.url("/oauth/callback")), "the redirect URI to register");
+    assert!(
+        page.body.contains(&app.url("/oauth/callback")),
+        "the redirect URI to register"
+    );
 
     // Sign out ends the session for good, even for a copied cookie.
     let csrf = page.field("csrf");
@@ -61,9 +64,7 @@ async fn https_deployments_get_secure_host_prefixed_cookies() {
         assert!(c.contains("Secure") && c.contains("HttpOnly"), "{c}");
     }
     assert!(
-        page.headers
-            .get("strict-transport-security")
-            .is_some(),
+        page.headers.get("strict-transport-security").is_some(),
         "HSTS over https"
     );
     app.stop().await;
@@ -85,11 +86,19 @@ async fn state_changing_forms_need_csrf_and_our_origin() {
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "wrong token");
     let page = b
-        .post_with(&app.url("/invites"), &form, &[("origin", "https://evil.example")])
+        .post_with(
+            &app.url("/invites"),
+            &form,
+            &[("origin", "https://evil.example")],
+        )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "foreign origin");
     let page = b
-        .post_with(&app.url("/invites"), &form, &[("sec-fetch-site", "cross-site")])
+        .post_with(
+            &app.url("/invites"),
+            &form,
+            &[("sec-fetch-site", "cross-site")],
+        )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "cross-site fetch");
     // Even the login form refuses a cross-site post.
@@ -101,7 +110,10 @@ async fn state_changing_forms_need_csrf_and_our_origin() {
         )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
-    assert!(app.engine.vault.invites().await.unwrap().is_empty(), "nothing created");
+    assert!(
+        app.engine.vault.invites().await.unwrap().is_empty(),
+        "nothing created"
+    );
 
     let page = b
         .post_with(&app.url("/invites"), &form, &[("origin", &app.base)])
@@ -142,13 +154,16 @@ async fn every_page_carries_a_strict_policy_and_no_secret() {
             .unwrap()
             .to_string();
         assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
-        assert!(!csp.contains("script-src"), "{path}: no script allowed: {csp}");
+        assert!(
+            !csp.contains("script-src"),
+            "{path}: no script allowed: {csp}"
+        );
         assert!(!csp.contains("unsafe"), "{path}: {csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
         for (h, v) in [
             ("x-content-type-options", "nosniff"),
             ("x-frame-options", "DENY"),
-            ("referrer-policy", "no-referrer"),
+            ("referrer-policy", "same-origin"),
             ("cache-control", "no-store"),
         ] {
             assert_eq!(
@@ -205,7 +220,11 @@ async fn the_dashboard_shows_health_and_reconnects_a_revoked_org_in_one_click() 
     let page = op.get(&app.url("/")).await;
     assert!(page.body.contains("id=\"attention\""), "{}", page.body);
     assert!(page.body.contains("need re-authorization"), "{}", page.body);
-    assert!(page.body.contains("health bad\">needs re-authorization<"), "{}", page.body);
+    assert!(
+        page.body.contains("health bad\">needs re-authorization<"),
+        "{}",
+        page.body
+    );
 
     // One click: this browser goes straight into the connect flow for that org.
     let csrf = page.field("csrf");
@@ -218,7 +237,11 @@ async fn the_dashboard_shows_health_and_reconnects_a_revoked_org_in_one_click() 
     assert_eq!(go.status, StatusCode::SEE_OTHER, "{}", go.body);
     assert_eq!(go.location(), "/connect");
     let page = op.get(&app.url("/connect")).await;
-    assert!(page.body.contains("Re-connect your Webex organization"), "{}", page.body);
+    assert!(
+        page.body.contains("Re-connect your Webex organization"),
+        "{}",
+        page.body
+    );
     let csrf = page.field("csrf");
     let authorize = op
         .post(&app.url("/connect/start"), &[("csrf", &csrf)])
@@ -280,6 +303,10 @@ async fn the_keep_alive_loop_in_serve_refreshes_an_idle_org() {
     for _ in 0..5 {
         tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     }
-    assert_eq!(refreshes(&app), settled, "at most once per keep-alive period");
+    assert_eq!(
+        refreshes(&app),
+        settled,
+        "at most once per keep-alive period"
+    );
     app.stop().await;
 }

@@ -25,12 +25,25 @@ async fn an_invite_connects_an_org_once_and_nothing_can_replay_it() {
     let back = b.consent(&app, &link).await;
     let done = b.get(&back).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
-    assert!(done.body.contains("id=\"result\">Connected<"), "{}", done.body);
+    assert!(
+        done.body.contains("id=\"result\">Connected<"),
+        "{}",
+        done.body
+    );
     assert!(done.body.contains(&sim_org.org_id), "org id shown");
-    assert!(done.body.contains("cjp:config_read"), "granted scopes shown");
+    assert!(
+        done.body.contains("cjp:config_read"),
+        "granted scopes shown"
+    );
     assert!(done.body.contains("What happens next"));
 
-    let org = app.engine.vault.org_by_name("globex").await.unwrap().unwrap();
+    let org = app
+        .engine
+        .vault
+        .org_by_name("globex")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(org.org_id, sim_org.org_id);
     assert_eq!(org.region, "us1", "the region picked on the page");
     assert_eq!(org.client_id, app.client.client_id);
@@ -76,12 +89,25 @@ async fn a_foreign_or_mismatched_state_is_refused_and_does_not_burn_the_real_one
     other.start_connect(&app, &link2).await;
     let page = other.get(&back).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
-    assert!(app.engine.vault.org_by_name("initech").await.unwrap().is_none());
+    assert!(
+        app.engine
+            .vault
+            .org_by_name("initech")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The browser that started it still finishes it.
     let done = b.get(&back).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
-    let org = app.engine.vault.org_by_name("initech").await.unwrap().unwrap();
+    let org = app
+        .engine
+        .vault
+        .org_by_name("initech")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(org.region, "eu1", "the invite's region");
     app.stop().await;
 }
@@ -90,18 +116,29 @@ async fn a_foreign_or_mismatched_state_is_refused_and_does_not_burn_the_real_one
 async fn a_replayed_code_is_refused_and_nothing_is_stored() {
     let app = App::start().await;
     let mut b = Browser::new();
-    let first = b.consent(&app, &app.invite("first", None, HOUR).await).await;
+    let first = b
+        .consent(&app, &app.invite("first", None, HOUR).await)
+        .await;
     let code = query(&first, "code");
     assert_eq!(b.get(&first).await.status, StatusCode::OK);
 
     // A fresh, legitimate state from a second invite, carrying the first (used) code.
-    let second = b.consent(&app, &app.invite("second", None, HOUR).await).await;
+    let second = b
+        .consent(&app, &app.invite("second", None, HOUR).await)
+        .await;
     let replay = with_query(&second, "code", &code);
     let page = b.get(&replay).await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
     assert!(page.body.contains("did not accept"), "{}", page.body);
     assert!(page.body.contains("Nothing was stored"), "{}", page.body);
-    assert!(app.engine.vault.org_by_name("second").await.unwrap().is_none());
+    assert!(
+        app.engine
+            .vault
+            .org_by_name("second")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let invites = app.engine.vault.invites().await.unwrap();
     let second_invite = invites.iter().find(|i| i.org_name == "second").unwrap();
     assert_eq!(
@@ -116,7 +153,8 @@ async fn a_replayed_code_is_refused_and_nothing_is_stored() {
 async fn expired_unknown_and_withdrawn_invites_are_refused() {
     let app = App::start().await;
     let link = app.invite("late", None, HOUR).await;
-    app.handle().advance_clock(std::time::Duration::from_secs(2 * 3600));
+    app.handle()
+        .advance_clock(std::time::Duration::from_secs(2 * 3600));
     let mut b = Browser::new();
     let page = b.get(&link).await;
     assert_eq!(page.status, StatusCode::GONE, "{}", page.body);
@@ -150,10 +188,18 @@ async fn an_invite_that_expires_at_webex_is_not_used() {
     let mut b = Browser::new();
     let back = b.consent(&app, &link).await;
     // The admin took too long at Webex: the pending authorization (15 min) has lapsed.
-    app.handle().advance_clock(std::time::Duration::from_secs(20 * 60));
+    app.handle()
+        .advance_clock(std::time::Duration::from_secs(20 * 60));
     let page = b.get(&back).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
-    assert!(app.engine.vault.org_by_name("slow").await.unwrap().is_none());
+    assert!(
+        app.engine
+            .vault
+            .org_by_name("slow")
+            .await
+            .unwrap()
+            .is_none()
+    );
     app.stop().await;
 }
 
@@ -164,10 +210,15 @@ async fn the_start_form_needs_its_csrf_token() {
     let mut b = Browser::new();
     b.get(&link).await;
     let page = b
-        .post(&app.url("/connect/start"), &[("csrf", "wrong"), ("region", "us1")])
+        .post(
+            &app.url("/connect/start"),
+            &[("csrf", "wrong"), ("region", "us1")],
+        )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
-    let page = b.post(&app.url("/connect/start"), &[("region", "us1")]).await;
+    let page = b
+        .post(&app.url("/connect/start"), &[("region", "us1")])
+        .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
     let stats = app.handle().stats();
     assert_eq!(
@@ -187,12 +238,17 @@ async fn declined_blocked_and_missing_scope_answers_are_explained() {
     ] {
         app.handle().set_consent(mode);
         let mut b = Browser::new();
-        let back = b.consent(&app, &app.invite("blocked", None, HOUR).await).await;
+        let back = b
+            .consent(&app, &app.invite("blocked", None, HOUR).await)
+            .await;
         let page = b.get(&back).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
         assert!(page.body.contains(expect), "{mode:?}: {}", page.body);
         assert!(page.body.contains("Control Hub"), "the fix: {}", page.body);
-        assert!(page.body.contains(&app.client.client_id), "which integration");
+        assert!(
+            page.body.contains(&app.client.client_id),
+            "which integration"
+        );
     }
     assert!(app.engine.vault.orgs().await.unwrap().is_empty());
     app.stop().await;
@@ -206,7 +262,9 @@ async fn declined_blocked_and_missing_scope_answers_are_explained() {
     })
     .await;
     let mut b = Browser::new();
-    let back = b.consent(&app, &app.invite("scopeless", None, HOUR).await).await;
+    let back = b
+        .consent(&app, &app.invite("scopeless", None, HOUR).await)
+        .await;
     let page = b.get(&back).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
     assert!(page.body.contains("cjp:config_read"), "{}", page.body);
@@ -222,9 +280,17 @@ async fn connects_on_postgres_too() {
     })
     .await;
     let mut b = Browser::new();
-    let page = b.connect(&app, &app.invite("pg-org", None, HOUR).await).await;
+    let page = b
+        .connect(&app, &app.invite("pg-org", None, HOUR).await)
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    let org = app.engine.vault.org_by_name("pg-org").await.unwrap().unwrap();
+    let org = app
+        .engine
+        .vault
+        .org_by_name("pg-org")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(org.status, OrgStatus::Active);
     app.stop().await;
 }

@@ -161,10 +161,7 @@ impl App {
             )
             .await
             .expect("invite");
-        self.url(&format!(
-            "/connect?invite={}",
-            issued.token.expose_secret()
-        ))
+        self.url(&format!("/connect?invite={}", issued.token.expose_secret()))
     }
 
     pub async fn stop(mut self) {
@@ -287,13 +284,20 @@ impl Browser {
     pub async fn start_connect(&mut self, app: &App, link: &str) -> String {
         let opened = self.get(link).await;
         assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
-        assert_eq!(opened.location(), "/connect", "the token leaves the address bar");
+        assert_eq!(
+            opened.location(),
+            "/connect",
+            "the token leaves the address bar"
+        );
         let page = self.get(&app.url("/connect")).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         assert!(page.body.contains("Connect with Webex"), "{}", page.body);
         let csrf = page.field("csrf");
         let started = self
-            .post(&app.url("/connect/start"), &[("csrf", &csrf), ("region", "us1")])
+            .post(
+                &app.url("/connect/start"),
+                &[("csrf", &csrf), ("region", "us1")],
+            )
             .await;
         assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
         started.location()
@@ -347,7 +351,11 @@ pub fn with_query(url: &str, key: &str, value: &str) -> String {
     let pairs: Vec<(String, String)> = u
         .query_pairs()
         .map(|(k, v)| {
-            let v = if k == key { value.to_string() } else { v.into_owned() };
+            let v = if k == key {
+                value.to_string()
+            } else {
+                v.into_owned()
+            };
             (k.into_owned(), v)
         })
         .collect();
