@@ -64,7 +64,15 @@ impl Engine {
                 .notify
                 .reconnect_url
                 .as_ref()
-                .map(|t| t.replace("{org}", &urlencode(&org.name))),
+                .map(|t| t.replace("{org}", &urlencode(&org.name)))
+                // With `serve` behind a known address, its dashboard has the re-connect button.
+                .or_else(|| {
+                    self.config
+                        .serve
+                        .public_url
+                        .as_ref()
+                        .map(|u| format!("{}/", u.trim_end_matches('/')))
+                }),
             reconnect_command: format!("wxvault connect --name {}", org.name),
             at: rfc3339(self.clock.now_ms()),
         }

@@ -456,6 +456,17 @@ pub(crate) async fn callback(
             "the connect page",
         )
         .await?;
+    if !connected.missing.is_empty() {
+        let notice = app.engine.notice(
+            &connected.org,
+            "missing_scope",
+            &format!(
+                "connected, but Webex did not grant {}; add the scope to the integration in the developer portal, then re-connect",
+                connected.missing.join(", ")
+            ),
+        );
+        app.engine.notify(&[notice]).await;
+    }
     app.engine.vault.end_session(&browser).await?;
     let jar = security::clear_session(jar, &app.settings, CONNECT);
     tracing::info!(

@@ -213,7 +213,14 @@ async fn the_dashboard_shows_health_and_reconnects_a_revoked_org_in_one_click() 
     app.handle().revoke_grants(&sim_org.org_id);
     app.handle()
         .advance_clock(std::time::Duration::from_secs(4 * 24 * 3600));
-    app.engine.keep_alive().await.unwrap();
+    let passes = app.engine.keep_alive().await.unwrap();
+    let notice = &passes[0].notices[0];
+    assert_eq!(notice.event, "needs_reauth");
+    assert_eq!(
+        notice.reconnect_url.as_deref(),
+        Some(app.url("/").as_str()),
+        "notices point at the dashboard"
+    );
     // Four days on, the 12-hour operator session has lapsed too.
     assert_eq!(op.get(&app.url("/")).await.status, StatusCode::SEE_OTHER);
     op.sign_in(&app).await;

@@ -85,6 +85,12 @@ impl App {
         let base = sim.base_url().to_string();
         config.webex.api_base = base.clone();
         config.wxcc.api_base = base;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let bound = listener.local_addr().expect("addr");
+        let public_url = opts.public_url.clone();
+        config.serve.public_url = Some(public_url.clone().unwrap_or(format!("http://{bound}")));
         let handle = sim.handle();
         let clock = Arc::new(FnClock(move || handle.now_ms()));
         let engine = Arc::new(
@@ -92,12 +98,8 @@ impl App {
                 .await
                 .expect("engine opens"),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let bound = listener.local_addr().expect("addr");
         let serve = ServeConfig {
-            public_url: opts.public_url,
+            public_url,
             vendor_name: VENDOR.into(),
             operator_password_hash: Some(
                 vault::hash_password(&SecretString::from(PASSWORD)).expect("hash"),
