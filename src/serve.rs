@@ -43,6 +43,11 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<()> {
             "warning: [serve] client_id is not set: invitations can re-connect existing orgs but not connect new ones"
         );
     }
+    if serve_config.public_url.is_none() {
+        eprintln!(
+            "note: [serve] public_url is not set, so browsers must use http://{bound} exactly (forms sent from another address are refused); behind a proxy, set it to the proxy's https address"
+        );
+    }
     println!("wxvault serve: listening on http://{bound}");
     println!("dashboard:    {}", settings.public_url);
     println!(

@@ -430,6 +430,24 @@ impl Vault {
         Ok(())
     }
 
+    /// Makes a consumed invite usable again, for when the connection it was consumed for could
+    /// not be stored: the customer admin can then start again from the same link.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn release_invite(&self, invite_id: i64) -> Result<(), VaultError> {
+        sqlx::query("UPDATE invites SET used_at_ms = NULL WHERE id = $1")
+            .bind(invite_id)
+            .execute(&self.pool)
+            .await
+            .map_err(VaultError::db(format!("releasing invite #{invite_id}")))?;
+        tracing::info!(
+            invite = invite_id,
+            "invite released: the connection it was used for failed"
+        );
+        Ok(())
+    }
+
     /// Withdraws an unused invite; its link stops working at once. Revoking an invite that is
     /// already revoked does nothing.
     ///

@@ -60,6 +60,13 @@ pub(crate) async fn connect_page(
     if let Some(token) = q.get("invite") {
         let invite = app.engine.vault.invite_by_token(token.trim(), now).await?;
         let invite = usable(&app, invite)?;
+        // Opening the same link again (a second tab, a refresh) keeps the browser's session, so
+        // a connection already under way in another tab is not broken.
+        if let Some(current) = security::current(&app, &jar, CONNECT, "connect").await?
+            && current.session.subject == invite.id.to_string()
+        {
+            return Ok(Redirect::to("/connect").into_response());
+        }
         let issued = app
             .engine
             .vault
@@ -212,7 +219,9 @@ pub(crate) async fn start(
     let region = match (&existing, &invite.region, form.region.as_deref()) {
         (Some(org), _, _) => org.region.clone(),
         (None, Some(r), _) => r.clone(),
-        (None, None, Some(r)) if valid_region(r) => r.trim().to_string(),
+        (None, None, Some(r)) if KNOWN_REGIONS.iter().any(|(code, _)| *code == r.trim()) => {
+            r.trim().to_string()
+        }
         (None, None, _) => {
             return Err(WebError::refused(
                 StatusCode::BAD_REQUEST,
@@ -265,14 +274,31 @@ pub(crate) async fn start(
         )
         .await?;
     tracing::info!(invite = invite.id, org = %invite.org_name, "sending the browser to Webex to authorize");
-    Ok(Redirect::to(authorize_url.as_str()).into_response())
+    Ok(hand_off(authorize_url.as_str()).into_response())
 }
 
-fn valid_region(r: &str) -> bool {
-    let r = r.trim();
-    (2..=16).contains(&r.len())
-        && r.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+/// The page that moves the browser on to Webex (see `security::CSP` for why this is not a
+/// redirect): a meta refresh, and a link for browsers that do not follow it.
+fn hand_off(url: &str) -> Markup {
+    let body = html! {
+        section.card {
+            h1 { "On to Webex" }
+            p { "Webex asks you to sign in and accept. If nothing happens, "
+                a id="to-webex" href=(url) { "continue to Webex" } "." }
+        }
+    };
+    html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(format!("0;url={url}"));
+                title { "On to Webex · wxvault" }
+                link rel="stylesheet" href="/static/app.css";
+            }
+            body { main { (body) } }
+        }
+    }
 }
 
 /// `GET /oauth/callback`: Webex's answer.
@@ -342,6 +368,14 @@ pub(crate) async fn callback(
         Some(id) => app.engine.vault.invite_by_id(id, now).await?,
         None => None,
     };
+    // Withdrawn or expired while the admin was at Webex: stop before the code becomes a grant.
+    if let Some(i) = &invite
+        && i.status != InviteStatus::Open
+    {
+        return Err(usable(&app, Some(i.clone())).err().unwrap_or_else(|| {
+            WebError::Internal("an invite is not open but has no reason".into())
+        }));
+    }
     let sources = invite
         .as_ref()
         .map(|i| i.sources.clone())
@@ -428,6 +462,16 @@ pub(crate) async fn callback(
         }
         Err(e) => return Err(e.into()),
     };
+    // Refuse what storing would refuse before the invite is used up.
+    if let Some(problem) = conflict(&app, existing.as_ref(), exchanged.org_id()).await? {
+        tracing::warn!(org = %target.name, webex_org = %exchanged.org_id(), %problem, "connect refused");
+        return Err(WebError::refused(
+            StatusCode::CONFLICT,
+            "Not connected",
+            problem,
+            "Open the invitation link again and sign in as an administrator of the right Webex organization.",
+        ));
+    }
     if let Some(invite_id) = pending.invite_id
         && app
             .engine
@@ -446,7 +490,7 @@ pub(crate) async fn callback(
             ),
         ));
     }
-    let connected = app
+    let connected = match app
         .engine
         .store_connected(
             &target,
@@ -455,7 +499,19 @@ pub(crate) async fn callback(
             &pending.scopes,
             "the connect page",
         )
-        .await?;
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing stored: give the invite back so the same link works again.
+            if let Some(invite_id) = pending.invite_id
+                && let Err(r) = app.engine.vault.release_invite(invite_id).await
+            {
+                tracing::error!(invite = invite_id, error = %r, "cannot release the invite");
+            }
+            return Err(e.into());
+        }
+    };
     if !connected.missing.is_empty() {
         let notice = app.engine.notice(
             &connected.org,
@@ -476,6 +532,37 @@ pub(crate) async fn callback(
         "org connected through the connect page"
     );
     Ok((jar, success(&app, &connected)).into_response())
+}
+
+/// Why this Webex org cannot be stored under this name, in words for the customer admin: a
+/// re-connect must be the same Webex org, and a Webex org is connected at most once.
+async fn conflict(
+    app: &AppState,
+    existing: Option<&Org>,
+    webex_org: &str,
+) -> Result<Option<String>, WebError> {
+    if let Some(org) = existing {
+        if !org.org_id.eq_ignore_ascii_case(webex_org) {
+            return Ok(Some(format!(
+                "You signed in to a different Webex organization than the one being re-connected ({}). Nothing was stored.",
+                org.name
+            )));
+        }
+        return Ok(None);
+    }
+    let taken = app
+        .engine
+        .vault
+        .orgs()
+        .await?
+        .into_iter()
+        .any(|o| o.org_id.eq_ignore_ascii_case(webex_org));
+    Ok(taken.then(|| {
+        format!(
+            "This Webex organization is already connected to {}, so nothing was stored. If its connection needs renewing, {} will send a re-connect link.",
+            app.settings.vendor_name, app.settings.vendor_name
+        )
+    }))
 }
 
 fn success(app: &AppState, c: &engine::onboard::Connected) -> Markup {

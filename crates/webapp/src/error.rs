@@ -62,12 +62,17 @@ impl From<vault::VaultError> for WebError {
 impl From<engine::EngineError> for WebError {
     fn from(e: engine::EngineError) -> Self {
         match e {
-            engine::EngineError::Usage(msg) => WebError::refused(
-                StatusCode::BAD_REQUEST,
-                "Not connected",
-                msg,
-                "Nothing was stored. Start again from the invitation link.",
-            ),
+            // The engine words these for an operator at a terminal: log them, and tell the
+            // person at the browser what they can do.
+            engine::EngineError::Usage(msg) => {
+                tracing::warn!(%msg, "request refused by the engine");
+                WebError::refused(
+                    StatusCode::BAD_REQUEST,
+                    "Not connected",
+                    "The connection could not be completed. Nothing was stored.",
+                    "Start again from the invitation link; if it fails again, tell the sender of the link.",
+                )
+            }
             engine::EngineError::Config(msg) => WebError::Config(msg),
             other => WebError::Internal(other.to_string()),
         }
@@ -93,8 +98,8 @@ impl IntoResponse for WebError {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     crate::pages::problem(
                         "Not set up",
-                        &format!("This wxvault is not fully set up: {msg}"),
-                        "Ask the operator to fix the [serve] section of wxvault.toml.",
+                        "This service is not fully set up yet, so nothing was changed.",
+                        "Tell the sender of the link; the details are in the service's log.",
                     ),
                 )
                     .into_response()

@@ -149,7 +149,7 @@ pub fn public_url(
 pub(crate) struct Inner {
     pub engine: Arc<Engine>,
     pub settings: Settings,
-    pub csp: String,
+    pub logins: dashboard::LoginGuard,
 }
 
 /// Shared state of every handler.
@@ -170,17 +170,13 @@ impl Inner {
 }
 
 /// The app's routes with its security layers.
-///
-/// # Errors
-/// [`WebError::Config`] when `[webex] api_base` is not a URL (the CSP names its origin).
-pub fn router(engine: Arc<Engine>, settings: Settings) -> Result<Router, WebError> {
-    let csp = security::content_security_policy(&engine.config.webex.api_base)?;
+pub fn router(engine: Arc<Engine>, settings: Settings) -> Router {
     let state = AppState(Arc::new(Inner {
         engine,
         settings,
-        csp,
+        logins: dashboard::LoginGuard::default(),
     }));
-    Ok(Router::new()
+    Router::new()
         .route("/", get(dashboard::dashboard))
         .route("/login", get(dashboard::login_page).post(dashboard::login))
         .route("/logout", post(dashboard::logout))
@@ -197,14 +193,14 @@ pub fn router(engine: Arc<Engine>, settings: Settings) -> Result<Router, WebErro
             state.clone(),
             security::guard,
         ))
-        .with_state(state))
+        .with_state(state)
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, with the keep-alive loop running
 /// beside it every `keepalive_every`.
 ///
 /// # Errors
-/// [`WebError::Config`] for a bad configuration; I/O errors of the listener.
+/// [`WebError::Internal`] when the listener fails.
 pub async fn serve(
     engine: Arc<Engine>,
     settings: Settings,
@@ -212,7 +208,7 @@ pub async fn serve(
     keepalive_every: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebError> {
-    let app = router(engine.clone(), settings)?;
+    let app = router(engine.clone(), settings);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_task = tokio::spawn(keep_alive_loop(engine, keepalive_every, stop_rx));
     let served = axum::serve(listener, app)

@@ -16,21 +16,12 @@ pub(crate) const OPERATOR: &str = "wxv_operator";
 /// Connect (customer admin browser) session cookie.
 pub(crate) const CONNECT: &str = "wxv_connect";
 
-/// The CSP: nothing but our own stylesheet; no script at all. Forms may post to ourselves, and
-/// the connect form's redirect goes on to Webex's authorize page, so its origin is allowed as a
-/// form target too (browsers apply `form-action` to redirects after a submit).
-///
-/// # Errors
-/// [`WebError::Config`] when `api_base` is not a URL.
-pub(crate) fn content_security_policy(api_base: &str) -> Result<String, WebError> {
-    let base = url::Url::parse(api_base)
-        .map_err(|e| WebError::Config(format!("[webex] api_base {api_base:?}: {e}")))?;
-    let origin = base.origin().ascii_serialization();
-    Ok(format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {origin}; \
-         frame-ancestors 'none'; base-uri 'none'"
-    ))
-}
+/// The CSP: nothing but our own stylesheet; no script at all; forms post only to ourselves.
+/// Browsers apply `form-action` to every redirect after a submit, and Webex's authorize page
+/// redirects on to its identity broker, so the connect form does not redirect to Webex: it
+/// answers with a hand-off page that moves on by meta refresh (a new navigation).
+pub(crate) const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Runs around every request: refuses cross-site state changes, sets the security headers and
 /// logs the method, path (never the query) and status.
@@ -39,6 +30,12 @@ pub(crate) async fn guard(State(app): State<AppState>, req: Request, next: Next)
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
     let mut resp = if is_state_changing(&method) && !same_origin(req.headers(), &app.settings) {
+        tracing::warn!(
+            path,
+            origin = ?req.headers().get(header::ORIGIN),
+            public_url = %app.settings.public_url,
+            "cross-origin form refused; if this is the operator's own browser, set [serve] public_url to the address it uses"
+        );
         axum::response::IntoResponse::into_response(WebError::forbidden())
     } else {
         next.run(req).await
@@ -49,7 +46,7 @@ pub(crate) async fn guard(State(app): State<AppState>, req: Request, next: Next)
             h.insert(name, v);
         }
     };
-    set(h, header::CONTENT_SECURITY_POLICY, &app.csp);
+    set(h, header::CONTENT_SECURITY_POLICY, CSP);
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     // Not `no-referrer`: with it browsers send `Origin: null` on our own form posts, which the
@@ -132,9 +129,17 @@ pub(crate) fn set_session(
     ))
 }
 
-/// Removes a session's cookies.
+/// Removes a session's cookies (with the attributes they were set with: browsers ignore a
+/// `__Host-` cookie without `Secure`, removal included).
 pub(crate) fn clear_session(jar: CookieJar, settings: &Settings, base: &str) -> CookieJar {
-    let gone = |name: String| Cookie::build(name).path("/").build();
+    let gone = |name: String| {
+        Cookie::build(name)
+            .path("/")
+            .http_only(true)
+            .secure(settings.secure_cookies())
+            .same_site(SameSite::Lax)
+            .build()
+    };
     jar.remove(gone(cookie_name(settings, base)))
         .remove(gone(cookie_name(settings, &csrf_cookie(base))))
 }

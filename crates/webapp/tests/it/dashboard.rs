@@ -67,6 +67,34 @@ async fn https_deployments_get_secure_host_prefixed_cookies() {
         page.headers.get("strict-transport-security").is_some(),
         "HSTS over https"
     );
+    // Signing out removes them with the same attributes (browsers ignore a `__Host-` removal
+    // without `Secure`). The test client is plain http, so it sends the cookies by hand.
+    let jar: Vec<String> = cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .collect();
+    let session_csrf = jar
+        .iter()
+        .find(|c| c.contains("_csrf="))
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let out = b
+        .post_with(
+            &app.url("/logout"),
+            &[("csrf", &session_csrf)],
+            &[("cookie", &jar.join("; "))],
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+    let removed = out.set_cookies();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    for c in &removed {
+        assert!(c.starts_with("__Host-") && c.contains("Secure"), "{c}");
+        assert!(c.contains("Max-Age=0"), "{c}");
+    }
     app.stop().await;
 }
 
@@ -160,6 +188,10 @@ async fn every_page_carries_a_strict_policy_and_no_secret() {
         );
         assert!(!csp.contains("unsafe"), "{path}: {csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            csp.contains("form-action 'self';"),
+            "forms post only here: {csp}"
+        );
         for (h, v) in [
             ("x-content-type-options", "nosniff"),
             ("x-frame-options", "DENY"),
@@ -253,7 +285,7 @@ async fn the_dashboard_shows_health_and_reconnects_a_revoked_org_in_one_click() 
     let authorize = op
         .post(&app.url("/connect/start"), &[("csrf", &csrf)])
         .await
-        .location();
+        .to_webex();
     let back = op.get(&authorize).await.location();
     let done = op.get(&back).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
@@ -315,5 +347,25 @@ async fn the_keep_alive_loop_in_serve_refreshes_an_idle_org() {
         settled,
         "at most once per keep-alive period"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_paused_after_ten_failures() {
+    let app = App::start().await;
+    let mut b = Browser::new();
+    for _ in 0..10 {
+        let page = b.post(&app.url("/login"), &[("password", "guess")]).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    // Even the right password waits now.
+    let page = b.post(&app.url("/login"), &[("password", PASSWORD)]).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+    assert!(page.body.contains("Too many failed sign-ins"));
+    assert!(page.set_cookies().is_empty());
+    // Five minutes on (the app's clock), sign-in works again.
+    app.handle()
+        .advance_clock(std::time::Duration::from_secs(5 * 60));
+    b.sign_in(&app).await;
     app.stop().await;
 }

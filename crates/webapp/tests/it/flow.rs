@@ -294,3 +294,98 @@ async fn connects_on_postgres_too() {
     assert_eq!(org.status, OrgStatus::Active);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_the_link_again_keeps_a_connection_under_way() {
+    let app = App::start().await;
+    let link = app.invite("two-tabs", None, HOUR).await;
+    let mut b = Browser::new();
+    let back = b.consent(&app, &link).await;
+    // A second tab opens the same link: same session, so the first tab's answer still counts.
+    let again = b.get(&link).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    assert!(again.set_cookies().is_empty(), "no new session");
+    let done = b.get(&back).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webex_org_is_connected_once_and_a_reconnect_must_be_the_same_org() {
+    let app = App::start().await;
+    let orgs = app.handle().orgs();
+    assert!(orgs.len() >= 2, "the small dataset has two orgs");
+    let mut b = Browser::new();
+    let done = b.connect(&app, &app.invite("acme", None, HOUR).await).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+
+    // The same Webex org again under another name: refused, and the invite stays usable.
+    let page = b
+        .connect(&app, &app.invite("acme-twice", None, HOUR).await)
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    assert!(page.body.contains("already connected"), "{}", page.body);
+    assert!(
+        !page.body.contains(&orgs[0].org_id),
+        "no other org's id shown"
+    );
+    let invites = app.engine.vault.invites().await.unwrap();
+    let twice = invites.iter().find(|i| i.org_name == "acme-twice").unwrap();
+    assert_eq!(twice.status, InviteStatus::Open);
+    assert!(
+        app.engine
+            .vault
+            .org_by_name("acme-twice")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Re-connecting "acme" while signed in to the other Webex org: refused, acme untouched.
+    let before = app.engine.vault.org_by_name("acme").await.unwrap().unwrap();
+    let link = app.invite("acme", None, HOUR).await;
+    let authorize = b.start_connect(&app, &link).await;
+    let as_other = format!("{authorize}&login_hint={}", orgs[1].org_id);
+    let back = b.get(&as_other).await.location();
+    let page = b.get(&back).await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    assert!(
+        page.body.contains("different Webex organization"),
+        "{}",
+        page.body
+    );
+    let after = app.engine.vault.org_by_name("acme").await.unwrap().unwrap();
+    assert_eq!(after.org_id, before.org_id);
+    assert_eq!(
+        after.last_refresh_at_ms, before.last_refresh_at_ms,
+        "tokens untouched"
+    );
+    let invites = app.engine.vault.invites().await.unwrap();
+    assert_eq!(invites[0].org_name, "acme");
+    assert_eq!(
+        invites[0].status,
+        InviteStatus::Open,
+        "the link still works"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_known_regions_are_accepted_from_the_connect_page() {
+    let app = App::start().await;
+    let mut b = Browser::new();
+    b.get(&app.invite("regional", None, HOUR).await).await;
+    let page = b.get(&app.url("/connect")).await;
+    assert!(page.body.contains("<select id=\"region\""), "{}", page.body);
+    let csrf = page.field("csrf");
+    let page = b
+        .post(
+            &app.url("/connect/start"),
+            &[("csrf", &csrf), ("region", "zz9")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    let page = b.post(&app.url("/connect/start"), &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    app.stop().await;
+}

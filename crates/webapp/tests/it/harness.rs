@@ -211,6 +211,21 @@ impl Page {
         self.body[at..at + end].to_string()
     }
 
+    /// The authorize URL a hand-off page moves the browser on to (meta refresh and link).
+    pub fn to_webex(&self) -> String {
+        assert_eq!(self.status, StatusCode::OK, "{}", self.body);
+        let link = self.attr("to-webex", "href");
+        assert!(
+            self.body.contains(&format!(
+                "http-equiv=\"refresh\" content=\"0;url={}\"",
+                link.replace('&', "&amp;")
+            )),
+            "the page moves on by itself: {}",
+            self.body
+        );
+        link
+    }
+
     /// Attribute `attr` of the element with id `id`.
     pub fn attr(&self, id: &str, attr: &str) -> String {
         let at = self
@@ -301,8 +316,7 @@ impl Browser {
                 &[("csrf", &csrf), ("region", "us1")],
             )
             .await;
-        assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
-        started.location()
+        started.to_webex()
     }
 
     /// Opens an invite link, consents at the simulator: returns the callback URL Webex sent
