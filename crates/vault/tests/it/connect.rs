@@ -372,6 +372,26 @@ async fn consume_is_single_use_under_concurrent_calls() {
     }
 }
 
+#[tokio::test]
+async fn a_released_invite_can_be_used_again() {
+    for db in backends().await {
+        let b = db.name();
+        let issued = db
+            .vault
+            .create_invite(new_invite("released", MINUTE), NOW)
+            .await
+            .unwrap();
+        let id = issued.invite.id;
+        db.vault.consume_invite(id, NOW + 1).await.unwrap();
+        assert!(db.vault.consume_invite(id, NOW + 2).await.is_err(), "{b}");
+        db.vault.release_invite(id).await.unwrap();
+        let got = db.vault.invite_by_id(id, NOW + 3).await.unwrap().unwrap();
+        assert_eq!(got.status, InviteStatus::Open, "{b}");
+        assert_eq!(got.used_at_ms, None, "{b}");
+        db.vault.consume_invite(id, NOW + 4).await.unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pending OAuth authorizations
 // ---------------------------------------------------------------------------------------------
