@@ -51,17 +51,7 @@ pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
                 .map(secrecy::SecretString::from);
-            let target = ConnectTarget {
-                name: org.name.clone(),
-                region: org.region.clone(),
-                client_id: org.client_id.clone(),
-                client_auth: if org.client_auth == "basic" {
-                    ClientAuth::Basic
-                } else {
-                    ClientAuth::Form
-                },
-                sources: org.sources.clone(),
-            };
+            let target = ConnectTarget::for_org(org);
             println!(
                 "Re-authorizing org {} (Webex org {}).",
                 org.name, org.org_id

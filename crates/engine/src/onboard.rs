@@ -185,6 +185,23 @@ pub struct ConnectTarget {
     pub sources: Vec<String>,
 }
 
+impl ConnectTarget {
+    /// The target that re-authorizes an existing org (same name, region, integration, sources).
+    pub fn for_org(org: &Org) -> ConnectTarget {
+        ConnectTarget {
+            name: org.name.clone(),
+            region: org.region.clone(),
+            client_id: org.client_id.clone(),
+            client_auth: if org.client_auth == "basic" {
+                ClientAuth::Basic
+            } else {
+                ClientAuth::Form
+            },
+            sources: org.sources.clone(),
+        }
+    }
+}
+
 impl Engine {
     /// Starts a connect: a fresh `state` and PKCE pair and the authorize URL.
     ///

@@ -19,7 +19,6 @@ use maud::{Markup, html};
 use secrecy::SecretString;
 use serde::Deserialize;
 use vault::{Invite, InviteStatus, NewPendingAuth, Org};
-use webex::oauth::ClientAuth;
 
 use crate::pages::{layout, when};
 use crate::security::{self, CONNECT};
@@ -395,20 +394,7 @@ pub(crate) async fn callback(
                 ));
             }
             let secrets = app.engine.vault.org_secrets(org).await?;
-            (
-                ConnectTarget {
-                    name: org.name.clone(),
-                    region: org.region.clone(),
-                    client_id: org.client_id.clone(),
-                    client_auth: if org.client_auth == "basic" {
-                        ClientAuth::Basic
-                    } else {
-                        ClientAuth::Form
-                    },
-                    sources: org.sources.clone(),
-                },
-                secrets.client_secret,
-            )
+            (ConnectTarget::for_org(org), secrets.client_secret)
         }
         None => {
             let Some(integration) = app

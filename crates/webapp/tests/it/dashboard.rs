@@ -310,15 +310,7 @@ async fn the_keep_alive_loop_in_serve_refreshes_an_idle_org() {
         .connect(&app, &app.invite("idle", None, HOUR).await)
         .await;
     let before = app.engine.vault.org_by_name("idle").await.unwrap().unwrap();
-    let refreshes = |app: &App| {
-        app.handle()
-            .stats()
-            .by_endpoint
-            .get("access_token")
-            .copied()
-            .unwrap_or(0)
-    };
-    let exchanges = refreshes(&app);
+    let exchanges = app.token_calls();
     // Idle for four days: nothing else would refresh this org before its next sync.
     app.handle()
         .advance_clock(std::time::Duration::from_secs(4 * 24 * 3600));
@@ -335,15 +327,15 @@ async fn the_keep_alive_loop_in_serve_refreshes_an_idle_org() {
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert_eq!(refreshes(&app), exchanges + 1, "exactly one refresh");
+    assert_eq!(app.token_calls(), exchanges + 1, "exactly one refresh");
     assert!(after.access_expires_at_ms > before.access_expires_at_ms);
     // Later passes (the clock has not moved) do not refresh again.
-    let settled = refreshes(&app);
+    let settled = app.token_calls();
     for _ in 0..5 {
         tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     }
     assert_eq!(
-        refreshes(&app),
+        app.token_calls(),
         settled,
         "at most once per keep-alive period"
     );

@@ -7,15 +7,6 @@ use webex_sim::{ConsentMode, SimConfig};
 
 use crate::harness::{App, Browser, HOUR, Options, query, sim_config, with_query};
 
-fn token_exchanges(app: &App) -> u64 {
-    app.handle()
-        .stats()
-        .by_endpoint
-        .get("access_token")
-        .copied()
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_connects_an_org_once_and_nothing_can_replay_it() {
     let app = App::start().await;
@@ -53,11 +44,11 @@ async fn an_invite_connects_an_org_once_and_nothing_can_replay_it() {
     assert_eq!(invites[0].status, InviteStatus::Used);
 
     // The same answer again (back button, a leaked URL): refused before Webex is asked.
-    let exchanges = token_exchanges(&app);
+    let exchanges = app.token_calls();
     let again = b.get(&back).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
     assert!(again.body.contains("Nothing was stored"), "{}", again.body);
-    assert_eq!(token_exchanges(&app), exchanges, "no second exchange");
+    assert_eq!(app.token_calls(), exchanges, "no second exchange");
 
     // The invite link is used up.
     let reopened = Browser::new().get(&link).await;

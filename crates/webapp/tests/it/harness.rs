@@ -141,6 +141,16 @@ impl App {
         self.sim.handle()
     }
 
+    /// Calls the simulator's token endpoint has answered (code exchanges and refreshes).
+    pub fn token_calls(&self) -> u64 {
+        self.handle()
+            .stats()
+            .by_endpoint
+            .get("access_token")
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
