@@ -246,14 +246,14 @@ fn dashboard_view(
                     @for v in views {
                         @let (class, text) = health(&v.org, now);
                         tr data-org=(v.org.name) {
-                            td { strong { (v.org.name) } br; small { code { (v.org.org_id) } } }
+                            td { strong { (v.org.name) } br; small { code.orgid { (v.org.org_id) } } }
                             td { (v.org.region) }
                             td { (v.org.sources.join(", ")) }
                             td { span class=(format!("health {class}")) { (text) } }
                             td { (v.org.access_expires_at_ms.map(|t| if t > now { format!("expires {}", relative(now, t)) } else { "expired (renewed on use)".to_string() }).unwrap_or_else(|| "unknown".into())) }
                             td.refresh { (v.org.refresh_expires_at_ms.map(|t| format!("expires {}", relative(now, t))).unwrap_or_else(|| "unknown".into())) }
                             td { (v.org.last_refresh_at_ms.map(|t| relative(now, t)).unwrap_or_else(|| "never".into())) }
-                            td { (v.last_window_end.clone().unwrap_or_else(|| "not yet".into())) }
+                            td { (v.last_window_end.as_deref().map(crate::pages::when_rfc3339).unwrap_or_else(|| "not yet".into())) }
                             td.num.archived { (v.counts.archived) }
                             td.num { (v.counts.in_progress + v.counts.pending_capture) }
                             td.num { (v.counts.missing) }

@@ -66,6 +66,13 @@ pub(crate) fn when(ms: i64) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// An RFC 3339 time as [`when`] shows times; unparsable text is shown as it is.
+pub(crate) fn when_rfc3339(text: &str) -> String {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| when(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)))
+        .unwrap_or_else(|_| text.to_string())
+}
+
 /// "in 3 days", "5 h ago", "in 40 min".
 pub(crate) fn relative(now_ms: i64, at_ms: i64) -> String {
     let d = at_ms - now_ms;
