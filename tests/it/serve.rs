@@ -226,7 +226,7 @@ async fn serve_refuses_to_start_without_the_client_secret_or_with_a_plaintext_pa
 
 /// chromedriver on a free port with Debian's chromium; `None` (test skipped with a note) when
 /// they are not installed, unless WXVAULT_REQUIRE_BROWSER is set (CI sets it).
-async fn browser() -> Option<(Client, Child)> {
+async fn browser() -> Option<(Client, Proc)> {
     let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
@@ -240,12 +240,11 @@ async fn browser() -> Option<(Client, Child)> {
         return None;
     };
     let port = free_port();
-    let child = Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
+    let mut cmd = Command::new(driver);
+    cmd.arg(format!("--port={port}"));
+    let mut child = Proc::spawn(cmd);
+    // It says so once its port is open.
+    child.wait_for("started successfully");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -255,24 +254,12 @@ async fn browser() -> Option<(Client, Child)> {
                      "--disable-background-networking", "--disable-dev-shm-usage"],
         }),
     );
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        let mut builder =
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-        builder.capabilities(caps.clone());
-        match builder.connect(&url).await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "chromedriver never answered: {e}"
-                );
-                // chromedriver is still starting: its port is not open yet.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+    builder.capabilities(caps);
+    let client = builder
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("chromedriver starts a Chromium session");
     Some((client, child))
 }
 
@@ -307,7 +294,7 @@ async fn click(c: &Client, css: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_admin_connects_from_an_invite_link_in_a_real_browser() {
-    let Some((c, mut driver)) = browser().await else {
+    let Some((c, driver)) = browser().await else {
         return;
     };
     let (env, origin) = serve_env(SimConfig {
@@ -376,8 +363,7 @@ async fn a_customer_admin_connects_from_an_invite_link_in_a_real_browser() {
     assert!(fix.contains(&env.client.client_id), "{fix}");
 
     c.close().await.unwrap();
-    let _ = driver.kill();
-    let _ = driver.wait();
+    driver.stop();
     let log = app.stop();
     eprintln!("browser connect took {took:?}");
 

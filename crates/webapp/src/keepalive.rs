@@ -14,15 +14,20 @@ use tokio::sync::watch;
 
 const RESEND_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Runs one pass now and then every `every`, until `stop` turns true.
+/// Runs one pass now and then every `every`, until `stop` turns true. `passes`, when given,
+/// counts finished passes, so a caller (a test) can wait for one instead of for time.
 pub async fn keep_alive_loop(
     engine: Arc<Engine>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
+    passes: Option<watch::Sender<u64>>,
 ) {
     let mut sent: HashMap<(String, String), i64> = HashMap::new();
     loop {
         run_pass(&engine, &mut sent).await;
+        if let Some(p) = &passes {
+            p.send_modify(|n| *n += 1);
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,

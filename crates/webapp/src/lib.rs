@@ -210,7 +210,7 @@ pub async fn serve(
 ) -> Result<(), WebError> {
     let app = router(engine.clone(), settings);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let loop_task = tokio::spawn(keep_alive_loop(engine, keepalive_every, stop_rx));
+    let loop_task = tokio::spawn(keep_alive_loop(engine, keepalive_every, stop_rx, None));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -41,7 +41,6 @@ pub struct Options {
     pub postgres: bool,
     pub public_url: Option<String>,
     pub with_integration: bool,
-    pub keepalive_every: Duration,
 }
 
 impl Default for Options {
@@ -51,7 +50,6 @@ impl Default for Options {
             postgres: false,
             public_url: None,
             with_integration: true,
-            keepalive_every: Duration::from_secs(3600),
         }
     }
 }
@@ -113,7 +111,8 @@ impl App {
             Some(SecretString::from(client.client_secret.clone())),
         )
         .expect("settings");
-        let every = opts.keepalive_every;
+        // Keep-alive passes are driven by tests themselves (`webapp::keep_alive_loop`).
+        let every = Duration::from_secs(3600);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn({
             let engine = engine.clone();
