@@ -143,11 +143,7 @@ async fn create(
             now,
         )
         .await?;
-    let mut link = public.clone();
-    link.set_path("/connect");
-    link.query_pairs_mut()
-        .clear()
-        .append_pair("invite", issued.token.expose_secret());
+    let link = webapp::invite_link(public, issued.token.expose_secret());
     if args.json {
         let v = serde_json::json!({
             "id": issued.invite.id,
@@ -155,7 +151,7 @@ async fn create(
             "sources": issued.invite.sources,
             "region": issued.invite.region,
             "expires_at": engine::wxcc::rfc3339(issued.invite.expires_at_ms),
-            "link": link.as_str(),
+            "link": link,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

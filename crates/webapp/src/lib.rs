@@ -120,15 +120,20 @@ impl Settings {
 
     /// The link a customer admin opens for an invite token.
     pub fn invite_link(&self, token: &str) -> String {
-        let mut u = self.public_url.clone();
-        u.set_path("/connect");
-        u.query_pairs_mut().clear().append_pair("invite", token);
-        u.to_string()
+        invite_link(&self.public_url, token)
     }
 
     fn secure_cookies(&self) -> bool {
         self.public_url.scheme() == "https"
     }
+}
+
+/// The link a customer admin opens for an invite token, on the app at `public_url`.
+pub fn invite_link(public_url: &Url, token: &str) -> String {
+    let mut u = public_url.clone();
+    u.set_path("/connect");
+    u.query_pairs_mut().clear().append_pair("invite", token);
+    u.to_string()
 }
 
 /// `[serve] public_url`, or `http://` + the bound address.
