@@ -46,6 +46,9 @@ pub enum Command {
     Keys(KeysCommand),
     /// Discover and archive recordings for a time window.
     Sync(SyncArgs),
+    /// Put failed recordings and failed or missing tasks back in line, so the next sync tries them
+    /// again from the start (objects already archived are adopted, never overwritten).
+    Retry(RetryArgs),
     /// Keep every org's grant alive: refresh idle grants every few days, warn before refresh tokens
     /// lapse, and send notices (log, and the [notify] webhook). Run it daily, e.g. from cron.
     Keepalive(JsonFlag),
@@ -65,6 +68,22 @@ pub enum Command {
     Sim(SimCommand),
     /// Run the whole flow against an in-process simulator into ./wxvault-demo.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Only these orgs (repeatable); default all.
+    #[arg(long = "org")]
+    pub orgs: Vec<String>,
+    /// Only items whose task was created at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only items whose task was created before this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Machine-readable output on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

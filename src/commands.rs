@@ -9,8 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use vault::{NewOrg, TokenUpdate};
 
 use crate::cli::{
-    Cli, ClientAuthArg, Command, KeysCommand, OrgAddArgs, OrgCommand, OrgRemoveArgs, SimCommand,
-    SyncArgs,
+    Cli, ClientAuthArg, Command, KeysCommand, OrgAddArgs, OrgCommand, OrgRemoveArgs, RetryArgs,
+    SimCommand, SyncArgs,
 };
 use crate::output;
 
@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Org(OrgCommand::List(j)) => org_list(&load_config()?, j.json).await.map(|()| 0),
         Command::Sync(args) => sync(&load_config()?, args).await,
+        Command::Retry(args) => retry(&load_config()?, args).await.map(|()| 0),
         Command::Keepalive(j) => keepalive(&load_config()?, j.json).await,
         Command::Status(j) => status(&load_config()?, j.json).await.map(|()| 0),
         Command::Serve(args) => crate::serve::run(load_config()?, args).await.map(|()| 0),
@@ -255,6 +256,49 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
         output::print_sync_report(&report);
     }
     Ok(u8::try_from(report.exit_code()).unwrap_or(2))
+}
+
+async fn retry(config: &Config, args: RetryArgs) -> Result<()> {
+    let from = args
+        .from
+        .as_deref()
+        .map(|s| parse_time("--from", s))
+        .transpose()?;
+    let to = args
+        .to
+        .as_deref()
+        .map(|s| parse_time("--to", s))
+        .transpose()?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        bail!("--from must be before --to (the range is [from, to))");
+    }
+    let engine = open_engine(config.clone()).await?;
+    let put_back = engine
+        .retry_failed(&args.orgs, from, to)
+        .await
+        .map_err(|e| match e {
+            engine::EngineError::Usage(m) => anyhow::anyhow!(m),
+            other => anyhow::Error::new(other),
+        })?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = put_back
+            .iter()
+            .map(|(org, c)| {
+                serde_json::json!({ "org": org, "recordings": c.recordings, "tasks": c.tasks })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for (org, c) in &put_back {
+            println!(
+                "{org}: {} recording(s) and {} task(s) put back; the next `wxvault sync` tries them again",
+                c.recordings, c.tasks
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn status(config: &Config, json: bool) -> Result<()> {

@@ -184,6 +184,25 @@ pub fn print_sync_report(report: &SyncReport) {
                 o.org, o.malformed
             );
         }
+        let earlier: Vec<&String> = o
+            .window_problem_items
+            .iter()
+            .filter(|i| {
+                !o.failed
+                    .iter()
+                    .chain(&o.missing)
+                    .any(|f| i.contains(f.as_str()))
+            })
+            .collect();
+        if o.window_problems > 0 {
+            println!(
+                "{}: {} item(s) of this window are failed or missing; `wxvault retry --org {}` puts failed ones back for the next sync",
+                o.org, o.window_problems, o.org
+            );
+            for item in earlier {
+                println!("{}:   {item}", o.org);
+            }
+        }
     }
 }
 
@@ -243,6 +262,7 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
                 v.counts.archived.to_string(),
                 (v.counts.in_progress + v.counts.pending_capture).to_string(),
                 v.counts.absent.to_string(),
+                v.counts.capture_never_requested.to_string(),
                 v.counts.missing.to_string(),
                 v.counts.failed.to_string(),
             ]
@@ -258,6 +278,7 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
             "archived",
             "pending",
             "absent",
+            "never requested",
             "missing",
             "failed",
         ],

@@ -331,6 +331,20 @@ pub async fn add_org_to_engine(
     grant
 }
 
+/// The engine on `env`'s config, running on the simulator's clock.
+pub async fn engine_on_sim_clock(env: &Env) -> engine::Engine {
+    let config = engine::Config::load(Some(&env.config_path)).expect("config");
+    vault::init_key_file(Path::new(&config.vault.master_key_file)).expect("key file");
+    let h = env.handle();
+    engine::Engine::open(
+        config,
+        Some(MASTER_KEY),
+        std::sync::Arc::new(engine::FnClock(move || h.now_ms())),
+    )
+    .await
+    .expect("engine opens")
+}
+
 /// Points `env`'s config at an S3 store instead of the local archive.
 pub fn use_s3(env: &Env, endpoint: &str) {
     let extra = format!(

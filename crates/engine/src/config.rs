@@ -211,6 +211,10 @@ pub struct SyncConfig {
     /// First run with no `--from`: look back this many hours.
     #[serde(default = "default_lookback")]
     pub first_lookback_hours: u64,
+    /// Tasks created within this many days that settled without a capture (`missing`, or
+    /// never requested) are asked about again, at most once a day each; 0 turns it off.
+    #[serde(default = "default_rescan_days")]
+    pub rescan_days: u64,
 }
 
 fn default_db_url() -> String {
@@ -245,6 +249,9 @@ fn default_max_attempts() -> i64 {
 }
 fn default_lookback() -> u64 {
     24
+}
+fn default_rescan_days() -> u64 {
+    7
 }
 
 impl Default for DatabaseConfig {
@@ -294,6 +301,7 @@ impl Default for SyncConfig {
             downloads_per_batch: default_downloads(),
             max_attempts: default_max_attempts(),
             first_lookback_hours: default_lookback(),
+            rescan_days: default_rescan_days(),
         }
     }
 }
@@ -465,6 +473,13 @@ impl Config {
             if v == 0 || v > 24 * 365 {
                 return Err(bad(key, &v.to_string(), "must be between 1 and 8760"));
             }
+        }
+        if self.sync.rescan_days > 3650 {
+            return Err(bad(
+                "sync.rescan_days",
+                &self.sync.rescan_days.to_string(),
+                "must be between 0 and 3650",
+            ));
         }
         if self.sync.max_attempts < 1 {
             return Err(bad(

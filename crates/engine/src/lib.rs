@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod dbretry;
 pub mod error;
 pub mod lifecycle;
 pub mod onboard;
@@ -18,6 +19,6 @@ pub mod wxcc;
 
 pub use clock::{Clock, FnClock, SharedClock, SystemClock};
 pub use config::Config;
-pub use error::EngineError;
+pub use error::{EngineError, OrgError};
 pub use report::{OrgOutcome, OrgReport, SyncReport};
 pub use sync::{Engine, OrgStatusView, SyncOptions};

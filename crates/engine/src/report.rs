@@ -29,6 +29,9 @@ pub struct OrgReport {
     pub bytes: u64,
     pub pending_capture: u64,
     pub absent: u64,
+    /// Of `absent`: tasks Webex never said a capture was requested for, none within the grace
+    /// period (`capture_never_requested`).
+    pub capture_never_requested: u64,
     pub malformed: u64,
     /// Recordings left for a later attempt after a transient error.
     pub transient_left: u64,
@@ -37,6 +40,11 @@ pub struct OrgReport {
     /// Recordings that failed permanently, with why.
     pub failed: Vec<String>,
     pub api_calls: u64,
+    /// Items whose task was created in this run's window and that are failed or missing now,
+    /// whichever run it happened in (this one's are also in `missing` / `failed`).
+    pub window_problems: u64,
+    /// The newest of them, with state and reason.
+    pub window_problem_items: Vec<String>,
 }
 
 impl OrgReport {
@@ -49,6 +57,7 @@ impl OrgReport {
         self.bytes += o.bytes;
         self.pending_capture += o.pending_capture;
         self.absent += o.absent;
+        self.capture_never_requested += o.capture_never_requested;
         self.malformed += o.malformed;
         self.transient_left += o.transient_left;
         self.missing.extend(o.missing.iter().cloned());
@@ -62,6 +71,7 @@ impl OrgReport {
             || !self.failed.is_empty()
             || self.transient_left > 0
             || self.malformed > 0
+            || self.window_problems > 0
     }
 }
 

@@ -15,11 +15,14 @@ use webex::wxcc::{WxccClient, api_base_for_region};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::error::EngineError;
+use crate::error::{EngineError, OrgError};
 use crate::progress::{NoProgress, Progress};
 use crate::report::{OrgOutcome, OrgReport, SyncReport};
 use crate::tokens::OrgTokens;
 use crate::wxcc::{WxccHarvest, rfc3339};
+
+/// Failed or missing items of a window named in the run summary (all are counted).
+const PROBLEMS_LISTED: i64 = 20;
 
 /// How far behind "now" a default window ends.
 pub const SETTLE_LAG_MS: i64 = 5 * 60 * 1000;
@@ -193,7 +196,8 @@ impl Engine {
                         * 3_600_000
                 }
                 Err(e) => {
-                    report.outcome = OrgOutcome::Failed(format!("state database: {e}"));
+                    let e = OrgError::db("reading the harvest cursor")(e);
+                    report.outcome = OrgOutcome::Failed(format!("org {}: {e}", org.name));
                     return report;
                 }
             },
@@ -239,6 +243,25 @@ impl Engine {
         );
         let result = harvest.run(from.min(to), to, &mut report).await;
         report.api_calls = client.api_calls();
+        // Items of this window that failed or went missing, in this run or an earlier one: they
+        // keep the exit code at 2 until `wxvault retry` puts them back (or a late capture lands).
+        match self
+            .vault
+            .problems_in_window(&org, from.min(to), to, PROBLEMS_LISTED)
+            .await
+        {
+            Ok(p) => {
+                report.window_problems = p.total;
+                report.window_problem_items = p
+                    .items
+                    .into_iter()
+                    .map(|f| format!("{} ({}): {}", f.item, f.state, f.reason))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(org = %org.name, "could not list the window's failed items: {e}")
+            }
+        }
         if let Err(e) = result {
             let msg = format!("org {}: {e}", org.name);
             report.outcome = match e.class() {
@@ -274,6 +297,35 @@ impl Engine {
                 .await;
         }
         report
+    }
+
+    /// `wxvault retry`: puts the selected orgs' failed recordings and failed or missing tasks
+    /// (task created in `[from_ms, to_ms)`, each bound optional) back in line for the next sync.
+    ///
+    /// # Errors
+    /// Unknown org names, database errors.
+    pub async fn retry_failed(
+        &self,
+        names: &[String],
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> Result<Vec<(String, vault::RetryCounts)>, EngineError> {
+        let mut out = Vec::new();
+        for org in self.select_orgs(names).await? {
+            let counts = self
+                .vault
+                .retry_failed(&org, from_ms, to_ms, self.clock.now_ms())
+                .await?;
+            if counts.recordings + counts.tasks > 0 {
+                let msg = format!(
+                    "operator put back {} failed recording(s) and {} failed or missing task(s)",
+                    counts.recordings, counts.tasks
+                );
+                let _ = self.vault.record_event(Some(&org), "retry", &msg).await;
+            }
+            out.push((org.name, counts));
+        }
+        Ok(out)
     }
 
     /// Per-org ledger view for `wxvault status`.

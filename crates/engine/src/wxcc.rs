@@ -24,6 +24,8 @@ use webex::{ErrorClass, media};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::dbretry::with_db_retry;
+use crate::error::OrgError;
 use crate::progress::{Progress, ProgressEvent};
 use crate::report::OrgReport;
 
@@ -33,6 +35,11 @@ const SOURCE: &str = "wxcc";
 /// Recordings larger than this get a separate `stored` ledger write before their sidecar
 /// (one object-store part; re-downloading them after a crash would be costly).
 const STORED_MARK_BYTES: u64 = archive::PART_SIZE as u64;
+/// A task that settled without a capture is asked about again at most this often.
+const RECHECK_EVERY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Reason code of a task Webex never said a capture was requested for, with none after the
+/// grace period: legitimately absent, counted apart in `status`.
+pub const CAPTURE_NEVER_REQUESTED: &str = "capture_never_requested";
 /// Download attempts for one recording within one run before it waits for the next run.
 const IN_RUN_ATTEMPTS: u32 = 3;
 
@@ -61,9 +68,10 @@ enum ItemError {
     Permanent(String),
     /// The capture link expired: get a fresh one.
     LinkExpired(String),
-    /// Not this item's fault (grant refused, scope missing, storage refusing writes): the org
-    /// stops with this error and the item stays as it is for the next run.
-    Org(webex::Error),
+    /// Not this item's fault (grant refused, scope missing, our storage or database failing):
+    /// the org stops with this error and the item stays as it is for the next run, its
+    /// attempts untouched.
+    Org(OrgError),
 }
 
 impl WxccHarvest {
@@ -94,6 +102,15 @@ impl WxccHarvest {
         }
     }
 
+    /// A state-database call, with transient failures retried (see [`with_db_retry`]).
+    async fn db<T, F, Fut>(&self, op: &str, f: F) -> Result<T, OrgError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, vault::VaultError>>,
+    {
+        with_db_retry(&self.retry, op, f).await
+    }
+
     /// Harvests `[from_ms, to_ms)` and re-checks every task still waiting for its capture.
     ///
     /// # Errors
@@ -104,7 +121,7 @@ impl WxccHarvest {
         from_ms: i64,
         to_ms: i64,
         report: &mut OrgReport,
-    ) -> Result<(), webex::Error> {
+    ) -> Result<(), OrgError> {
         let mut start = from_ms;
         while start < to_ms {
             let end = (start + WINDOW_MS).min(to_ms);
@@ -120,18 +137,18 @@ impl WxccHarvest {
         // the gap before it is still harvested by the next default run.
         if report.transient_left == 0 && report.malformed == 0 {
             let mut cursor = self
-                .vault
-                .last_window_end(&self.org, SOURCE)
-                .await
-                .map_err(vault_err)?;
+                .db("reading the harvest cursor", || {
+                    self.vault.last_window_end(&self.org, SOURCE)
+                })
+                .await?;
             let mut start = from_ms;
             while start < to_ms {
                 let end = (start + WINDOW_MS).min(to_ms);
                 if cursor.is_none_or(|c| start <= c) {
-                    self.vault
-                        .window_done(&self.org, SOURCE, start, end)
-                        .await
-                        .map_err(vault_err)?;
+                    self.db("recording a finished window", || {
+                        self.vault.window_done(&self.org, SOURCE, start, end)
+                    })
+                    .await?;
                     cursor = Some(cursor.map_or(end, |c| c.max(end)));
                 }
                 start = end;
@@ -145,7 +162,7 @@ impl WxccHarvest {
         from: i64,
         to: i64,
         report: &mut OrgReport,
-    ) -> Result<(), webex::Error> {
+    ) -> Result<(), OrgError> {
         let listing = self.client.list_tasks(from, to).await?;
         report.task_pages += u64::from(listing.pages);
         self.record_rejected("/v1/tasks", "bad_task", &listing.rejected, report)
@@ -166,10 +183,10 @@ impl WxccHarvest {
             })
             .collect();
         let rows = self
-            .vault
-            .upsert_tasks(&self.org, &upserts)
-            .await
-            .map_err(vault_err)?;
+            .db("saving listed tasks", || {
+                self.vault.upsert_tasks(&self.org, &upserts)
+            })
+            .await?;
         let absent: Vec<String> = rows
             .into_iter()
             .filter(|row| {
@@ -179,54 +196,72 @@ impl WxccHarvest {
             .map(|row| row.task_id)
             .collect();
         report.absent += absent.len() as u64;
-        self.vault
-            .set_tasks_state(
+        self.db("updating task states", || {
+            self.vault.set_tasks_state(
                 &self.org,
                 &absent,
                 TaskState::Absent,
                 Some("no capture was requested for this task"),
             )
-            .await
-            .map_err(vault_err)?;
+        })
+        .await?;
         Ok(())
     }
 
     /// Tasks that need a captures query: waiting ones, and captured ones with unfinished recordings
     /// (after a crash or a transient failure the link must be fetched again).
-    async fn tasks_to_query(&self) -> Result<Vec<TaskRow>, webex::Error> {
+    async fn tasks_to_query(&self) -> Result<Vec<TaskRow>, OrgError> {
         let unfinished: BTreeSet<String> = self
-            .vault
-            .recordings_in_states(&self.org, &[RecordingState::Ready, RecordingState::Stored])
-            .await
-            .map_err(vault_err)?
+            .db("reading unfinished recordings", || {
+                self.vault.recordings_in_states(
+                    &self.org,
+                    &[RecordingState::Ready, RecordingState::Stored],
+                )
+            })
+            .await?
             .into_iter()
             .map(|r| r.task_id)
             .collect();
         let rows = self
-            .vault
-            .tasks_in_states(
-                &self.org,
-                &[
-                    TaskState::Discovered,
-                    TaskState::PendingCapture,
-                    TaskState::Captured,
-                ],
-            )
-            .await
-            .map_err(vault_err)?;
-        Ok(rows
+            .db("reading tasks to query", || {
+                self.vault.tasks_in_states(
+                    &self.org,
+                    &[
+                        TaskState::Discovered,
+                        TaskState::PendingCapture,
+                        TaskState::Captured,
+                    ],
+                )
+            })
+            .await?;
+        let mut tasks: Vec<TaskRow> = rows
             .into_iter()
             .filter(|t| match t.state {
                 TaskState::Captured => unfinished.contains(&t.task_id),
                 _ => t.capture_requested != Some(false),
             })
-            .collect())
+            .collect();
+        // Settled without a capture (missing, or never requested): Webex may still produce one
+        // late, so recent ones are asked about again once a day, 10 per query like the rest.
+        if self.config.sync.rescan_days > 0 {
+            let now = self.clock.now_ms();
+            let days = i64::try_from(self.config.sync.rescan_days).unwrap_or(7);
+            let since = now - days * 86_400_000;
+            let due = self
+                .db("reading tasks to re-check", || {
+                    self.vault
+                        .tasks_due_for_recheck(&self.org, since, now - RECHECK_EVERY_MS)
+                })
+                .await?;
+            tasks.extend(due);
+        }
+        Ok(tasks)
     }
 
-    async fn process_captures(&self, report: &mut OrgReport) -> Result<(), webex::Error> {
+    async fn process_captures(&self, report: &mut OrgReport) -> Result<(), OrgError> {
         let tasks = self.tasks_to_query().await?;
         let batches: Vec<Vec<TaskRow>> = tasks.chunks(10).map(<[TaskRow]>::to_vec).collect();
-        let results: Vec<Result<OrgReport, webex::Error>> = stream::iter(batches)
+        let results: Vec<Result<OrgReport, OrgError>> = stream::iter(batches)
             .map(|batch| async move {
                 let mut part = OrgReport::default();
                 self.process_batch(batch, &mut part).await.map(|()| part)
@@ -252,7 +287,7 @@ impl WxccHarvest {
         &self,
         batch: Vec<TaskRow>,
         report: &mut OrgReport,
-    ) -> Result<(), webex::Error> {
+    ) -> Result<(), OrgError> {
         if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
@@ -267,7 +302,7 @@ impl WxccHarvest {
         &self,
         batch: Vec<TaskRow>,
         report: &mut OrgReport,
-    ) -> Result<(), webex::Error> {
+    ) -> Result<(), OrgError> {
         let ids: Vec<String> = batch.iter().map(|t| t.task_id.clone()).collect();
         let result = match self
             .client
@@ -281,7 +316,12 @@ impl WxccHarvest {
                 report.transient_left += ids.len() as u64;
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            // Refused for something in the request (a poison task id, one bad item), not for the
+            // grant or the scope: find the task(s) it refuses and let the others go on.
+            Err(e) if e.class() == ErrorClass::Permanent && e.status() != Some(403) => {
+                return self.isolate_refused(batch, e, report).await;
+            }
+            Err(e) => return Err(e.into()),
         };
         self.record_rejected(
             "/v1/captures/query",
@@ -298,12 +338,13 @@ impl WxccHarvest {
         let grace_ms =
             i64::try_from(self.config.wxcc.capture_grace_hours).unwrap_or(48) * 3_600_000;
         let mut work: Vec<(TaskRow, Capture, RecordingRow)> = Vec::new();
-        self.vault
-            .note_capture_checks(&self.org, &ids)
-            .await
-            .map_err(vault_err)?;
+        self.db("noting capture checks", || {
+            self.vault.note_capture_checks_at(&self.org, &ids, now)
+        })
+        .await?;
         let mut to_pending: Vec<String> = Vec::new();
         let mut to_captured: Vec<String> = Vec::new();
+        let mut to_reopen: Vec<String> = Vec::new();
         let mut found: Vec<(TaskRow, Capture)> = Vec::new();
         for task in batch {
             let captures = by_task.remove(&task.task_id).unwrap_or_default();
@@ -313,25 +354,44 @@ impl WxccHarvest {
                     self.settle_vanished(&task, &[], report).await?;
                     continue;
                 }
+                if matches!(task.state, TaskState::Missing | TaskState::Absent) {
+                    // A re-check that still finds nothing: it was reported when it settled.
+                    continue;
+                }
                 if now - task.created_ms > grace_ms {
-                    // `captureRequested: false` never gets here (absent at listing). `true`, and a
-                    // value Webex never made known, both end as missing: an operator must look.
-                    let why = if task.capture_requested == Some(true) {
-                        format!(
-                            "capture was requested but none appeared within {} h",
-                            self.config.wxcc.capture_grace_hours
-                        )
+                    // `captureRequested: false` never gets here (absent at listing). Requested and
+                    // never captured is missing: an operator must look. Never said whether one
+                    // was requested, and none came: nothing to archive, counted apart.
+                    let hours = self.config.wxcc.capture_grace_hours;
+                    if task.capture_requested == Some(true) {
+                        let why =
+                            format!("capture was requested but none appeared within {hours} h");
+                        self.db("updating a task state", || {
+                            self.vault.set_task_state(
+                                &self.org,
+                                &task.task_id,
+                                TaskState::Missing,
+                                Some(&why),
+                            )
+                        })
+                        .await?;
+                        report.missing.push(format!("task {}: {why}", task.task_id));
                     } else {
-                        format!(
-                            "Webex never said whether a capture was requested, and none appeared within {} h",
-                            self.config.wxcc.capture_grace_hours
-                        )
-                    };
-                    self.vault
-                        .set_task_state(&self.org, &task.task_id, TaskState::Missing, Some(&why))
-                        .await
-                        .map_err(vault_err)?;
-                    report.missing.push(format!("task {}: {why}", task.task_id));
+                        let why = format!(
+                            "{CAPTURE_NEVER_REQUESTED}: Webex never said a capture was requested, and none appeared within {hours} h"
+                        );
+                        self.db("updating a task state", || {
+                            self.vault.set_task_state(
+                                &self.org,
+                                &task.task_id,
+                                TaskState::Absent,
+                                Some(&why),
+                            )
+                        })
+                        .await?;
+                        report.absent += 1;
+                        report.capture_never_requested += 1;
+                    }
                 } else {
                     if task.state != TaskState::PendingCapture {
                         to_pending.push(task.task_id.clone());
@@ -346,6 +406,12 @@ impl WxccHarvest {
             }
             for cap in captures {
                 found.push((task.clone(), cap));
+            }
+            if matches!(task.state, TaskState::Missing | TaskState::Absent) {
+                tracing::info!(org = %self.org.name, task = %task.task_id, "a capture appeared after the task had settled as {}; archiving it", task.state);
+            }
+            if task.state == TaskState::Absent {
+                to_reopen.push(task.task_id.clone());
             }
             if task.state != TaskState::Captured {
                 to_captured.push(task.task_id.clone());
@@ -362,10 +428,10 @@ impl WxccHarvest {
             })
             .collect();
         let mut rows: HashMap<String, RecordingRow> = self
-            .vault
-            .upsert_recordings(&self.org, &upserts)
-            .await
-            .map_err(vault_err)?
+            .db("saving listed recordings", || {
+                self.vault.upsert_recordings(&self.org, &upserts)
+            })
+            .await?
             .into_iter()
             .map(|r| (r.recording_id.clone(), r))
             .collect();
@@ -379,14 +445,21 @@ impl WxccHarvest {
                 RecordingState::Ready | RecordingState::Stored => work.push((task, cap, row)),
             }
         }
-        self.vault
-            .set_tasks_state(&self.org, &to_pending, TaskState::PendingCapture, None)
-            .await
-            .map_err(vault_err)?;
-        self.vault
-            .set_tasks_state(&self.org, &to_captured, TaskState::Captured, None)
-            .await
-            .map_err(vault_err)?;
+        self.db("updating task states", || {
+            self.vault
+                .set_tasks_state(&self.org, &to_pending, TaskState::PendingCapture, None)
+        })
+        .await?;
+        self.db("re-opening late-captured tasks", || {
+            self.vault
+                .reopen_never_requested(&self.org, &to_reopen, now)
+        })
+        .await?;
+        self.db("updating task states", || {
+            self.vault
+                .set_tasks_state(&self.org, &to_captured, TaskState::Captured, None)
+        })
+        .await?;
         if work.is_empty() {
             return Ok(());
         }
@@ -400,7 +473,7 @@ impl WxccHarvest {
             .collect()
             .await;
         let mut unmarked: Vec<(Archived, u64)> = Vec::new();
-        let mut org_error: Option<webex::Error> = None;
+        let mut org_error: Option<OrgError> = None;
         for (id, outcome) in outcomes {
             match outcome {
                 Err(ItemError::Org(e)) => {
@@ -415,26 +488,26 @@ impl WxccHarvest {
                 }
                 Ok(Finished::Unmarked(item, bytes)) => unmarked.push((item, bytes)),
                 Err(ItemError::Permanent(reason)) => {
-                    self.vault
-                        .mark_recording_failed(&self.org, &id, &reason)
-                        .await
-                        .map_err(vault_err)?;
+                    self.db("recording a failure", || {
+                        self.vault.mark_recording_failed(&self.org, &id, &reason)
+                    })
+                    .await?;
                     report.failed.push(format!("recording {id}: {reason}"));
                     self.progress.event(&self.org.name, ProgressEvent::Failed);
                 }
                 Err(ItemError::Transient(reason) | ItemError::LinkExpired(reason)) => {
                     let attempts = self
-                        .vault
-                        .note_recording_attempt(&self.org, &id, &reason)
-                        .await
-                        .map_err(vault_err)?;
+                        .db("counting a failed attempt", || {
+                            self.vault.note_recording_attempt(&self.org, &id, &reason)
+                        })
+                        .await?;
                     if attempts >= self.config.sync.max_attempts {
                         let why =
                             format!("gave up after {attempts} attempts; last error: {reason}");
-                        self.vault
-                            .mark_recording_failed(&self.org, &id, &why)
-                            .await
-                            .map_err(vault_err)?;
+                        self.db("recording a failure", || {
+                            self.vault.mark_recording_failed(&self.org, &id, &why)
+                        })
+                        .await?;
                         report.failed.push(format!("recording {id}: {why}"));
                         self.progress.event(&self.org.name, ProgressEvent::Failed);
                     } else {
@@ -468,6 +541,75 @@ impl WxccHarvest {
         }
     }
 
+    /// A captures query refused for something in the request: split the batch in halves until
+    /// the refused task is alone, record it as failed with Webex's answer, and go on with the
+    /// others. Costs about 2·log2(10) extra queries once; a failed task is not queried again
+    /// until `wxvault retry` puts it back.
+    async fn isolate_refused(
+        &self,
+        batch: Vec<TaskRow>,
+        e: webex::Error,
+        report: &mut OrgReport,
+    ) -> Result<(), OrgError> {
+        if batch.len() > 1 {
+            tracing::info!(org = %self.org.name, "captures query for {} tasks refused ({e}); splitting the batch to find the task it refuses", batch.len());
+            let mut first = batch;
+            let second = first.split_off(first.len() / 2);
+            Box::pin(self.process_batch_inner(first, report)).await?;
+            return Box::pin(self.process_batch_inner(second, report)).await;
+        }
+        let Some(task) = batch.into_iter().next() else {
+            return Ok(());
+        };
+        let why = format!("the captures query refuses this task: {e}");
+        tracing::error!(org = %self.org.name, task = %task.task_id, "failed: {why}");
+        let now = self.clock.now_ms();
+        let ids = [task.task_id.clone()];
+        self.db("noting capture checks", || {
+            self.vault.note_capture_checks_at(&self.org, &ids, now)
+        })
+        .await?;
+        match task.state {
+            TaskState::Captured => {
+                // Its recordings are known: the unfinished ones fail with the reason.
+                let rows = self
+                    .db("reading unfinished recordings", || {
+                        self.vault.recordings_in_states(
+                            &self.org,
+                            &[RecordingState::Ready, RecordingState::Stored],
+                        )
+                    })
+                    .await?;
+                for r in rows.into_iter().filter(|r| r.task_id == task.task_id) {
+                    self.db("recording a failure", || {
+                        self.vault
+                            .mark_recording_failed(&self.org, &r.recording_id, &why)
+                    })
+                    .await?;
+                    report
+                        .failed
+                        .push(format!("recording {}: {why}", r.recording_id));
+                }
+            }
+            // Settled already (a re-check): it stays as it was; checked again in a day.
+            TaskState::Absent => {}
+            _ => {
+                self.db("updating a task state", || {
+                    self.vault.set_task_state(
+                        &self.org,
+                        &task.task_id,
+                        TaskState::Failed,
+                        Some(&why),
+                    )
+                })
+                .await?;
+                report.failed.push(format!("task {}: {why}", task.task_id));
+            }
+        }
+        self.progress.event(&self.org.name, ProgressEvent::Failed);
+        Ok(())
+    }
+
     /// Unfinished recordings of a captured task that the latest captures answer no longer lists
     /// (`listed` holds the ids it does list): a stored one only needs its sidecar; audio and
     /// sidecar already in storage (a crash before the ledger write) are adopted; otherwise the
@@ -477,12 +619,15 @@ impl WxccHarvest {
         task: &TaskRow,
         listed: &[String],
         report: &mut OrgReport,
-    ) -> Result<(), webex::Error> {
+    ) -> Result<(), OrgError> {
         let rows = self
-            .vault
-            .recordings_in_states(&self.org, &[RecordingState::Ready, RecordingState::Stored])
-            .await
-            .map_err(vault_err)?;
+            .db("reading unfinished recordings", || {
+                self.vault.recordings_in_states(
+                    &self.org,
+                    &[RecordingState::Ready, RecordingState::Stored],
+                )
+            })
+            .await?;
         for r in rows
             .into_iter()
             .filter(|r| r.task_id == task.task_id && !listed.contains(&r.recording_id))
@@ -502,16 +647,18 @@ impl WxccHarvest {
             }
             let why = "the capture is no longer listed by Webex (purged by retention?)";
             let attempts = self
-                .vault
-                .note_recording_attempt(&self.org, &r.recording_id, why)
-                .await
-                .map_err(vault_err)?;
+                .db("counting a failed attempt", || {
+                    self.vault
+                        .note_recording_attempt(&self.org, &r.recording_id, why)
+                })
+                .await?;
             if attempts >= self.config.sync.max_attempts {
                 let why = format!("{why}; gave up after {attempts} checks");
-                self.vault
-                    .mark_recording_failed(&self.org, &r.recording_id, &why)
-                    .await
-                    .map_err(vault_err)?;
+                self.db("recording a failure", || {
+                    self.vault
+                        .mark_recording_failed(&self.org, &r.recording_id, &why)
+                })
+                .await?;
                 report
                     .failed
                     .push(format!("recording {}: {why}", r.recording_id));
@@ -524,7 +671,7 @@ impl WxccHarvest {
 
     /// Audio and sidecar both in storage while the ledger still says `ready`: the run that wrote
     /// them died before its ledger write. Hash the audio and record it as archived.
-    async fn adopt_existing(&self, task: &TaskRow, r: &RecordingRow) -> Result<bool, webex::Error> {
+    async fn adopt_existing(&self, task: &TaskRow, r: &RecordingRow) -> Result<bool, OrgError> {
         let ext = layout::ext_from_file_name(r.file_name.as_deref());
         let Ok(audio) = layout::wxcc_audio(
             &self.org.org_id,
@@ -536,7 +683,10 @@ impl WxccHarvest {
             return Ok(false);
         };
         let sidecar = layout::sidecar_for(&audio);
-        let storage = |e: ArchiveError| webex::Error::Config(format!("storage: {e}"));
+        let storage = |e: ArchiveError| OrgError::Storage {
+            what: format!("reading {sidecar}"),
+            source: e,
+        };
         if self
             .archive
             .head(&sidecar)
@@ -556,10 +706,11 @@ impl WxccHarvest {
             size: i64::try_from(size).unwrap_or(i64::MAX),
             sidecar_key: sidecar.to_string(),
         };
-        self.vault
-            .mark_recordings_archived(&self.org, &[item])
-            .await
-            .map_err(vault_err)?;
+        let items = [item];
+        self.db("recording archived recordings", || {
+            self.vault.mark_recordings_archived(&self.org, &items)
+        })
+        .await?;
         Ok(true)
     }
 
@@ -685,16 +836,17 @@ impl WxccHarvest {
             let (sha, size) = stored;
             if size > STORED_MARK_BYTES {
                 // Worth a ledger write: a crash before the sidecar then costs no re-download.
-                self.vault
-                    .mark_recording_stored(
+                self.db("recording stored audio", || {
+                    self.vault.mark_recording_stored(
                         &self.org,
                         &cap.id,
                         key.as_str(),
                         &sha,
                         i64::try_from(size).unwrap_or(i64::MAX),
                     )
-                    .await
-                    .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
+                })
+                .await
+                .map_err(ledger_item_error)?;
                 row.state = RecordingState::Stored;
             }
             row.object_key = Some(key.to_string());
@@ -752,8 +904,12 @@ impl WxccHarvest {
                     Err(src) => Err(ItemError::Transient(format!("download of {} interrupted: {src}", cap.id))),
                 }
             }
-            Err(e) if e.is_transient() => Err(ItemError::Transient(format!("storing {key}: {e}"))),
-            Err(e) => Err(storage_refused(key.as_str(), &e)),
+            // The download ended short or long: the transfer's fault, not the store's.
+            Err(e @ ArchiveError::SizeMismatch { .. }) => Err(ItemError::Transient(e.to_string())),
+            Err(e @ ArchiveError::InvalidKey { .. }) => Err(self.permanent(&cap.id, e.to_string())),
+            // Everything else is our own storage failing (full, read-only, no credentials,
+            // unreachable): the org stops and no item's attempts are used up.
+            Err(e) => Err(storage_failed(format!("writing {key}"), e)),
         }
     }
 
@@ -810,17 +966,16 @@ impl WxccHarvest {
             // An existing sidecar differs only by archived_at when a crash hit between writing it
             // and recording `done`: keep the first one.
             Ok(PutStatus::Created | PutStatus::AlreadyPresent | PutStatus::ExistsDifferent) => {}
-            Err(e) if e.is_transient() => {
-                return Err(ItemError::Transient(format!("writing {sidecar_key}: {e}")));
-            }
-            Err(e) => return Err(storage_refused(sidecar_key.as_str(), &e)),
+            Err(e) => return Err(storage_failed(format!("writing {sidecar_key}"), e)),
         }
         let bytes = u64::try_from(size).unwrap_or(0);
         if row.state == RecordingState::Stored {
-            self.vault
-                .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
-                .await
-                .map_err(|e| ItemError::Transient(format!("ledger: {e}")))?;
+            self.db("recording an archived recording", || {
+                self.vault
+                    .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
+            })
+            .await
+            .map_err(ledger_item_error)?;
             return Ok(Finished::Marked(bytes));
         }
         // Small recording: audio and sidecar go into the ledger in one write per captures batch.
@@ -882,21 +1037,24 @@ fn classify(e: webex::Error) -> ItemError {
     match e.class() {
         ErrorClass::Transient => ItemError::Transient(e.to_string()),
         // A refused grant or a missing scope/role concerns the whole org, not this recording.
-        ErrorClass::Reauth => ItemError::Org(e),
-        ErrorClass::Permanent if e.status() == Some(403) => ItemError::Org(e),
+        ErrorClass::Reauth => ItemError::Org(e.into()),
+        ErrorClass::Permanent if e.status() == Some(403) => ItemError::Org(e.into()),
         ErrorClass::Permanent => ItemError::Permanent(e.to_string()),
     }
 }
 
-/// A storage error that is not about this item's bytes: the archive refuses writes.
-fn storage_refused(what: &str, e: &ArchiveError) -> ItemError {
-    ItemError::Org(webex::Error::Config(format!(
-        "storage refused {what}: {e} — check [storage] url, credentials and permissions; nothing was marked failed"
-    )))
+/// A storage error that is not about this item's bytes: the org stops, the item is untouched.
+fn storage_failed(what: String, source: ArchiveError) -> ItemError {
+    ItemError::Org(OrgError::Storage { what, source })
 }
 
-fn vault_err(e: vault::VaultError) -> webex::Error {
-    webex::Error::Config(format!("state database: {e}"))
+/// A ledger write for one item: a database that stayed unavailable stops the org; a refused
+/// transition is this item's problem.
+fn ledger_item_error(e: OrgError) -> ItemError {
+    match e.class() {
+        ErrorClass::Transient => ItemError::Org(e),
+        _ => ItemError::Permanent(e.to_string()),
+    }
 }
 
 /// The capture fields the sidecar contract lists, as received (plus id and segment).

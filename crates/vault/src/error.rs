@@ -180,9 +180,48 @@ impl VaultError {
         move |source| VaultError::Db { op, source }
     }
 
+    /// True when the same operation may well succeed if tried again shortly: the database was
+    /// busy or locked, a connection broke or could not be had in time, or the server is
+    /// restarting. Corrupt values, conflicts, decryption and schema problems are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VaultError::Db { source, .. } => sqlx_is_transient(source),
+            VaultError::Open { .. } => true,
+            _ => false,
+        }
+    }
+
     /// True when a unique or primary-key constraint rejected the write.
     pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+    }
+}
+
+/// Busy/locked SQLite, dropped or unobtainable connections, and PostgreSQL's connection,
+/// resource, shutdown and serialization classes are worth retrying.
+fn sqlx_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED, 10 SQLITE_IOERR (primary and extended
+            // codes, e.g. 517 SQLITE_BUSY_SNAPSHOT, 261 SQLITE_BUSY_RECOVERY).
+            if let Ok(n) = code.parse::<i64>() {
+                return matches!(n & 0xff, 5 | 6 | 10);
+            }
+            // PostgreSQL SQLSTATE: 08 connection exception, 53 insufficient resources,
+            // 57P0x operator intervention / shutdown, 40001 serialization, 40P01 deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code == "40001"
+                || code == "40P01"
+        }
+        _ => false,
     }
 }
 
@@ -232,5 +271,39 @@ mod tests {
         );
         assert_eq!(redact_url("sqlite:///var/x.db"), "sqlite:///var/x.db");
         assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    /// A write refused because another connection holds the database lock is worth retrying;
+    /// a constraint violation is not.
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_transient_a_constraint_is_not() {
+        use sqlx::{Connection, Executor, SqliteConnection};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
+        let mut holder = SqliteConnection::connect(&url).await.unwrap();
+        holder
+            .execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .await
+            .unwrap();
+        let mut other = SqliteConnection::connect(&url).await.unwrap();
+        other.execute("PRAGMA busy_timeout = 0").await.unwrap();
+        holder.execute("BEGIN EXCLUSIVE").await.unwrap();
+        let busy = other
+            .execute("INSERT INTO t (id) VALUES (1)")
+            .await
+            .map_err(super::VaultError::db("writing t"))
+            .unwrap_err();
+        assert!(busy.is_transient(), "{busy}");
+        holder.execute("COMMIT").await.unwrap();
+        other
+            .execute("INSERT INTO t (id) VALUES (1)")
+            .await
+            .unwrap();
+        let dup = other
+            .execute("INSERT INTO t (id) VALUES (1)")
+            .await
+            .map_err(super::VaultError::db("writing t"))
+            .unwrap_err();
+        assert!(!dup.is_transient(), "{dup}");
     }
 }

@@ -20,7 +20,7 @@ pub const SOURCE_WXCC: &str = "wxcc";
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
 const BATCH_ROWS: usize = 200;
-const TASK_COLUMNS: &str =
+pub(crate) const TASK_COLUMNS: &str =
     "task_id, created_ms, capture_requested, state, reason, attributes_json, checks";
 const RECORDING_COLUMNS: &str = "recording_id, task_id, task_created_ms, file_name, attributes_json, \
     state, object_key, sha256, size_bytes, reason, attempts";
@@ -859,6 +859,8 @@ impl Vault {
                   AND (capture_requested IS NULL OR capture_requested <> 0)) AS pending_capture, \
                (SELECT COUNT(*) FROM tasks WHERE org = $1 AND state = 'missing') AS missing, \
                (SELECT COUNT(*) FROM tasks WHERE org = $1 AND state = 'absent') AS absent, \
+               (SELECT COUNT(*) FROM tasks WHERE org = $1 AND state = 'absent' \
+                  AND capture_requested IS NULL) AS capture_never_requested, \
                (SELECT COUNT(*) FROM recordings WHERE org = $1 AND state = 'failed') \
                  AS failed_recordings, \
                (SELECT COUNT(*) FROM tasks WHERE org = $1 AND state = 'failed') AS failed_tasks",
@@ -878,6 +880,7 @@ impl Vault {
             pending_capture: get(&row, "pending_capture")?,
             missing: get(&row, "missing")?,
             absent: get(&row, "absent")?,
+            capture_never_requested: get(&row, "capture_never_requested")?,
             failed: get::<i64>(&row, "failed_recordings")? + get::<i64>(&row, "failed_tasks")?,
         })
     }
@@ -978,7 +981,7 @@ impl Vault {
     }
 }
 
-fn task_from_row(row: &AnyRow) -> Result<TaskRow, VaultError> {
+pub(crate) fn task_from_row(row: &AnyRow) -> Result<TaskRow, VaultError> {
     let task_id: String = get(row, "task_id")?;
     let state: String = get(row, "state")?;
     let capture: Option<i64> = get(row, "capture_requested")?;

@@ -25,6 +25,7 @@ mod keyfile;
 mod ledger;
 mod model;
 mod orgs;
+mod recheck;
 mod rotation;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -42,4 +43,5 @@ pub use model::{
     Archived, Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow,
     RecordingState, RecordingUpsert, RotationReport, TaskRow, TaskState, TaskUpsert, TokenUpdate,
 };
+pub use recheck::{RetryCounts, WindowProblems};
 pub use secrecy::SecretString;

@@ -274,6 +274,9 @@ pub struct Counts {
     pub missing: i64,
     /// Tasks with nothing to archive.
     pub absent: i64,
+    /// Of `absent`: tasks Webex never said a capture was requested for and none appeared within
+    /// the grace period (`capture_never_requested`); still re-checked for `[sync] rescan_days`.
+    pub capture_never_requested: i64,
     /// Failed recordings plus failed tasks.
     pub failed: i64,
 }

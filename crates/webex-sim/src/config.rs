@@ -237,6 +237,12 @@ pub struct Faults {
     pub gateway_429_body_rate: f64,
     /// When `true`, token responses omit `token_type` (older Webex examples).
     pub omit_token_type: bool,
+    /// Task ids that make a captures query fail with 400 when any of them is in it (a task
+    /// Webex cannot answer for, poisoning its whole batch).
+    pub refused_task_ids: Vec<String>,
+    /// Task ids whose captures are not listed yet, whatever their availability time (a capture
+    /// Webex produces late, after re-processing); removing an id makes them appear.
+    pub withheld_task_ids: Vec<String>,
 }
 
 /// What the consent page answers.

@@ -266,11 +266,18 @@ async fn captures_inner(
             None => return Err(bad("urlExpiration must be an integer.")),
         },
     };
+    let faults = shared.faults();
+    if let Some(id) = ids
+        .iter()
+        .find(|id| faults.refused_task_ids.iter().any(|r| r == *id))
+    {
+        return Err(bad(&format!("Invalid taskId: {id}")));
+    }
+    let withheld = |id: &str| faults.withheld_task_ids.iter().any(|w| w == id);
     let flag = |name: &str| query.get(name).and_then(Value::as_bool).unwrap_or(false);
     let (segments, va) = (flag("includeSegments"), flag("includeVARecordings"));
     let now = shared.now_ms();
-    let expires_secs = shared
-        .faults()
+    let expires_secs = faults
         .url_expiry_secs
         .unwrap_or(u64::try_from(minutes).unwrap_or(60) * 60);
     let data: Vec<Value> =
@@ -280,6 +287,7 @@ async fn captures_inner(
                     (shared.data.orgs[oi].id == org.id).then(|| &org.tasks[ti])
                 });
                 let recs: Vec<Value> = task
+                    .filter(|t| !withheld(&t.id))
                     .map(|t| {
                         t.recordings
                             .iter()

@@ -315,9 +315,13 @@ async fn counts_and_failures_reflect_the_ledger() {
             ("a", Some(false)),
             ("x", Some(true)),
             ("c", Some(true)),
+            ("n", None),
         ] {
             v.upsert_task(&o, &task(id, 1_000, cap)).await.unwrap();
         }
+        v.set_task_state(&o, "n", T::Absent, Some("capture_never_requested"))
+            .await
+            .unwrap();
         v.set_task_state(&o, "p", T::PendingCapture, None)
             .await
             .unwrap();
@@ -346,13 +350,14 @@ async fn counts_and_failures_reflect_the_ledger() {
             .unwrap();
 
         let expected = Counts {
-            tasks: 7,
+            tasks: 8,
             recordings: 5,
             archived: 2,
             in_progress: 2,
             pending_capture: 2,
             missing: 1,
-            absent: 1,
+            absent: 2,
+            capture_never_requested: 1,
             failed: 2,
         };
         assert_eq!(v.counts(&o).await.unwrap(), expected, "{b}");

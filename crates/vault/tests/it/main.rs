@@ -7,4 +7,5 @@ mod keys;
 mod ledger;
 mod open;
 mod orgs;
+mod recheck;
 mod rotation;
