@@ -233,6 +233,9 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
     let bars = (!args.json && std::io::stderr().is_terminal()).then(output::Bars::new);
     if let Some(b) = &bars {
         engine.progress = b.clone();
+    } else if !std::io::stderr().is_terminal() {
+        // Cron, systemd, CI: a plain progress line per window, at most one a minute.
+        engine.progress = Arc::new(engine::progress::LogLines::stderr());
     }
     let report = engine
         .sync(&SyncOptions {

@@ -32,6 +32,16 @@ async fn sync_archives_exactly_the_simulators_recordings() {
         archived >= expected.len() as u64 && archived == on_disk,
         "{report:#}"
     );
+    // Off a terminal a plain progress line shows the run is alive (at most one a minute).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress acme: "))
+        .collect();
+    assert!(
+        !progress.is_empty() && progress[0].contains("window(s) listed"),
+        "{stderr}"
+    );
     // Exit code 0 unless the dataset holds a task whose capture never came within the grace period.
     let missing = org_report["missing"].as_array().map_or(0, Vec::len);
     assert_eq!(
