@@ -16,12 +16,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use engine::onboard::{ConnectTarget, explain_refusal, scopes_for};
 use maud::{Markup, html};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use vault::{Invite, InviteStatus, NewPendingAuth, Org};
 
 use crate::pages::{layout, when};
 use crate::security::{self, CONNECT};
+use crate::throttle::ClientAddr;
 use crate::{AppState, WebError};
 
 /// How long a browser may take from the connect page to the callback.
@@ -41,6 +42,21 @@ pub(crate) const KNOWN_REGIONS: &[(&str, &str)] = &[
     ("in1", "India (in1)"),
 ];
 
+/// Charges one stored connect record to the client's address, or refuses: the page says to use
+/// the connect page already open rather than open the link again.
+fn charge_address(app: &AppState, addr: ClientAddr) -> Result<(), WebError> {
+    if app.addresses.charge(addr, app.now_ms()) {
+        return Ok(());
+    }
+    tracing::warn!(client = ?addr.0, "connect refused: too many connect attempts from one address");
+    Err(WebError::refused(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "Too many connection attempts came from your network in the last hour, so this one was not started.",
+        "Use the connect page already open in your browser, or try again in an hour.",
+    ))
+}
+
 fn start_again(app: &AppState) -> String {
     format!(
         "Open the invitation link again in this browser, or ask {} for a new one.",
@@ -52,6 +68,7 @@ fn start_again(app: &AppState) -> String {
 /// the page for the session's invite.
 pub(crate) async fn connect_page(
     State(app): State<AppState>,
+    addr: ClientAddr,
     jar: CookieJar,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, WebError> {
@@ -66,6 +83,7 @@ pub(crate) async fn connect_page(
         {
             return Ok(Redirect::to("/connect").into_response());
         }
+        charge_address(&app, addr)?;
         let issued = app
             .engine
             .vault
@@ -209,6 +227,7 @@ pub(crate) struct StartForm {
 /// browser to Webex's authorize page (built from configuration only).
 pub(crate) async fn start(
     State(app): State<AppState>,
+    addr: ClientAddr,
     jar: CookieJar,
     Form(form): Form<StartForm>,
 ) -> Result<Response, WebError> {
@@ -254,6 +273,7 @@ pub(crate) async fn start(
     let authorize_url = pending.authorize_url.clone();
     let scopes = pending.scopes.clone();
     let (state, verifier) = pending.into_secrets();
+    charge_address(&app, addr)?;
     app.engine
         .vault
         .put_pending_auth(
@@ -380,6 +400,9 @@ pub(crate) async fn callback(
         .map(|i| i.sources.clone())
         .unwrap_or_else(|| vec!["wxcc".into()]);
     let existing = app.engine.vault.org_by_name(&pending.org_name).await?;
+    // A re-connected org's access token before this connection, to tell afterwards whether
+    // this connection's tokens were written.
+    let mut stored_before = None;
     let (target, secret) = match &existing {
         Some(org) => {
             if org.client_id != pending.client_id {
@@ -394,6 +417,7 @@ pub(crate) async fn callback(
                 ));
             }
             let secrets = app.engine.vault.org_secrets(org).await?;
+            stored_before = Some(secrets.access_token);
             (ConnectTarget::for_org(org), secrets.client_secret)
         }
         None => {
@@ -476,6 +500,7 @@ pub(crate) async fn callback(
             ),
         ));
     }
+    let webex_org = exchanged.org_id().to_string();
     let connected = match app
         .engine
         .store_connected(
@@ -489,13 +514,37 @@ pub(crate) async fn callback(
     {
         Ok(c) => c,
         Err(e) => {
-            // Nothing stored: give the invite back so the same link works again.
-            if let Some(invite_id) = pending.invite_id
-                && let Err(r) = app.engine.vault.release_invite(invite_id).await
-            {
-                tracing::error!(invite = invite_id, error = %r, "cannot release the invite");
+            let written = org_written(&app, &target.name, &webex_org, stored_before).await;
+            if !written {
+                // Nothing stored: give the invite back so the same link works again.
+                if let Some(invite_id) = pending.invite_id
+                    && let Err(r) = app.engine.vault.release_invite(invite_id).await
+                {
+                    tracing::error!(invite = invite_id, error = %r, "cannot release the invite");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
+            // The org row holds this connection: the invite stays used (releasing it would
+            // reopen a link that already connected), and the failure is reported as it is.
+            tracing::error!(
+                org = %target.name,
+                webex_org = %webex_org,
+                invite = ?pending.invite_id,
+                error = %e,
+                "the org was stored but finishing the connection failed; the invite stays used"
+            );
+            return Err(WebError::refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Connected, with a problem",
+                format!(
+                    "Your Webex organization was connected to {}, but wxvault could not finish recording the connection. The invitation is used up.",
+                    app.settings.vendor_name
+                ),
+                format!(
+                    "Nothing more is needed from you now; tell {} so they can check the service's log.",
+                    app.settings.vendor_name
+                ),
+            ));
         }
     };
     if !connected.missing.is_empty() {
@@ -518,6 +567,38 @@ pub(crate) async fn callback(
         "org connected through the connect page"
     );
     Ok((jar, success(&app, &connected)).into_response())
+}
+
+/// Whether a failed `store_connected` had already written this connection: a new org row for
+/// `webex_org` under `name`, or (re-connect) an access token other than `before`. When that
+/// cannot be read, it counts as written: keeping a used invite used is the safe mistake.
+async fn org_written(
+    app: &AppState,
+    name: &str,
+    webex_org: &str,
+    before: Option<Option<SecretString>>,
+) -> bool {
+    let org = match app.engine.vault.org_by_name(name).await {
+        Ok(Some(org)) => org,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::error!(org = %name, error = %e, "cannot tell whether the org was stored");
+            return true;
+        }
+    };
+    let Some(before) = before else {
+        return org.org_id.eq_ignore_ascii_case(webex_org);
+    };
+    match app.engine.vault.org_secrets(&org).await {
+        Ok(now) => {
+            let token = |t: &Option<SecretString>| t.as_ref().map(|t| t.expose_secret().to_string());
+            token(&now.access_token) != token(&before)
+        }
+        Err(e) => {
+            tracing::error!(org = %name, error = %e, "cannot tell whether the org's tokens were stored");
+            true
+        }
+    }
 }
 
 /// Why this Webex org cannot be stored under this name, in words for the customer admin: a
