@@ -733,7 +733,9 @@ impl Vault {
         let expires_at_ms = expiry(&format!("{kind} session"), now_ms, ttl_ms)?;
         let id = random_token();
         let csrf = random_token();
-        let mut tx = self.begin_write(&format!("starting a {kind} session")).await?;
+        let mut tx = self
+            .begin_write(&format!("starting a {kind} session"))
+            .await?;
         if kind == "connect" {
             let evicted = sqlx::query(
                 "DELETE FROM sessions WHERE kind = 'connect' AND subject = $1 AND \

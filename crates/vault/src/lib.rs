@@ -29,11 +29,11 @@ mod rotation;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use connect::{CONNECT_SESSIONS_PER_INVITE, PENDING_AUTHS_PER_INVITE};
 pub use connect::{
     Invite, InviteStatus, IssuedInvite, IssuedSession, NewInvite, NewPendingAuth, PendingAuth,
     SESSION_KINDS, Session, hash_password, verify_password,
 };
-pub use connect::{CONNECT_SESSIONS_PER_INVITE, PENDING_AUTHS_PER_INVITE};
 pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
 pub use db::Vault;
 pub use error::VaultError;

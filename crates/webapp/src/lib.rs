@@ -21,6 +21,7 @@ mod connect;
 mod dashboard;
 mod error;
 mod keepalive;
+mod outcome;
 mod pages;
 mod security;
 mod server;

@@ -212,7 +212,11 @@ mod tests {
             assert!(g.reserve(1).is_some());
         }
         assert!(g.reserve(2).is_none(), "paused");
-        assert_eq!(g.counted(FAILURE_WINDOW_MS), MAX_FAILURES - 1, "the first aged out");
+        assert_eq!(
+            g.counted(FAILURE_WINDOW_MS),
+            MAX_FAILURES - 1,
+            "the first aged out"
+        );
         assert!(g.reserve(FAILURE_WINDOW_MS).is_some());
     }
 
@@ -227,7 +231,10 @@ mod tests {
         assert!(!g.still_allowed(waited, FAILURE_WINDOW_MS));
         let fresh = LoginGuard::default();
         let w = fresh.reserve(0).unwrap();
-        assert!(fresh.still_allowed(w, FAILURE_WINDOW_MS), "room: re-reserved");
+        assert!(
+            fresh.still_allowed(w, FAILURE_WINDOW_MS),
+            "room: re-reserved"
+        );
         assert_eq!(fresh.counted(FAILURE_WINDOW_MS), 1);
     }
 
@@ -252,7 +259,10 @@ mod tests {
         for _ in 1..CONNECT_RECORDS_PER_ADDRESS {
             assert!(b.charge(other, 2));
         }
-        assert!(!b.charge(mapped, 2), "a v4-mapped address is the v4 address");
+        assert!(
+            !b.charge(mapped, 2),
+            "a v4-mapped address is the v4 address"
+        );
         b.prune(2 * ADDRESS_WINDOW_MS);
         assert!(b.windows.lock().unwrap().is_empty());
     }

@@ -7,8 +7,9 @@ use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
 use vault::{
-    CONNECT_SESSIONS_PER_INVITE, InviteStatus, PENDING_AUTHS_PER_INVITE, Keyring, NewInvite, NewPendingAuth, RotationReport, Vault, VaultError,
-    add_key_version, hash_password, init_key_file, retire_key_versions, verify_password,
+    CONNECT_SESSIONS_PER_INVITE, InviteStatus, Keyring, NewInvite, NewPendingAuth,
+    PENDING_AUTHS_PER_INVITE, RotationReport, Vault, VaultError, add_key_version, hash_password,
+    init_key_file, retire_key_versions, verify_password,
 };
 
 use crate::common::{TestDb, backends, secret};
@@ -563,10 +564,12 @@ async fn one_invite_cannot_pile_up_connect_sessions_and_the_newest_always_works(
         let b = db.name();
         let v = &db.vault;
         let mut issued = Vec::new();
-        // All at the same instant: eviction must not depend on the clock moving.
-        for _ in 0..CONNECT_SESSIONS_PER_INVITE + 15 {
+        // Fifteen a millisecond apart, then a full set at one instant: the oldest go first,
+        // and eviction never takes the session being issued, even when the clock stands still.
+        for i in 0..CONNECT_SESSIONS_PER_INVITE + 15 {
+            let at = NOW + i64::try_from(i.min(15)).unwrap();
             issued.push(
-                v.create_session("connect", "7", 10 * MINUTE, NOW)
+                v.create_session("connect", "7", 10 * MINUTE, at)
                     .await
                     .unwrap(),
             );
@@ -586,12 +589,44 @@ async fn one_invite_cannot_pile_up_connect_sessions_and_the_newest_always_works(
         );
         // The session just issued is always among those kept.
         let newest = issued.last().unwrap();
-        assert!(v.session(newest.id.expose_secret(), NOW).await.unwrap().is_some(), "{b}");
+        assert!(
+            v.session(newest.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+        for (i, s) in issued.iter().enumerate() {
+            let live = v
+                .session(s.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some();
+            assert_eq!(live, i >= 15, "{b}: session {i}");
+        }
         let first = issued.first().unwrap();
-        assert!(v.session(first.id.expose_secret(), NOW).await.unwrap().is_none(), "{b}: evicted");
+        assert!(
+            v.session(first.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}: evicted"
+        );
         // Other invites and operator sessions are untouched.
-        assert!(v.session(other.id.expose_secret(), NOW).await.unwrap().is_some(), "{b}");
-        assert!(v.session(operator.id.expose_secret(), NOW).await.unwrap().is_some(), "{b}");
+        assert!(
+            v.session(other.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+        assert!(
+            v.session(operator.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
     }
 }
 
@@ -600,8 +635,14 @@ async fn one_invite_cannot_pile_up_pending_authorizations() {
     for db in backends().await {
         let b = db.name();
         let v = &db.vault;
-        let invite = v.create_invite(new_invite("acme", 60 * MINUTE), NOW).await.unwrap();
-        let other = v.create_invite(new_invite("globex", 60 * MINUTE), NOW).await.unwrap();
+        let invite = v
+            .create_invite(new_invite("acme", 60 * MINUTE), NOW)
+            .await
+            .unwrap();
+        let other = v
+            .create_invite(new_invite("globex", 60 * MINUTE), NOW)
+            .await
+            .unwrap();
         let with_invite = |state: String, id: i64| NewPendingAuth {
             invite_id: Some(id),
             ..pending(&state, BROWSER, 10 * MINUTE)
@@ -621,9 +662,27 @@ async fn one_invite_cannot_pile_up_pending_authorizations() {
             "{b}"
         );
         let last = format!("state-{}", PENDING_AUTHS_PER_INVITE + 4);
-        assert!(v.take_pending_auth(&last, BROWSER, NOW).await.unwrap().is_some(), "{b}: newest kept");
-        assert!(v.take_pending_auth("state-0", BROWSER, NOW).await.unwrap().is_none(), "{b}: oldest evicted");
-        assert!(v.take_pending_auth("state-other", BROWSER, NOW).await.unwrap().is_some(), "{b}: other invite untouched");
+        assert!(
+            v.take_pending_auth(&last, BROWSER, NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}: newest kept"
+        );
+        assert!(
+            v.take_pending_auth("state-0", BROWSER, NOW)
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}: oldest evicted"
+        );
+        assert!(
+            v.take_pending_auth("state-other", BROWSER, NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}: other invite untouched"
+        );
     }
 }
 

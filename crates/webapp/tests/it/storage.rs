@@ -32,10 +32,26 @@ async fn a_failure_after_the_org_row_is_stored_keeps_the_invite_used() {
     // The org row commits; recording the "connected" event after it fails.
     fail_inserts(&app, "fail_connected", "events", "NEW.kind = 'connected'").await;
     let page = Browser::new().connect(&app, &link).await;
-    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", page.body);
+    assert_eq!(
+        page.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("was connected"), "{}", page.body);
-    assert!(page.body.contains("The invitation is used up"), "{}", page.body);
-    assert!(app.engine.vault.org_by_name("acme").await.unwrap().is_some());
+    assert!(
+        page.body.contains("The invitation is used up"),
+        "{}",
+        page.body
+    );
+    assert!(
+        app.engine
+            .vault
+            .org_by_name("acme")
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(invite_status(&app, "acme").await, InviteStatus::Used);
     // The link does not open a second connection.
     let again = Browser::new().get(&link).await;
@@ -52,10 +68,25 @@ async fn a_failed_reconnect_whose_tokens_were_saved_keeps_its_invite_used() {
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     let link = app.invite("acme", None, HOUR).await;
     // The new tokens are saved; recording the "reconnected" event after it fails.
-    fail_inserts(&app, "fail_reconnected", "events", "NEW.kind = 'reconnected'").await;
+    fail_inserts(
+        &app,
+        "fail_reconnected",
+        "events",
+        "NEW.kind = 'reconnected'",
+    )
+    .await;
     let page = Browser::new().connect(&app, &link).await;
-    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", page.body);
-    assert!(page.body.contains("The invitation is used up"), "{}", page.body);
+    assert_eq!(
+        page.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("The invitation is used up"),
+        "{}",
+        page.body
+    );
     let open = app
         .engine
         .vault
@@ -75,9 +106,21 @@ async fn a_failure_before_anything_is_stored_gives_the_invite_back() {
     let link = app.invite("acme", Some("us1"), HOUR).await;
     fail_inserts(&app, "fail_orgs", "orgs", "1 = 1").await;
     let page = Browser::new().connect(&app, &link).await;
-    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", page.body);
+    assert_eq!(
+        page.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("Nothing was changed"), "{}", page.body);
-    assert!(app.engine.vault.org_by_name("acme").await.unwrap().is_none());
+    assert!(
+        app.engine
+            .vault
+            .org_by_name("acme")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(invite_status(&app, "acme").await, InviteStatus::Open);
     // Once storage works again, the same link connects.
     app.execute("DROP TRIGGER fail_orgs").await;
