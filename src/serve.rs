@@ -54,6 +54,11 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<()> {
         "redirect URI: {} (register it on the integration)",
         settings.redirect_uri()
     );
+    println!(
+        "limits:       request headers within {} s, at most {} connections ([serve] header_read_timeout_secs, max_connections)",
+        settings.limits.header_read_timeout.as_secs(),
+        settings.limits.max_connections
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

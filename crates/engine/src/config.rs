@@ -68,6 +68,13 @@ pub struct ServeConfig {
     /// How often the keep-alive pass runs inside `serve` (it refreshes only what is due).
     #[serde(default = "default_keepalive_minutes")]
     pub keepalive_minutes: u64,
+    /// Seconds a connection may take to send a request's headers (and may sit idle between
+    /// requests) before `serve` closes it: slow or stalled clients cannot hold connections.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// Connections `serve` holds open at once; further ones get a 503 and are closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
 }
 
 fn default_listen() -> String {
@@ -88,6 +95,12 @@ fn default_session_hours() -> u64 {
 fn default_keepalive_minutes() -> u64 {
     60
 }
+fn default_header_read_timeout_secs() -> u64 {
+    15
+}
+fn default_max_connections() -> u64 {
+    256
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -101,6 +114,8 @@ impl Default for ServeConfig {
             invite_ttl_hours: default_invite_ttl(),
             session_hours: default_session_hours(),
             keepalive_minutes: default_keepalive_minutes(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -479,6 +494,20 @@ impl Config {
                 "sync.rescan_days",
                 &self.sync.rescan_days.to_string(),
                 "must be between 0 and 3650",
+            ));
+        }
+        if !(1..=300).contains(&serve.header_read_timeout_secs) {
+            return Err(bad(
+                "serve.header_read_timeout_secs",
+                &serve.header_read_timeout_secs.to_string(),
+                "must be between 1 and 300",
+            ));
+        }
+        if !(1..=100_000).contains(&serve.max_connections) {
+            return Err(bad(
+                "serve.max_connections",
+                &serve.max_connections.to_string(),
+                "must be between 1 and 100000",
             ));
         }
         if self.sync.max_attempts < 1 {

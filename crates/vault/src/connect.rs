@@ -31,7 +31,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::any::AnyRow;
 use subtle::ConstantTimeEq as _;
 
-use crate::db::now_ms;
+use crate::db::{Backend, now_ms};
 use crate::orgs::get;
 use crate::{Vault, VaultError};
 
@@ -40,6 +40,15 @@ const TOKEN_BYTES: usize = 32;
 
 /// Session kinds accepted by [`Vault::create_session`].
 pub const SESSION_KINDS: [&str; 2] = ["operator", "connect"];
+
+/// Live connect sessions kept per subject (invite): anyone holding an invite link can open it
+/// without a cookie over and over, and each open starts a session. Starting one more evicts
+/// the oldest, so the rows one link can create are bounded and the newest browser always works.
+pub const CONNECT_SESSIONS_PER_INVITE: usize = 20;
+
+/// Pending OAuth authorizations kept per invite: each "Connect with Webex" stores one. Storing
+/// one more evicts the oldest (its callback then finds nothing and says to start again).
+pub const PENDING_AUTHS_PER_INVITE: usize = 10;
 
 const INVITE_COLUMNS: &str = "id, org_name, sources_json, created_by, client_id, region, \
     created_at_ms, expires_at_ms, used_at_ms, revoked_at_ms";
@@ -249,6 +258,12 @@ fn expiry(what: &str, now_ms: i64, ttl_ms: i64) -> Result<i64, VaultError> {
         .ok_or_else(|| VaultError::Invalid(format!("{what} lifetime of {ttl_ms} ms is too large")))
 }
 
+/// How many existing rows to keep so that, with the one about to be inserted, at most `max`
+/// remain. Evicting before the insert (never after) keeps the new row whatever the clock says.
+fn keep_before_insert(max: usize) -> i64 {
+    i64::try_from(max.saturating_sub(1)).unwrap_or(i64::MAX)
+}
+
 fn non_empty(what: &str, value: &str) -> Result<(), VaultError> {
     if value.is_empty() {
         return Err(VaultError::Invalid(format!("{what} must not be empty")));
@@ -303,6 +318,22 @@ fn invite_from_row(row: &AnyRow, now_ms: i64) -> Result<Invite, VaultError> {
         region: get(row, "region")?,
         status: invite_status(used_at_ms, revoked_at_ms, expires_at_ms, now_ms),
     })
+}
+
+impl Vault {
+    /// A transaction that will write. On SQLite it takes the write lock up front: a deferred
+    /// transaction that reads and then writes fails with SQLITE_BUSY if another process wrote
+    /// in between.
+    async fn begin_write(
+        &self,
+        what: &str,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Any>, VaultError> {
+        let begun = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        begun.map_err(VaultError::db(what.to_string()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,6 +539,9 @@ impl Vault {
     /// browser session it is bound to, and the PKCE verifier sealed with the current master key
     /// (AAD binds it to the row's state hash). It expires `p.ttl_ms` after `now_ms`.
     ///
+    /// At most [`PENDING_AUTHS_PER_INVITE`] live rows are kept per invite: the oldest (and any
+    /// expired ones) of the same invite are deleted in the same transaction.
+    ///
     /// # Errors
     /// [`VaultError::Invalid`] for an empty state, browser session, verifier, org name, client
     /// id or redirect URI, or a non-positive lifetime; [`VaultError::Conflict`] if the state is
@@ -530,6 +564,29 @@ impl Vault {
             &pending_auth_aad(&state_hash),
             p.code_verifier.expose_secret().as_bytes(),
         )?;
+        let mut tx = self.begin_write(&format!("storing the {what}")).await?;
+        if let Some(invite_id) = p.invite_id {
+            let evicted = sqlx::query(
+                "DELETE FROM pending_auths WHERE invite_id = $1 AND (expires_at_ms <= $3 OR id NOT IN \
+                 (SELECT id FROM pending_auths WHERE invite_id = $1 ORDER BY id DESC LIMIT $2))",
+            )
+            .bind(invite_id)
+            .bind(keep_before_insert(PENDING_AUTHS_PER_INVITE))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(VaultError::db(format!(
+                "evicting old pending OAuth authorizations of invite #{invite_id}"
+            )))?
+            .rows_affected();
+            if evicted > 0 {
+                tracing::info!(
+                    invite = invite_id,
+                    evicted,
+                    "oldest pending OAuth authorizations of the invite evicted"
+                );
+            }
+        }
         let done = sqlx::query(
             "INSERT INTO pending_auths (state_hash, browser_session_hash, invite_id, org_name, \
              client_id, region, redirect_uri, code_verifier_enc, scopes_json, created_at_ms, \
@@ -546,10 +603,13 @@ impl Vault {
         .bind(scopes_json)
         .bind(now_ms)
         .bind(expires_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match done {
-            Ok(_) => Ok(()),
+            Ok(_) => tx
+                .commit()
+                .await
+                .map_err(VaultError::db(format!("storing the {what}"))),
             Err(e) if VaultError::is_unique_violation(&e) => Err(VaultError::Conflict(format!(
                 "{what}: this OAuth state is already pending — generate a fresh random state"
             ))),
@@ -652,7 +712,8 @@ impl Vault {
 impl Vault {
     /// Starts a session of `kind` (`"operator"` or `"connect"`) for `subject`, valid for
     /// `ttl_ms` from `now_ms`. Returns the cookie value and CSRF token (32 random bytes each,
-    /// base64url); only their SHA-256 is stored.
+    /// base64url); only their SHA-256 is stored. A `"connect"` session evicts the oldest (and
+    /// expired) connect sessions of the same subject beyond [`CONNECT_SESSIONS_PER_INVITE`].
     ///
     /// # Errors
     /// [`VaultError::Invalid`] for an unknown kind or a non-positive lifetime,
@@ -672,6 +733,27 @@ impl Vault {
         let expires_at_ms = expiry(&format!("{kind} session"), now_ms, ttl_ms)?;
         let id = random_token();
         let csrf = random_token();
+        let mut tx = self
+            .begin_write(&format!("starting a {kind} session"))
+            .await?;
+        if kind == "connect" {
+            let evicted = sqlx::query(
+                "DELETE FROM sessions WHERE kind = 'connect' AND subject = $1 AND \
+                 (expires_at_ms <= $3 OR id_hash NOT IN (SELECT id_hash FROM sessions \
+                 WHERE kind = 'connect' AND subject = $1 \
+                 ORDER BY created_at_ms DESC, id_hash DESC LIMIT $2))",
+            )
+            .bind(subject)
+            .bind(keep_before_insert(CONNECT_SESSIONS_PER_INVITE))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(VaultError::db("evicting old connect sessions"))?
+            .rows_affected();
+            if evicted > 0 {
+                tracing::info!(subject, evicted, "oldest connect sessions evicted");
+            }
+        }
         sqlx::query(
             "INSERT INTO sessions (id_hash, kind, subject, csrf_hash, created_at_ms, expires_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -682,9 +764,12 @@ impl Vault {
         .bind(sha256_hex(csrf.expose_secret()))
         .bind(now_ms)
         .bind(expires_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(VaultError::db(format!("starting a {kind} session")))?;
+        tx.commit()
+            .await
+            .map_err(VaultError::db(format!("starting a {kind} session")))?;
         Ok(IssuedSession {
             id,
             csrf,

@@ -30,6 +30,7 @@ mod rotation;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use connect::{CONNECT_SESSIONS_PER_INVITE, PENDING_AUTHS_PER_INVITE};
 pub use connect::{
     Invite, InviteStatus, IssuedInvite, IssuedSession, NewInvite, NewPendingAuth, PendingAuth,
     SESSION_KINDS, Session, hash_password, verify_password,

@@ -20,8 +20,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use vault::{Invite, InviteStatus, NewPendingAuth, Org};
 
+use crate::outcome;
 use crate::pages::{layout, when};
 use crate::security::{self, CONNECT};
+use crate::throttle::ClientAddr;
 use crate::{AppState, WebError};
 
 /// How long a browser may take from the connect page to the callback.
@@ -41,6 +43,21 @@ pub(crate) const KNOWN_REGIONS: &[(&str, &str)] = &[
     ("in1", "India (in1)"),
 ];
 
+/// Charges one stored connect record to the client's address, or refuses: the page says to use
+/// the connect page already open rather than open the link again.
+fn charge_address(app: &AppState, addr: ClientAddr) -> Result<(), WebError> {
+    if app.addresses.charge(addr, app.now_ms()) {
+        return Ok(());
+    }
+    tracing::warn!(client = ?addr.0, "connect refused: too many connect attempts from one address");
+    Err(WebError::refused(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "Too many connection attempts came from your network in the last hour, so this one was not started.",
+        "Use the connect page already open in your browser, or try again in an hour.",
+    ))
+}
+
 fn start_again(app: &AppState) -> String {
     format!(
         "Open the invitation link again in this browser, or ask {} for a new one.",
@@ -52,6 +69,7 @@ fn start_again(app: &AppState) -> String {
 /// the page for the session's invite.
 pub(crate) async fn connect_page(
     State(app): State<AppState>,
+    addr: ClientAddr,
     jar: CookieJar,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, WebError> {
@@ -66,6 +84,7 @@ pub(crate) async fn connect_page(
         {
             return Ok(Redirect::to("/connect").into_response());
         }
+        charge_address(&app, addr)?;
         let issued = app
             .engine
             .vault
@@ -209,6 +228,7 @@ pub(crate) struct StartForm {
 /// browser to Webex's authorize page (built from configuration only).
 pub(crate) async fn start(
     State(app): State<AppState>,
+    addr: ClientAddr,
     jar: CookieJar,
     Form(form): Form<StartForm>,
 ) -> Result<Response, WebError> {
@@ -254,6 +274,7 @@ pub(crate) async fn start(
     let authorize_url = pending.authorize_url.clone();
     let scopes = pending.scopes.clone();
     let (state, verifier) = pending.into_secrets();
+    charge_address(&app, addr)?;
     app.engine
         .vault
         .put_pending_auth(
@@ -380,6 +401,9 @@ pub(crate) async fn callback(
         .map(|i| i.sources.clone())
         .unwrap_or_else(|| vec!["wxcc".into()]);
     let existing = app.engine.vault.org_by_name(&pending.org_name).await?;
+    // A re-connected org's access token before this connection, to tell afterwards whether
+    // this connection's tokens were written.
+    let mut stored_before = None;
     let (target, secret) = match &existing {
         Some(org) => {
             if org.client_id != pending.client_id {
@@ -394,6 +418,7 @@ pub(crate) async fn callback(
                 ));
             }
             let secrets = app.engine.vault.org_secrets(org).await?;
+            stored_before = Some(secrets.access_token);
             (ConnectTarget::for_org(org), secrets.client_secret)
         }
         None => {
@@ -449,7 +474,7 @@ pub(crate) async fn callback(
         Err(e) => return Err(e.into()),
     };
     // Refuse what storing would refuse before the invite is used up.
-    if let Some(problem) = conflict(&app, existing.as_ref(), exchanged.org_id()).await? {
+    if let Some(problem) = outcome::conflict(&app, existing.as_ref(), exchanged.org_id()).await? {
         tracing::warn!(org = %target.name, webex_org = %exchanged.org_id(), %problem, "connect refused");
         return Err(WebError::refused(
             StatusCode::CONFLICT,
@@ -476,6 +501,7 @@ pub(crate) async fn callback(
             ),
         ));
     }
+    let webex_org = exchanged.org_id().to_string();
     let connected = match app
         .engine
         .store_connected(
@@ -489,13 +515,37 @@ pub(crate) async fn callback(
     {
         Ok(c) => c,
         Err(e) => {
-            // Nothing stored: give the invite back so the same link works again.
-            if let Some(invite_id) = pending.invite_id
-                && let Err(r) = app.engine.vault.release_invite(invite_id).await
-            {
-                tracing::error!(invite = invite_id, error = %r, "cannot release the invite");
+            let written = outcome::org_written(&app, &target.name, &webex_org, stored_before).await;
+            if !written {
+                // Nothing stored: give the invite back so the same link works again.
+                if let Some(invite_id) = pending.invite_id
+                    && let Err(r) = app.engine.vault.release_invite(invite_id).await
+                {
+                    tracing::error!(invite = invite_id, error = %r, "cannot release the invite");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
+            // The org row holds this connection: the invite stays used (releasing it would
+            // reopen a link that already connected), and the failure is reported as it is.
+            tracing::error!(
+                org = %target.name,
+                webex_org = %webex_org,
+                invite = ?pending.invite_id,
+                error = %e,
+                "the org was stored but finishing the connection failed; the invite stays used"
+            );
+            return Err(WebError::refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Connected, with a problem",
+                format!(
+                    "Your Webex organization was connected to {}, but wxvault could not finish recording the connection. The invitation is used up.",
+                    app.settings.vendor_name
+                ),
+                format!(
+                    "Nothing more is needed from you now; tell {} so they can check the service's log.",
+                    app.settings.vendor_name
+                ),
+            ));
         }
     };
     if !connected.missing.is_empty() {
@@ -517,74 +567,5 @@ pub(crate) async fn callback(
         reconnected = connected.reconnected,
         "org connected through the connect page"
     );
-    Ok((jar, success(&app, &connected)).into_response())
-}
-
-/// Why this Webex org cannot be stored under this name, in words for the customer admin: a
-/// re-connect must be the same Webex org, and a Webex org is connected at most once.
-async fn conflict(
-    app: &AppState,
-    existing: Option<&Org>,
-    webex_org: &str,
-) -> Result<Option<String>, WebError> {
-    if let Some(org) = existing {
-        if !org.org_id.eq_ignore_ascii_case(webex_org) {
-            return Ok(Some(format!(
-                "You signed in to a different Webex organization than the one being re-connected ({}). Nothing was stored.",
-                org.name
-            )));
-        }
-        return Ok(None);
-    }
-    let taken = app
-        .engine
-        .vault
-        .orgs()
-        .await?
-        .into_iter()
-        .any(|o| o.org_id.eq_ignore_ascii_case(webex_org));
-    Ok(taken.then(|| {
-        format!(
-            "This Webex organization is already connected to {}, so nothing was stored. If its connection needs renewing, {} will send a re-connect link.",
-            app.settings.vendor_name, app.settings.vendor_name
-        )
-    }))
-}
-
-fn success(app: &AppState, c: &engine::onboard::Connected) -> Markup {
-    let vendor = &app.settings.vendor_name;
-    let org = &c.org;
-    let body = html! {
-        section.card.(if c.missing.is_empty() { "ok" } else { "bad" }) {
-            h1 id="result" { @if c.reconnected { "Re-connected" } @else { "Connected" } }
-            p { "Your Webex organization is connected to " (vendor) ". You can close this page." }
-            dl.facts {
-                dt { "Name" } dd id="org-name" { (org.name) }
-                dt { "Webex org id" } dd { code id="org-id" { (org.org_id) } }
-                dt { "Region" } dd { code id="region" { (org.region) } }
-                dt { "Granted scopes" }
-                dd id="granted" {
-                    @match &c.granted {
-                        Some(g) => { @for s in g { code { (s) } " " } }
-                        None => { span.muted { "Webex did not list them" } }
-                    }
-                }
-            }
-            @if !c.missing.is_empty() {
-                p id="missing" {
-                    strong { "Missing: " }
-                    @for s in &c.missing { code { (s) } " " }
-                    "— Webex granted less than " (vendor) " needs, so those recordings cannot be archived. "
-                    "The integration must be given these scopes in the Webex developer portal, then this org connected again."
-                }
-            }
-            h2 { "What happens next" }
-            ul {
-                li { (vendor) " archives the org's recordings on its next run; nothing else is needed from you." }
-                li { "The authorization is kept alive automatically. If Webex ever stops it (a password change, a removed admin role, access withdrawn in Control Hub), " (vendor) " is told at once and will send you a new link." }
-                li { "To withdraw access: Control Hub → Management → Apps → Integrations." }
-            }
-        }
-    };
-    layout("Connected", None, body)
+    Ok((jar, outcome::success(&app, &connected)).into_response())
 }

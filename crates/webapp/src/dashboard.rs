@@ -21,45 +21,6 @@ use crate::{AppState, WebError};
 /// How long a re-connect invite made from the dashboard stays usable.
 const RECONNECT_INVITE_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Failed sign-ins tolerated within [`FAILURE_WINDOW_MS`] before sign-in pauses.
-const MAX_FAILURES: usize = 10;
-const FAILURE_WINDOW_MS: i64 = 5 * 60 * 1000;
-
-/// Throttles password guessing: after [`MAX_FAILURES`] failed sign-ins within
-/// [`FAILURE_WINDOW_MS`] every sign-in is refused until the oldest failure ages out, and at most
-/// two argon2id checks (slow and memory-hungry by design) run at once.
-pub(crate) struct LoginGuard {
-    failures: std::sync::Mutex<std::collections::VecDeque<i64>>,
-    checks: tokio::sync::Semaphore,
-}
-
-impl Default for LoginGuard {
-    fn default() -> Self {
-        LoginGuard {
-            failures: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            checks: tokio::sync::Semaphore::new(2),
-        }
-    }
-}
-
-impl LoginGuard {
-    /// Whether sign-in is paused at `now`.
-    fn paused(&self, now: i64) -> bool {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        while f.front().is_some_and(|t| now - t >= FAILURE_WINDOW_MS) {
-            f.pop_front();
-        }
-        f.len() >= MAX_FAILURES
-    }
-
-    fn failed(&self, now: i64) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(now);
-    }
-}
-
 async fn operator(app: &AppState, jar: &CookieJar) -> Result<Current, WebError> {
     security::current(app, jar, OPERATOR, "operator")
         .await?
@@ -104,21 +65,18 @@ pub(crate) async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let now = app.now_ms();
-    if app.logins.paused(now) {
-        tracing::warn!("operator sign-in paused after repeated failures");
-        return Ok((
-            StatusCode::TOO_MANY_REQUESTS,
-            login_view(
-                &app,
-                Some("Too many failed sign-ins. Wait a few minutes, then try again."),
-            ),
-        )
-            .into_response());
-    }
+    // Reserved before the argon2id permit and counted until the password proves right, so
+    // concurrent guesses and abandoned requests all count against the window.
+    let Some(attempt) = app.logins.reserve(now) else {
+        return Ok(sign_in_paused(&app));
+    };
     let password = SecretString::from(form.password);
     let ok = match app.settings.operator_password_hash.clone() {
         Some(hash) if !password.expose_secret().is_empty() => {
             let _permit = app.logins.checks.acquire().await;
+            if !app.logins.still_allowed(attempt, app.now_ms()) {
+                return Ok(sign_in_paused(&app));
+            }
             tokio::task::spawn_blocking(move || vault::verify_password(&password, &hash))
                 .await
                 .unwrap_or(false)
@@ -126,7 +84,6 @@ pub(crate) async fn login(
         _ => false,
     };
     if !ok {
-        app.logins.failed(now);
         tracing::warn!("operator sign-in refused: wrong password");
         return Ok((
             StatusCode::UNAUTHORIZED,
@@ -134,6 +91,7 @@ pub(crate) async fn login(
         )
             .into_response());
     }
+    app.logins.succeeded(attempt);
     let issued = app
         .engine
         .vault
@@ -146,6 +104,18 @@ pub(crate) async fn login(
     tracing::info!("operator signed in");
     let jar = security::set_session(jar, &app.settings, OPERATOR, &issued);
     Ok((jar, Redirect::to("/")).into_response())
+}
+
+fn sign_in_paused(app: &AppState) -> Response {
+    tracing::warn!("operator sign-in paused after repeated failures");
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        login_view(
+            app,
+            Some("Too many failed sign-ins. Wait a few minutes, then try again."),
+        ),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,6 @@
 //! The keep-alive pass, run by `serve` on a timer: refreshes what is due (the engine decides:
 //! an access token running out, or a grant idle for days), sends notices, and purges expired
-//! sessions and pending authorizations.
+//! sessions and pending authorizations. A separate, more frequent purge runs beside it.
 //!
 //! The same notice (org, event) is sent again only after a day, so an org that needs
 //! re-authorization does not page someone every pass.
@@ -12,7 +12,30 @@ use std::time::Duration;
 use engine::Engine;
 use tokio::sync::watch;
 
+use crate::AppState;
+
 const RESEND_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Purges expired sessions and pending authorizations, and forgets per-address counters whose
+/// window ended, every `every` until `stop` turns true. Separate from the keep-alive pass,
+/// which runs hourly by default and talks to Webex first: rows one invite link can create are
+/// bounded, and this keeps them from lingering past their expiry.
+pub(crate) async fn purge_loop(app: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let now = app.now_ms();
+        if let Err(e) = app.engine.vault.purge_expired(now).await {
+            tracing::warn!(error = %e, "purging expired sessions failed; retrying next time");
+        }
+        app.addresses.prune(now);
+    }
+}
 
 /// Runs one pass now and then every `every`, until `stop` turns true. `passes`, when given,
 /// counts finished passes, so a caller (a test) can wait for one instead of for time.

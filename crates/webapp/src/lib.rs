@@ -21,8 +21,11 @@ mod connect;
 mod dashboard;
 mod error;
 mod keepalive;
+mod outcome;
 mod pages;
 mod security;
+mod server;
+mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use webex::oauth::ClientAuth;
 
 pub use error::WebError;
 pub use keepalive::keep_alive_loop;
+pub use server::ConnectionLimits;
 
 /// The integration new orgs connect through (`[serve] client_id` + `WXVAULT_CLIENT_SECRET`).
 #[derive(Clone)]
@@ -68,7 +72,15 @@ pub struct Settings {
     pub session_ttl_ms: i64,
     /// Lifetime of an invite created from the dashboard.
     pub invite_ttl_ms: i64,
+    /// Header-read timeout and connection cap of the server.
+    pub limits: ConnectionLimits,
+    /// How often expired sessions and pending authorizations are purged while serving.
+    pub purge_every: std::time::Duration,
 }
+
+/// Default of [`Settings::purge_every`]: well under the 15 minutes a pending authorization
+/// lives, so expired rows do not linger.
+pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 impl Settings {
     /// Settings from `[serve]`: `bound` is the address actually listened on (the public URL's
@@ -107,6 +119,14 @@ impl Settings {
             integration,
             session_ttl_ms: hours(config.session_hours),
             invite_ttl_ms: hours(config.invite_ttl_hours),
+            limits: ConnectionLimits {
+                header_read_timeout: std::time::Duration::from_secs(
+                    config.header_read_timeout_secs.max(1),
+                ),
+                max_connections: usize::try_from(config.max_connections.max(1))
+                    .unwrap_or(usize::MAX),
+            },
+            purge_every: PURGE_EVERY,
         })
     }
 
@@ -154,7 +174,8 @@ pub fn public_url(
 pub(crate) struct Inner {
     pub engine: Arc<Engine>,
     pub settings: Settings,
-    pub logins: dashboard::LoginGuard,
+    pub logins: throttle::LoginGuard,
+    pub addresses: throttle::AddressBudget,
 }
 
 /// Shared state of every handler.
@@ -176,12 +197,17 @@ impl Inner {
 
 /// The app's routes with its security layers.
 pub fn router(engine: Arc<Engine>, settings: Settings) -> Router {
+    router_with_state(engine, settings).0
+}
+
+fn router_with_state(engine: Arc<Engine>, settings: Settings) -> (Router, AppState) {
     let state = AppState(Arc::new(Inner {
         engine,
         settings,
-        logins: dashboard::LoginGuard::default(),
+        logins: throttle::LoginGuard::default(),
+        addresses: throttle::AddressBudget::default(),
     }));
-    Router::new()
+    let router = Router::new()
         .route("/", get(dashboard::dashboard))
         .route("/login", get(dashboard::login_page).post(dashboard::login))
         .route("/logout", post(dashboard::logout))
@@ -198,14 +224,18 @@ pub fn router(engine: Arc<Engine>, settings: Settings) -> Router {
             state.clone(),
             security::guard,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    (router, state)
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, with the keep-alive loop running
-/// beside it every `keepalive_every`.
+/// beside it every `keepalive_every` and the purge of expired connect records (sessions,
+/// pending authorizations, per-address counters) every `settings.purge_every`. The server
+/// enforces `settings.limits` (header-read timeout, connection cap).
 ///
 /// # Errors
-/// [`WebError::Internal`] when the listener fails.
+/// None at present: accept errors are logged and retried. The `Result` is kept so a caller
+/// that adds fallible start-up work does not change its signature.
 pub async fn serve(
     engine: Arc<Engine>,
     settings: Settings,
@@ -213,13 +243,20 @@ pub async fn serve(
     keepalive_every: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebError> {
-    let app = router(engine.clone(), settings);
+    let limits = settings.limits;
+    let purge_every = settings.purge_every;
+    let (app, state) = router_with_state(engine.clone(), settings);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let loop_task = tokio::spawn(keep_alive_loop(engine, keepalive_every, stop_rx, None));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let loop_task = tokio::spawn(keep_alive_loop(
+        engine.clone(),
+        keepalive_every,
+        stop_rx.clone(),
+        None,
+    ));
+    let purge_task = tokio::spawn(keepalive::purge_loop(state, purge_every, stop_rx));
+    server::run(listener, app, limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
-    served.map_err(|e| WebError::Internal(format!("the web server stopped: {e}")))
+    let _ = purge_task.await;
+    Ok(())
 }

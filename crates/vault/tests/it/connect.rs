@@ -7,8 +7,9 @@ use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
 use vault::{
-    InviteStatus, Keyring, NewInvite, NewPendingAuth, RotationReport, Vault, VaultError,
-    add_key_version, hash_password, init_key_file, retire_key_versions, verify_password,
+    CONNECT_SESSIONS_PER_INVITE, InviteStatus, Keyring, NewInvite, NewPendingAuth,
+    PENDING_AUTHS_PER_INVITE, RotationReport, Vault, VaultError, add_key_version, hash_password,
+    init_key_file, retire_key_versions, verify_password,
 };
 
 use crate::common::{TestDb, backends, secret};
@@ -543,6 +544,145 @@ async fn expired_pending_auth_is_none_and_purged() {
             .await
             .unwrap();
         assert!(live.is_some(), "{b}");
+    }
+}
+
+/// Rows of `table` matching `filter`, counted behind the vault's back.
+async fn count(db: &TestDb, table: &str, filter: &str) -> i64 {
+    let raw = db.raw().await;
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {filter}"))
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    n
+}
+
+#[tokio::test]
+async fn one_invite_cannot_pile_up_connect_sessions_and_the_newest_always_works() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let mut issued = Vec::new();
+        // Fifteen a millisecond apart, then a full set at one instant: the oldest go first,
+        // and eviction never takes the session being issued, even when the clock stands still.
+        for i in 0..CONNECT_SESSIONS_PER_INVITE + 15 {
+            let at = NOW + i64::try_from(i.min(15)).unwrap();
+            issued.push(
+                v.create_session("connect", "7", 10 * MINUTE, at)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let other = v
+            .create_session("connect", "8", 10 * MINUTE, NOW)
+            .await
+            .unwrap();
+        let operator = v
+            .create_session("operator", "7", 10 * MINUTE, NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            count(&db, "sessions", "kind = 'connect' AND subject = '7'").await,
+            CONNECT_SESSIONS_PER_INVITE as i64,
+            "{b}"
+        );
+        // The session just issued is always among those kept.
+        let newest = issued.last().unwrap();
+        assert!(
+            v.session(newest.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+        for (i, s) in issued.iter().enumerate() {
+            let live = v
+                .session(s.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some();
+            assert_eq!(live, i >= 15, "{b}: session {i}");
+        }
+        let first = issued.first().unwrap();
+        assert!(
+            v.session(first.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}: evicted"
+        );
+        // Other invites and operator sessions are untouched.
+        assert!(
+            v.session(other.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+        assert!(
+            v.session(operator.id.expose_secret(), NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_invite_cannot_pile_up_pending_authorizations() {
+    for db in backends().await {
+        let b = db.name();
+        let v = &db.vault;
+        let invite = v
+            .create_invite(new_invite("acme", 60 * MINUTE), NOW)
+            .await
+            .unwrap();
+        let other = v
+            .create_invite(new_invite("globex", 60 * MINUTE), NOW)
+            .await
+            .unwrap();
+        let with_invite = |state: String, id: i64| NewPendingAuth {
+            invite_id: Some(id),
+            ..pending(&state, BROWSER, 10 * MINUTE)
+        };
+        for i in 0..PENDING_AUTHS_PER_INVITE + 5 {
+            v.put_pending_auth(with_invite(format!("state-{i}"), invite.invite.id), NOW)
+                .await
+                .unwrap();
+        }
+        v.put_pending_auth(with_invite("state-other".into(), other.invite.id), NOW)
+            .await
+            .unwrap();
+        let id = invite.invite.id;
+        assert_eq!(
+            count(&db, "pending_auths", &format!("invite_id = {id}")).await,
+            PENDING_AUTHS_PER_INVITE as i64,
+            "{b}"
+        );
+        let last = format!("state-{}", PENDING_AUTHS_PER_INVITE + 4);
+        assert!(
+            v.take_pending_auth(&last, BROWSER, NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}: newest kept"
+        );
+        assert!(
+            v.take_pending_auth("state-0", BROWSER, NOW)
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}: oldest evicted"
+        );
+        assert!(
+            v.take_pending_auth("state-other", BROWSER, NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}: other invite untouched"
+        );
     }
 }
 

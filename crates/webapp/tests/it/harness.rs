@@ -21,6 +21,10 @@ pub struct App {
     pub client: SimClient,
     pub engine: Arc<Engine>,
     pub base: String,
+    /// The settings `serve` runs with (for an in-process router beside it).
+    pub settings: webapp::Settings,
+    /// The state database's URL (for poking at rows behind the app's back).
+    pub db_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -41,6 +45,8 @@ pub struct Options {
     pub postgres: bool,
     pub public_url: Option<String>,
     pub with_integration: bool,
+    pub limits: webapp::ConnectionLimits,
+    pub purge_every: Duration,
 }
 
 impl Default for Options {
@@ -50,6 +56,8 @@ impl Default for Options {
             postgres: false,
             public_url: None,
             with_integration: true,
+            limits: webapp::ConnectionLimits::default(),
+            purge_every: webapp::PURGE_EVERY,
         }
     }
 }
@@ -105,17 +113,21 @@ impl App {
             client_id: opts.with_integration.then(|| client.client_id.clone()),
             ..ServeConfig::default()
         };
-        let settings = webapp::Settings::from_config(
+        let mut settings = webapp::Settings::from_config(
             &serve,
             bound,
             Some(SecretString::from(client.client_secret.clone())),
         )
         .expect("settings");
+        settings.limits = opts.limits;
+        settings.purge_every = opts.purge_every;
+        let db_url = engine.config.database.url.clone();
         // Keep-alive passes are driven by tests themselves (`webapp::keep_alive_loop`).
         let every = Duration::from_secs(3600);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn({
             let engine = engine.clone();
+            let settings = settings.clone();
             async move {
                 webapp::serve(engine, settings, listener, every, async {
                     let _ = stopped.await;
@@ -129,6 +141,8 @@ impl App {
             client,
             engine,
             base: format!("http://{bound}"),
+            settings,
+            db_url,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
@@ -173,6 +187,30 @@ impl App {
             .await
             .expect("invite");
         self.url(&format!("/connect?invite={}", issued.token.expose_secret()))
+    }
+
+    /// A raw connection to the state database (SQLite or PostgreSQL).
+    pub async fn raw_db(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&self.db_url)
+            .await
+            .expect("raw database connection")
+    }
+
+    /// Rows of `table` matching `filter`, counted behind the app's back.
+    pub async fn count(&self, table: &str, filter: &str) -> i64 {
+        let mut db = self.raw_db().await;
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {filter}"))
+            .fetch_one(&mut db)
+            .await
+            .expect("count")
+    }
+
+    /// Runs one statement on the state database behind the app's back.
+    pub async fn execute(&self, sql: &str) {
+        let mut db = self.raw_db().await;
+        sqlx::query(sql).execute(&mut db).await.expect(sql);
     }
 
     pub async fn stop(mut self) {

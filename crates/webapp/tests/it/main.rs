@@ -4,3 +4,5 @@
 mod dashboard;
 mod flow;
 mod harness;
+mod limits;
+mod storage;
