@@ -525,7 +525,8 @@ impl Vault {
         let expires_at_ms = expiry(&what, now_ms, p.ttl_ms)?;
         let scopes_json = to_json(&format!("{what}: scopes"), &p.scopes)?;
         let state_hash = sha256_hex(p.state.expose_secret());
-        let verifier_enc = self.keyring.seal(
+        let (mut tx, ring) = self.begin_sealing(&format!("storing the {what}")).await?;
+        let verifier_enc = ring.seal(
             &format!("{what} {CODE_VERIFIER}"),
             &pending_auth_aad(&state_hash),
             p.code_verifier.expose_secret().as_bytes(),
@@ -546,10 +547,13 @@ impl Vault {
         .bind(scopes_json)
         .bind(now_ms)
         .bind(expires_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match done {
-            Ok(_) => Ok(()),
+            Ok(_) => tx
+                .commit()
+                .await
+                .map_err(VaultError::db(format!("storing the {what}"))),
             Err(e) if VaultError::is_unique_violation(&e) => Err(VaultError::Conflict(format!(
                 "{what}: this OAuth state is already pending — generate a fresh random state"
             ))),
@@ -598,7 +602,7 @@ impl Vault {
         // The AAD uses the state hash of the same row, so a verifier moved between rows fails.
         let state_hash: String = get(&row, "state_hash")?;
         let sealed: String = get(&row, "code_verifier_enc")?;
-        let code_verifier = self.keyring.open_string(
+        let code_verifier = self.open_sealed(
             &pending_auth_what(id),
             &pending_auth_aad(&state_hash),
             &sealed,
