@@ -12,3 +12,4 @@ mod lifecycle;
 mod serve;
 mod storage;
 mod sync;
+mod vault_state;

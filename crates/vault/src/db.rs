@@ -54,6 +54,8 @@ pub struct Vault {
     /// clones. Never held across an await.
     pub(crate) keys: Arc<RwLock<Keyring>>,
     pub(crate) backend: Backend,
+    /// PostgreSQL: the schema holding wxvault's tables.
+    schema: Option<Arc<str>>,
     /// Test hook (see `testing::fail_rotation_after`): make `rotate_keys` fail after this many
     /// re-sealed values. Shared by clones; `usize::MAX` means off.
     #[cfg(feature = "testing")]
@@ -165,6 +167,7 @@ impl Vault {
                 .await
                 .map_err(|_| open_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
                 .map_err(|e| open_err(e.to_string()))?;
+        let mut schema_used = None;
         let pool_options = match backend {
             Backend::Sqlite => {
                 let setup = sqlite_setup(&mut probe).await;
@@ -181,6 +184,7 @@ impl Vault {
                     ))
                 })?;
                 tracing::debug!(schema = %chosen, "PostgreSQL schema for wxvault's tables");
+                schema_used = Some(Arc::from(chosen.as_str()));
                 // A fixed search path: unqualified table names resolve in wxvault's schema only,
                 // never to another application's table in `public`.
                 let set_path = format!("SET search_path TO \"{chosen}\"");
@@ -210,6 +214,7 @@ impl Vault {
             pool,
             keys: Arc::new(RwLock::new(keyring)),
             backend,
+            schema: schema_used,
             #[cfg(feature = "testing")]
             rotation_fail_after: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
                 usize::MAX,
@@ -223,6 +228,11 @@ impl Vault {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
         }
+    }
+
+    /// PostgreSQL: the schema holding wxvault's tables (`None` for SQLite).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
     }
 
     /// The keyring sealing this vault's secrets (as last read: it is re-read from its key file
@@ -347,8 +357,17 @@ async fn pg_prepare_schema(
             }
         }
     };
-    conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{chosen}\"").as_str())
-        .await?;
+    // Create it only when missing: CREATE SCHEMA needs the CREATE privilege on the database even
+    // with IF NOT EXISTS, which a user given a prepared schema may lack.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&chosen)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{chosen}\"").as_str())
+            .await?;
+    }
     Ok(chosen)
 }
 

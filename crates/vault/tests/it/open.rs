@@ -107,6 +107,7 @@ async fn postgres_tables_live_in_their_own_schema_beside_foreign_tables() {
         sqlx::query(sql).execute(&admin).await.unwrap();
     }
     let vault = Vault::open(pg.url(), random_keyring()).await.unwrap();
+    assert_eq!(vault.schema(), Some("wxvault"));
     let org = vault.add_org(new_org("acme", "uuid-1")).await.unwrap();
     vault
         .record_event(Some(&org), "test", "ours")
@@ -225,6 +226,7 @@ async fn postgres_tables_from_before_the_schema_stay_in_public() {
     old.close().await;
 
     let vault = Vault::open(pg.url(), keyring).await.unwrap();
+    assert_eq!(vault.schema(), Some("public"));
     let orgs = vault.orgs().await.unwrap();
     assert_eq!(orgs.len(), 1);
     vault.org_secrets(&orgs[0]).await.unwrap();
