@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Sync(args) => sync(&load_config()?, args).await,
         Command::Retry(args) => retry(&load_config()?, args).await.map(|()| 0),
         Command::Keepalive(j) => keepalive(&load_config()?, j.json).await,
-        Command::Status(j) => status(&load_config()?, j.json).await.map(|()| 0),
+        Command::Status(j) => status(&load_config()?, j.json).await,
         Command::Serve(args) => crate::serve::run(load_config()?, args).await.map(|()| 0),
         Command::Invite(cmd) => crate::serve::invite(load_config()?, cmd).await,
         Command::HashPassword => crate::serve::hash_password().map(|()| 0),
@@ -88,11 +88,18 @@ async fn init(config: &Config) -> Result<()> {
         );
     }
     let engine = open_engine(config.clone()).await?;
-    println!(
-        "database:   {} ({})",
-        redact_db_url(&config.database.url),
-        engine.vault.backend()
-    );
+    match engine.vault.schema() {
+        Some(schema) => println!(
+            "database:   {} ({}, schema {schema})",
+            redact_db_url(&config.database.url),
+            engine.vault.backend()
+        ),
+        None => println!(
+            "database:   {} ({})",
+            redact_db_url(&config.database.url),
+            engine.vault.backend()
+        ),
+    }
     println!("archive:    {}", engine.archive.describe());
     Ok(())
 }
@@ -304,7 +311,8 @@ async fn retry(config: &Config, args: RetryArgs) -> Result<()> {
     Ok(())
 }
 
-async fn status(config: &Config, json: bool) -> Result<()> {
+/// Exit 2 when the master key cannot open some org's secrets (docs/cli.md).
+async fn status(config: &Config, json: bool) -> Result<u8> {
     let engine = open_engine(config.clone()).await?;
     let views = engine.status().await?;
     if json {
@@ -312,7 +320,10 @@ async fn status(config: &Config, json: bool) -> Result<()> {
     } else {
         output::print_status(&views, engine.clock.now_ms());
     }
-    Ok(())
+    let unreadable = views
+        .iter()
+        .any(|v| matches!(v.secrets, engine::SecretsHealth::Unreadable { .. }));
+    Ok(if unreadable { 2 } else { 0 })
 }
 
 async fn org_remove(config: &Config, args: OrgRemoveArgs) -> Result<u8> {

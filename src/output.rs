@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use engine::progress::{Progress, ProgressEvent};
-use engine::{OrgOutcome, OrgStatusView, SyncReport};
+use engine::{OrgOutcome, OrgStatusView, SecretsHealth, SyncReport};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use vault::{Org, OrgStatus};
 
@@ -252,9 +252,10 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
         .map(|v| {
             vec![
                 v.org.name.clone(),
-                match &v.org.status {
-                    OrgStatus::Active => "active".into(),
-                    OrgStatus::NeedsReauth { .. } => "NEEDS REAUTH".into(),
+                match (&v.secrets, &v.org.status) {
+                    (SecretsHealth::Unreadable { .. }, _) => "SECRETS UNREADABLE".into(),
+                    (_, OrgStatus::Active) => "active".into(),
+                    (_, OrgStatus::NeedsReauth { .. }) => "NEEDS REAUTH".into(),
                 },
                 ago(now_ms, v.org.access_expires_at_ms),
                 ago(now_ms, v.org.refresh_expires_at_ms),
@@ -285,6 +286,9 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
         &rows,
     );
     for v in views {
+        if let SecretsHealth::Unreadable { reason } = &v.secrets {
+            println!("{}: {reason}", v.org.name);
+        }
         if let OrgStatus::NeedsReauth { reason } = &v.org.status {
             println!("{}: needs re-authorization: {reason}", v.org.name);
         }

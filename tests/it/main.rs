@@ -13,3 +13,4 @@ mod recheck;
 mod serve;
 mod storage;
 mod sync;
+mod vault_state;

@@ -157,6 +157,10 @@ pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` (default) or `postgres://user@host/db`.
     #[serde(default = "default_db_url")]
     pub url: String,
+    /// PostgreSQL only: the schema holding wxvault's tables (default `wxvault`, created if
+    /// missing); ignored for SQLite. Unset keeps an older deployment's tables in `public`.
+    #[serde(default)]
+    pub schema: Option<String>,
 }
 
 /// `[storage]`
@@ -273,6 +277,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: default_db_url(),
+            schema: None,
         }
     }
 }

@@ -21,4 +21,4 @@ pub use clock::{Clock, FnClock, SharedClock, SystemClock};
 pub use config::Config;
 pub use error::{EngineError, OrgError};
 pub use report::{OrgOutcome, OrgReport, SyncReport};
-pub use sync::{Engine, OrgStatusView, SyncOptions};
+pub use sync::{Engine, OrgStatusView, SecretsHealth, SyncOptions};

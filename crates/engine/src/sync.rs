@@ -45,6 +45,20 @@ pub struct OrgStatusView {
     pub counts: Counts,
     pub last_window_end: Option<String>,
     pub failures: Vec<Failure>,
+    /// Whether this process's master key opens the org's stored secrets.
+    pub secrets: SecretsHealth,
+}
+
+/// Whether the master key opens an org's stored secrets: with the wrong key an org recorded as
+/// `active` cannot be harvested, and `status` must say so rather than look healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SecretsHealth {
+    /// Every stored secret of the org opens.
+    Readable,
+    /// They cannot be opened with this master key; `reason` names the record and the cause,
+    /// never a secret.
+    Unreadable { reason: String },
 }
 
 /// Long-lived handles shared by every org in a run.
@@ -74,7 +88,12 @@ impl Engine {
             master_key_env,
             std::path::Path::new(&config.vault.master_key_file),
         )?;
-        let vault = Vault::open(&config.database.url, keyring).await?;
+        let vault = Vault::open_in(
+            &config.database.url,
+            config.database.schema.as_deref(),
+            keyring,
+        )
+        .await?;
         let archive = Archive::open(&config.storage_config())?;
         Ok(Engine {
             vault,
@@ -328,7 +347,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// Per-org ledger view for `wxvault status`.
+    /// Per-org ledger view for `wxvault status`, including whether the master key opens each
+    /// org's secrets (they are opened and dropped at once; nothing is shown).
     ///
     /// # Errors
     /// Database errors.
@@ -338,11 +358,25 @@ impl Engine {
             let counts = self.vault.counts(&org).await?;
             let last = self.vault.last_window_end(&org, "wxcc").await?;
             let failures = self.vault.failures(&org, 20).await?;
+            let secrets = match self.vault.org_secrets(&org).await {
+                Ok(_) => SecretsHealth::Readable,
+                Err(
+                    e @ (vault::VaultError::Decrypt { .. }
+                    | vault::VaultError::UnknownKeyVersion { .. }
+                    | vault::VaultError::Corrupt { .. }),
+                ) => SecretsHealth::Unreadable {
+                    reason: format!(
+                        "the org's secrets cannot be opened with this master key ({e}); use the key file or WXVAULT_MASTER_KEY that stored them — sync cannot run for this org until then"
+                    ),
+                },
+                Err(e) => return Err(e.into()),
+            };
             out.push(OrgStatusView {
                 org,
                 counts,
                 last_window_end: last.map(rfc3339),
                 failures,
+                secrets,
             });
         }
         Ok(out)

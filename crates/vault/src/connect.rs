@@ -559,7 +559,8 @@ impl Vault {
         let expires_at_ms = expiry(&what, now_ms, p.ttl_ms)?;
         let scopes_json = to_json(&format!("{what}: scopes"), &p.scopes)?;
         let state_hash = sha256_hex(p.state.expose_secret());
-        let verifier_enc = self.keyring.seal(
+        let (mut tx, ring) = self.begin_sealing(&format!("storing the {what}")).await?;
+        let verifier_enc = ring.seal(
             &format!("{what} {CODE_VERIFIER}"),
             &pending_auth_aad(&state_hash),
             p.code_verifier.expose_secret().as_bytes(),
@@ -658,7 +659,7 @@ impl Vault {
         // The AAD uses the state hash of the same row, so a verifier moved between rows fails.
         let state_hash: String = get(&row, "state_hash")?;
         let sealed: String = get(&row, "code_verifier_enc")?;
-        let code_verifier = self.keyring.open_string(
+        let code_verifier = self.open_sealed(
             &pending_auth_what(id),
             &pending_auth_aad(&state_hash),
             &sealed,

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -44,6 +44,10 @@ pub struct Keyring {
 struct Inner {
     current: u32,
     keys: BTreeMap<u32, Zeroizing<[u8; KEY_LEN]>>,
+    /// The key file this keyring was read from, if any: a vault re-reads it when another
+    /// process has rotated the keys (see `Vault::begin_sealing`). `None` for keys given
+    /// directly or through `WXVAULT_MASTER_KEY`, which cannot change under a running process.
+    source: Option<PathBuf>,
 }
 
 impl fmt::Debug for Keyring {
@@ -90,7 +94,11 @@ impl Keyring {
             )));
         }
         Ok(Keyring {
-            inner: Arc::new(Inner { current, keys }),
+            inner: Arc::new(Inner {
+                current,
+                keys,
+                source: None,
+            }),
         })
     }
 
@@ -113,13 +121,38 @@ impl Keyring {
         }
         let text = read_key_text(key_file)?;
         warn_if_readable_by_others(key_file);
-        Keyring::from_key_list(parse_key_list(&text, &key_file_origin(key_file))?)
+        let ring = Keyring::from_key_list(parse_key_list(&text, &key_file_origin(key_file))?)?;
+        Ok(Keyring {
+            inner: Arc::new(Inner {
+                current: ring.inner.current,
+                keys: ring.inner.keys.clone(),
+                source: Some(key_file.to_path_buf()),
+            }),
+        })
     }
 
     /// A keyring from a parsed, non-empty key list; the highest version is current.
     fn from_key_list(keys: KeyList) -> Result<Keyring, VaultError> {
         let current = keys.keys().next_back().copied().unwrap_or(0);
         Keyring::from_keys(current, keys)
+    }
+
+    /// The key file as it is now, if this keyring was read from one (`None` for keys given
+    /// directly or through `WXVAULT_MASTER_KEY`).
+    ///
+    /// # Errors
+    /// As [`Keyring::load`] for a key file.
+    pub(crate) fn reload(&self) -> Option<Result<Keyring, VaultError>> {
+        let path = self.inner.source.as_ref()?;
+        Some(Keyring::load(None, path))
+    }
+
+    /// Where the keys came from, for messages: the key file or "the given keys".
+    pub(crate) fn origin(&self) -> String {
+        match &self.inner.source {
+            Some(path) => key_file_origin(path),
+            None => "the master key given to this process (WXVAULT_MASTER_KEY)".into(),
+        }
     }
 
     /// The version new records are sealed with.

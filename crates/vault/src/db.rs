@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr as _;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -45,12 +46,16 @@ impl Backend {
 
 /// The state database plus the keyring that seals its secrets.
 ///
-/// Cheap to clone: clones share one connection pool.
+/// Cheap to clone: clones share one connection pool and one keyring.
 #[derive(Clone)]
 pub struct Vault {
     pub(crate) pool: AnyPool,
-    pub(crate) keyring: Keyring,
+    /// Replaced when the key file is re-read after another process rotated the keys; shared by
+    /// clones. Never held across an await.
+    pub(crate) keys: Arc<RwLock<Keyring>>,
     pub(crate) backend: Backend,
+    /// PostgreSQL: the schema holding wxvault's tables.
+    schema: Option<Arc<str>>,
     /// Test hook (see `testing::fail_rotation_after`): make `rotate_keys` fail after this many
     /// re-sealed values. Shared by clones; `usize::MAX` means off.
     #[cfg(feature = "testing")]
@@ -61,12 +66,22 @@ impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vault")
             .field("backend", &self.backend())
-            .field("keyring", &self.keyring)
+            .field("keyring", &self.keyring())
             .finish_non_exhaustive()
     }
 }
 
 impl Vault {
+    /// Opens (creating if needed) the state database and brings its schema up to date; on
+    /// PostgreSQL the tables live in the default schema ([`DEFAULT_PG_SCHEMA`]). See
+    /// [`Vault::open_in`].
+    ///
+    /// # Errors
+    /// As [`Vault::open_in`].
+    pub async fn open(database_url: &str, keyring: Keyring) -> Result<Vault, VaultError> {
+        Vault::open_in(database_url, None, keyring).await
+    }
+
     /// Opens (creating if needed) the state database and brings its schema up to date.
     ///
     /// Accepted URLs: `sqlite://PATH` (the file and its parent directory are created; WAL
@@ -74,10 +89,29 @@ impl Vault {
     /// in-memory database held by a single connection, for demos and tests) and
     /// `postgres://…` / `postgresql://…`.
     ///
+    /// A SQLite file is checked before SQLite sees it: its directory must exist or be
+    /// creatable and be writable (SQLite keeps its `-wal` and `-shm` files there) and the file
+    /// must open for writing, so a read-only file system or a wrong path fails at once with the
+    /// path and the operating system's reason.
+    ///
+    /// On PostgreSQL wxvault's tables live in their own schema, `schema` (`[database] schema`;
+    /// default [`DEFAULT_PG_SCHEMA`]), created if missing, so they never meet other
+    /// applications' tables in `public`. Exception for deployments from before the schema
+    /// existed: when `schema` is not given, the default schema holds no wxvault tables yet and
+    /// `public` does, wxvault keeps using `public` (with a warning saying how to move them).
+    /// `schema` is ignored for SQLite. All pending migrations are applied in one transaction:
+    /// a failure leaves the database as it was.
+    ///
     /// # Errors
-    /// [`VaultError::UnsupportedUrl`] for other schemes, [`VaultError::Open`] if the database
-    /// cannot be reached or created, [`VaultError::Migrate`] if the schema cannot be applied.
-    pub async fn open(database_url: &str, keyring: Keyring) -> Result<Vault, VaultError> {
+    /// [`VaultError::UnsupportedUrl`] for other schemes, [`VaultError::Invalid`] for a schema
+    /// name that is not a plain lower-case identifier, [`VaultError::Open`] if the database
+    /// cannot be reached, created or written, [`VaultError::Migrate`] if the schema cannot be
+    /// applied.
+    pub async fn open_in(
+        database_url: &str,
+        schema: Option<&str>,
+        keyring: Keyring,
+    ) -> Result<Vault, VaultError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(database_url)?;
         let shown = redact_url(database_url);
@@ -85,6 +119,9 @@ impl Vault {
             url: shown.clone(),
             detail,
         };
+        if let Some(name) = schema {
+            check_schema_name(name)?;
+        }
         let mut options = AnyConnectOptions::from_str(database_url)
             .map_err(|e| open_err(format!("not a valid URL ({e})")))?;
 
@@ -102,17 +139,8 @@ impl Vault {
                             .max_lifetime(None)
                     }
                     SqliteTarget::File { path, has_mode } => {
-                        if let Some(parent) = std::path::Path::new(path).parent()
-                            && !parent.as_os_str().is_empty()
-                        {
-                            std::fs::create_dir_all(parent).map_err(|e| {
-                                open_err(format!(
-                                    "cannot create directory {}: {e}",
-                                    parent.display()
-                                ))
-                            })?;
-                        }
                         if !has_mode {
+                            check_sqlite_file(std::path::Path::new(path)).map_err(open_err)?;
                             options
                                 .database_url
                                 .query_pairs_mut()
@@ -122,51 +150,60 @@ impl Vault {
                         // concurrent writers meet SQLITE_BUSY and sleep-retry (the benchmark saw
                         // ~15,000 such sleeps per 3,000 recordings). One connection queues them
                         // in-process instead. No code path holds a transaction across an await
-                        // on another query (key rotation runs every query through its
-                        // transaction), so one connection cannot deadlock.
+                        // on another query (key rotation and sealed writes run every query
+                        // through their transaction), so one connection cannot deadlock.
                         AnyPoolOptions::new().max_connections(1)
                     }
                 }
-                .after_connect(|conn, _meta| {
+                .after_connect(|conn, _meta| Box::pin(async move { sqlite_setup(conn).await }))
+            }
+            Backend::Postgres => AnyPoolOptions::new().max_connections(10),
+        };
+        // Probe with one plain connection first, set up like the pool's: the pool would keep
+        // retrying a refused connection (or a failing set-up) until its acquire timeout, logging
+        // each attempt, while the operator wants one clear error at once.
+        let mut probe =
+            tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
+                .await
+                .map_err(|_| open_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+                .map_err(|e| open_err(e.to_string()))?;
+        let mut schema_used = None;
+        let pool_options = match backend {
+            Backend::Sqlite => {
+                let setup = sqlite_setup(&mut probe).await;
+                let _ = probe.close().await;
+                setup.map_err(|e| open_err(format!("cannot prepare the database: {e}")))?;
+                pool_options
+            }
+            Backend::Postgres => {
+                let chosen = pg_prepare_schema(&mut probe, schema).await;
+                let _ = probe.close().await;
+                let chosen = chosen.map_err(|e| {
+                    open_err(format!(
+                        "cannot prepare the schema for wxvault's tables: {e} (check [database] schema and that the user may create schemas)"
+                    ))
+                })?;
+                tracing::debug!(schema = %chosen, "PostgreSQL schema for wxvault's tables");
+                schema_used = Some(Arc::from(chosen.as_str()));
+                // A fixed search path: unqualified table names resolve in wxvault's schema only,
+                // never to another application's table in `public`.
+                let set_path = format!("SET search_path TO \"{chosen}\"");
+                pool_options.after_connect(move |conn, _meta| {
+                    let set_path = set_path.clone();
                     Box::pin(async move {
-                        // journal_mode is sticky in the file; busy_timeout is per connection.
-                        // Both are harmless no-ops for :memory:.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute(
-                            format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
-                        )
-                        .await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        // WAL + NORMAL: a commit survives a process crash (kill -9); only a power
-                        // loss can drop the last commits, and a rerun repairs that by adopting the
-                        // identical objects it finds (archive never overwrites). Saves an fsync
-                        // per ledger write.
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute(set_path.as_str()).await?;
                         Ok(())
                     })
                 })
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(10),
         };
-        // Probe with one plain connection first: the pool would keep retrying a refused
-        // connection until its acquire timeout, while the operator wants the error at once.
-        let probe = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
-            .await
-            .map_err(|_| open_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| open_err(e.to_string()))?;
-        let _ = probe.close().await;
         let pool = pool_options
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(|e| open_err(e.to_string()))?;
 
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
-            .run(&pool)
+        migrate(&pool, backend)
             .await
             .map_err(|source| VaultError::Migrate {
                 url: shown.clone(),
@@ -175,8 +212,9 @@ impl Vault {
         tracing::debug!(url = %shown, backend = ?backend, "state database open");
         Ok(Vault {
             pool,
-            keyring,
+            keys: Arc::new(RwLock::new(keyring)),
             backend,
+            schema: schema_used,
             #[cfg(feature = "testing")]
             rotation_fail_after: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
                 usize::MAX,
@@ -192,9 +230,18 @@ impl Vault {
         }
     }
 
-    /// The keyring sealing this vault's secrets.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// PostgreSQL: the schema holding wxvault's tables (`None` for SQLite).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The keyring sealing this vault's secrets (as last read: it is re-read from its key file
+    /// when another process has rotated the keys).
+    pub fn keyring(&self) -> Keyring {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Closes the pool, waiting for connections to finish. Optional: dropping works too, but
@@ -202,6 +249,145 @@ impl Vault {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Where wxvault's tables live on PostgreSQL unless `[database] schema` says otherwise.
+pub const DEFAULT_PG_SCHEMA: &str = "wxvault";
+
+/// Schema names are used in SQL text, so only plain identifiers are accepted.
+fn check_schema_name(name: &str) -> Result<(), VaultError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+        && !name.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(VaultError::Invalid(format!(
+            "[database] schema {name:?} is not a plain schema name: use lower-case letters, digits and _ (not starting with a digit or pg_), at most 63 characters"
+        )))
+    }
+}
+
+/// Per-connection SQLite settings; run on the probe connection too, so a database that cannot
+/// take them fails once, at open, instead of on every pooled connection attempt.
+async fn sqlite_setup(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    // journal_mode is sticky in the file; busy_timeout is per connection.
+    // Both are harmless no-ops for :memory:.
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+        .await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    // WAL + NORMAL: a commit survives a process crash (kill -9); only a power loss can drop the
+    // last commits, and a rerun repairs that by adopting the identical objects it finds
+    // (archive never overwrites). Saves an fsync per ledger write.
+    conn.execute("PRAGMA synchronous = NORMAL").await?;
+    Ok(())
+}
+
+/// Checks, before SQLite sees it, that the database file at `path` can be created or opened
+/// for writing and that its directory takes new files (SQLite's `-wal` / `-shm`). SQLite itself
+/// would open a read-only file read-only and fail only at the first write, and says just
+/// "unable to open database file" otherwise. The error names the path and the OS's reason.
+fn check_sqlite_file(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| format!("cannot open {} for writing: {e}", path.display()))?;
+    let probe = dir.join(format!(
+        ".wxvault-write-check-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot create files in directory {} (SQLite keeps its -wal and -shm files next to the database): {e}",
+            dir.display()
+        )),
+    }
+}
+
+/// Picks and creates the PostgreSQL schema for wxvault's tables (see [`Vault::open_in`]).
+async fn pg_prepare_schema(
+    conn: &mut AnyConnection,
+    configured: Option<&str>,
+) -> Result<String, sqlx::Error> {
+    let chosen = match configured {
+        Some(name) => name.to_string(),
+        None => {
+            // A deployment from before the schema existed: wxvault's own tables (recognised by
+            // the sealed-secret column of `orgs`) in `public`, nothing yet in the default schema.
+            let legacy: bool = sqlx::query_scalar(
+                "SELECT to_regclass($1) IS NULL AND EXISTS (SELECT 1 FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name = 'orgs' AND column_name = 'client_secret_enc')",
+            )
+            .bind(format!("{DEFAULT_PG_SCHEMA}._sqlx_migrations"))
+            .fetch_one(&mut *conn)
+            .await?;
+            if legacy {
+                tracing::warn!(
+                    "wxvault's tables are in the PostgreSQL schema public (created by an older version); \
+                     keeping them there. To give them their own schema, stop every wxvault process, move \
+                     each wxvault table with ALTER TABLE public.<table> SET SCHEMA {DEFAULT_PG_SCHEMA} \
+                     (see docs/config.md), or set [database] schema = \"public\" to keep this layout"
+                );
+                "public".to_string()
+            } else {
+                DEFAULT_PG_SCHEMA.to_string()
+            }
+        }
+    };
+    // Create it only when missing: CREATE SCHEMA needs the CREATE privilege on the database even
+    // with IF NOT EXISTS, which a user given a prepared schema may lack.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&chosen)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{chosen}\"").as_str())
+            .await?;
+    }
+    Ok(chosen)
+}
+
+/// Applies every pending migration in one transaction: either all of them land or none does
+/// (sqlx alone commits each migration separately, so a failure half-way left a database with
+/// some of a release's migrations applied). Both backends have transactional DDL.
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::migrate::MigrateError> {
+    let migrator = match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    };
+    let mut tx = match backend {
+        // Take SQLite's write lock up front, so a concurrent opener waits instead of failing.
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    };
+    // Each migration runs in a savepoint of this transaction.
+    migrator.run_direct(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What a `sqlite:` URL points at.

@@ -146,6 +146,24 @@ pub enum VaultError {
         have: String,
     },
 
+    /// The database already holds secrets sealed with a newer master key version than this
+    /// process holds, even after re-reading its key file: another process rotated to a key this
+    /// one does not have. Nothing was written (sealing with the older key would make the record
+    /// unreadable once that key is retired).
+    #[error(
+        "cannot store {op}: the state database uses master key version {newest}, but {origin} holds only versions {have} — another wxvault process rotated the master key; give this process the same key file (or WXVAULT_MASTER_KEY) as that one and retry. Nothing was written"
+    )]
+    KeyBehind {
+        /// What was being stored, e.g. "tokens for org acme".
+        op: String,
+        /// The newest key version recorded in the database.
+        newest: u32,
+        /// Where this process's keys came from.
+        origin: String,
+        /// Versions this process holds.
+        have: String,
+    },
+
     /// A stored value does not have the expected shape.
     #[error("corrupt value in the state database for {what}: {detail}")]
     Corrupt {

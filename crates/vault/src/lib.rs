@@ -27,6 +27,7 @@ mod model;
 mod orgs;
 mod recheck;
 mod rotation;
+mod sealing;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -36,7 +37,7 @@ pub use connect::{
     SESSION_KINDS, Session, hash_password, verify_password,
 };
 pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
-pub use db::Vault;
+pub use db::{DEFAULT_PG_SCHEMA, Vault};
 pub use error::VaultError;
 pub use keyfile::{add_key_version, retire_key_versions};
 pub use ledger::SOURCE_WXCC;

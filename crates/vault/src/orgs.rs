@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 
 use crate::crypto::org_aad;
 use crate::db::now_ms;
-use crate::{NewOrg, Org, OrgSecrets, OrgStatus, TokenUpdate, Vault, VaultError};
+use crate::{Keyring, NewOrg, Org, OrgSecrets, OrgStatus, TokenUpdate, Vault, VaultError};
 
 const ORG_COLUMNS: &str = "id, name, org_id, region, client_id, client_auth, sources_json, status, \
     status_reason, access_expires_at_ms, refresh_expires_at_ms, last_refresh_at_ms, scopes, created_at_ms";
@@ -59,9 +59,16 @@ impl Vault {
         let sources_json = serde_json::to_string(&new.sources).map_err(|e| {
             VaultError::Invalid(format!("org {name}: sources cannot be encoded: {e}"))
         })?;
-        let client_secret_enc = self.seal_org(name, org_id, CLIENT_SECRET, &new.client_secret)?;
-        let access_enc = self.seal_opt(name, org_id, ACCESS_TOKEN, &new.tokens.access_token)?;
-        let refresh_enc = self.seal_opt(name, org_id, REFRESH_TOKEN, &new.tokens.refresh_token)?;
+        let (mut tx, ring) = self.begin_sealing(&format!("adding org {name}")).await?;
+        let client_secret_enc = seal_org(&ring, name, org_id, CLIENT_SECRET, &new.client_secret)?;
+        let access_enc = seal_opt(&ring, name, org_id, ACCESS_TOKEN, &new.tokens.access_token)?;
+        let refresh_enc = seal_opt(
+            &ring,
+            name,
+            org_id,
+            REFRESH_TOKEN,
+            &new.tokens.refresh_token,
+        )?;
         let now = now_ms();
         let sql = format!(
             "INSERT INTO orgs (name, org_id, region, client_id, client_auth, client_secret_enc, \
@@ -87,11 +94,19 @@ impl Vault {
             .bind(new.tokens.refreshed_at_ms)
             .bind(new.tokens.scopes.as_deref())
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await;
         match row {
-            Ok(row) => org_from_row(&row),
+            Ok(row) => {
+                let org = org_from_row(&row)?;
+                tx.commit()
+                    .await
+                    .map_err(VaultError::db(format!("adding org {name}")))?;
+                Ok(org)
+            }
             Err(e) if VaultError::is_unique_violation(&e) => {
+                // Release the connection first (SQLite's pool has only this one).
+                let _ = tx.rollback().await;
                 // Lost a race with another writer: say which rule it hit.
                 Err(self
                     .conflicting_org(name, org_id)
@@ -201,7 +216,7 @@ impl Vault {
         // The AAD uses the org id stored in the same row, so a value moved between rows fails.
         let org_id: String = get(&row, "org_id")?;
         let open = |field: &str, sealed: &str| {
-            self.keyring.open_string(
+            self.open_sealed(
                 &format!("org {} {field}", org.name),
                 &org_aad(&org_id, field),
                 sealed,
@@ -227,19 +242,21 @@ impl Vault {
         org: &Org,
         secret: &SecretString,
     ) -> Result<(), VaultError> {
-        let sealed = self.seal_org(&org.name, &org.org_id, CLIENT_SECRET, secret)?;
+        let op = format!("storing the client secret of org {}", org.name);
+        let (mut tx, ring) = self.begin_sealing(&op).await?;
+        let sealed = seal_org(&ring, &org.name, &org.org_id, CLIENT_SECRET, secret)?;
         let done = sqlx::query("UPDATE orgs SET client_secret_enc = $2, updated_at_ms = $3 WHERE id = $1 AND org_id = $4")
             .bind(org.id)
             .bind(sealed)
             .bind(crate::db::now_ms())
             .bind(&org.org_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map_err(VaultError::db(format!("storing the client secret of org {}", org.name)))?;
+            .map_err(VaultError::db(op.clone()))?;
         if done.rows_affected() == 0 {
             return Err(VaultError::NotFound(format!("org {}", org.name)));
         }
-        Ok(())
+        tx.commit().await.map_err(VaultError::db(op))
     }
 
     /// Stores the result of a token refresh in one atomic write and returns the updated org.
@@ -249,11 +266,25 @@ impl Vault {
     /// # Errors
     /// [`VaultError::NotFound`] if the org is gone, [`VaultError::Db`] on database failure.
     pub async fn save_tokens(&self, org: &Org, update: &TokenUpdate) -> Result<Org, VaultError> {
-        let access = self.seal_opt(&org.name, &org.org_id, ACCESS_TOKEN, &update.access_token)?;
-        let refresh =
-            self.seal_opt(&org.name, &org.org_id, REFRESH_TOKEN, &update.refresh_token)?;
-        // One UPDATE: atomic on both backends, and it takes the write lock up front (a
-        // read-then-write transaction could hit SQLite's lock-upgrade deadlock).
+        let op = format!("saving tokens for org {}", org.name);
+        // The transaction takes the write lock up front (`BEGIN IMMEDIATE` on SQLite: a
+        // deferred read-then-write transaction could hit SQLite's lock-upgrade deadlock).
+        let (mut tx, ring) = self.begin_sealing(&op).await?;
+        let access = seal_opt(
+            &ring,
+            &org.name,
+            &org.org_id,
+            ACCESS_TOKEN,
+            &update.access_token,
+        )?;
+        let refresh = seal_opt(
+            &ring,
+            &org.name,
+            &org.org_id,
+            REFRESH_TOKEN,
+            &update.refresh_token,
+        )?;
+        // One UPDATE of the row, atomic on both backends.
         // `org_id = $9` guarantees the AAD used above matches the row written.
         let sql = format!(
             "UPDATE orgs SET \
@@ -277,14 +308,13 @@ impl Vault {
             .bind(update.refreshed_at_ms)
             .bind(now_ms())
             .bind(&org.org_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(VaultError::db(format!(
-                "saving tokens for org {}",
-                org.name
-            )))?
+            .map_err(VaultError::db(op.clone()))?
             .ok_or_else(|| VaultError::NotFound(format!("org {} ({})", org.name, org.org_id)))?;
-        org_from_row(&row)
+        let updated = org_from_row(&row)?;
+        tx.commit().await.map_err(VaultError::db(op))?;
+        Ok(updated)
     }
 
     /// Removes an org: its encrypted secrets and its ledger (tasks, recordings, windows) are
@@ -331,33 +361,34 @@ impl Vault {
         }
         Ok(())
     }
+}
 
-    fn seal_org(
-        &self,
-        name: &str,
-        org_id: &str,
-        field: &str,
-        secret: &SecretString,
-    ) -> Result<String, VaultError> {
-        self.keyring.seal(
-            &format!("org {name} {field}"),
-            &org_aad(org_id, field),
-            secret.expose_secret().as_bytes(),
-        )
-    }
+/// Seals one org secret with `ring` (from [`Vault::begin_sealing`]), bound to org and field.
+fn seal_org(
+    ring: &Keyring,
+    name: &str,
+    org_id: &str,
+    field: &str,
+    secret: &SecretString,
+) -> Result<String, VaultError> {
+    ring.seal(
+        &format!("org {name} {field}"),
+        &org_aad(org_id, field),
+        secret.expose_secret().as_bytes(),
+    )
+}
 
-    fn seal_opt(
-        &self,
-        name: &str,
-        org_id: &str,
-        field: &str,
-        secret: &Option<SecretString>,
-    ) -> Result<Option<String>, VaultError> {
-        secret
-            .as_ref()
-            .map(|s| self.seal_org(name, org_id, field, s))
-            .transpose()
-    }
+fn seal_opt(
+    ring: &Keyring,
+    name: &str,
+    org_id: &str,
+    field: &str,
+    secret: &Option<SecretString>,
+) -> Result<Option<String>, VaultError> {
+    secret
+        .as_ref()
+        .map(|s| seal_org(ring, name, org_id, field, s))
+        .transpose()
 }
 
 /// Reads one column, naming it in the error.

@@ -5,7 +5,9 @@
 //! one transaction, [`Vault::key_versions_in_use`] confirms nothing uses the old versions any
 //! more, and [`crate::retire_key_versions`] drops them from the file. Until the last step both
 //! keys are in the file, so a rotation that fails or is interrupted (rolled back by the
-//! database) loses nothing, and running it again finishes the job.
+//! database) loses nothing, and running it again finishes the job. Processes running during
+//! the rotation cannot seal with the old key once it has committed (see `sealing.rs`), so the
+//! last step cannot strand a record.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,7 @@ use crate::connect::{pending_auth_aad, pending_auth_what};
 use crate::crypto::{org_aad, sealed_key_version};
 use crate::db::Backend;
 use crate::orgs::{SEALED_ORG_COLUMNS, get};
-use crate::{RotationReport, Vault, VaultError};
+use crate::{Keyring, RotationReport, Vault, VaultError};
 
 impl Vault {
     /// Re-seals every stored secret (all sealed org columns and the PKCE verifiers of pending
@@ -30,9 +32,12 @@ impl Vault {
     /// leaves every record as it was. Running it again after the cause is fixed completes the
     /// rotation; running it when everything is current changes nothing.
     ///
-    /// The rows are locked for the duration (SQLite: the write lock; PostgreSQL: the org rows),
-    /// so a concurrent token refresh waits rather than being overwritten. Processes that loaded
-    /// the keyring before the new key was added cannot open re-sealed values: restart them.
+    /// The rows are locked for the duration (SQLite: the write lock; PostgreSQL: the
+    /// `key_state` row and the sealed rows), so a concurrent token refresh waits rather than
+    /// being overwritten. Once it commits, no process can seal with an older key any more: a
+    /// process that loaded its keys before the new one was added re-reads its key file when it
+    /// next seals or meets a re-sealed value (see `sealing.rs`), so running `serve` or `sync`
+    /// processes keep working and need no restart.
     ///
     /// # Errors
     /// [`VaultError::RotationFailed`] (wrapping the cause: [`VaultError::Decrypt`],
@@ -41,15 +46,17 @@ impl Vault {
     /// rotation) — nothing was changed then; [`VaultError::Db`] if the transaction cannot be
     /// started or committed (a failed commit also changes nothing).
     pub async fn rotate_keys(&self) -> Result<RotationReport, VaultError> {
-        let to_version = self.keyring.current_version();
-        let begin = match self.backend {
-            // Take the write lock up front: a deferred transaction that reads and then writes
-            // fails at once with SQLITE_BUSY if another process wrote in between.
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        };
-        let mut tx = begin.map_err(VaultError::db("starting the master key rotation"))?;
-        match self.rotate_in(&mut tx, to_version).await {
+        // Raises the database's newest key version to ours in this transaction (re-reading the
+        // key file if another process is ahead) and holds it: writers of sealed values wait for
+        // the commit and then seal with the new key, never the old one (see sealing.rs).
+        let (mut tx, ring) = self
+            .begin_sealing("the master key rotation")
+            .await
+            .map_err(|cause| VaultError::RotationFailed {
+                source: Box::new(cause),
+            })?;
+        let to_version = ring.current_version();
+        match self.rotate_in(&mut tx, &ring, to_version).await {
             Ok(report) => {
                 tx.commit()
                     .await
@@ -79,6 +86,7 @@ impl Vault {
     async fn rotate_in(
         &self,
         tx: &mut Transaction<'static, Any>,
+        ring: &Keyring,
         to_version: u32,
     ) -> Result<RotationReport, VaultError> {
         let lock = match self.backend {
@@ -113,8 +121,8 @@ impl Vault {
                     continue;
                 }
                 let aad = org_aad(&org_id, field);
-                let plaintext = self.keyring.open(&what, &aad, &sealed)?;
-                let resealed = self.keyring.seal(&what, &aad, &plaintext)?;
+                let plaintext = ring.open(&what, &aad, &sealed)?;
+                let resealed = ring.seal(&what, &aad, &plaintext)?;
                 drop(plaintext);
                 // Compare-and-set on the old value: belt and braces on top of the locks.
                 let done = sqlx::query(&format!(
@@ -157,8 +165,8 @@ impl Vault {
                 continue;
             }
             let aad = pending_auth_aad(&state_hash);
-            let plaintext = self.keyring.open(&what, &aad, &sealed)?;
-            let resealed = self.keyring.seal(&what, &aad, &plaintext)?;
+            let plaintext = ring.open(&what, &aad, &sealed)?;
+            let resealed = ring.seal(&what, &aad, &plaintext)?;
             drop(plaintext);
             // Compare-and-set on the old value, as for orgs (the rows are locked).
             let done = sqlx::query(

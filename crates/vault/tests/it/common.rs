@@ -23,9 +23,27 @@ impl TestDb {
     }
 
     /// A second, raw connection pool for poking at rows behind the vault's back.
+    /// On PostgreSQL it looks in wxvault's schema first, where the vault keeps its tables.
     pub async fn raw(&self) -> AnyPool {
         sqlx::any::install_default_drivers();
-        AnyPool::connect(&self.url).await.expect("raw pool")
+        let postgres = self.name() == "postgres";
+        sqlx::any::AnyPoolOptions::new()
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if postgres {
+                        sqlx::Executor::execute(
+                            &mut *conn,
+                            format!("SET search_path TO {}, public", vault::DEFAULT_PG_SCHEMA)
+                                .as_str(),
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&self.url)
+            .await
+            .expect("raw pool")
     }
 
     /// Reopens the same database with another keyring.

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret as _;
 use sqlx::Row as _;
 use vault::testing::fail_rotation_after;
 use vault::{
-    Keyring, Org, RotationReport, TokenUpdate, Vault, VaultError, add_key_version,
+    Keyring, NewPendingAuth, Org, RotationReport, TokenUpdate, Vault, VaultError, add_key_version,
     generate_key_base64, init_key_file, retire_key_versions,
 };
 
@@ -25,6 +25,8 @@ struct Setup {
     key_file: PathBuf,
     /// Opened with the keyring of the original (bare, version 1) key file.
     old: Vault,
+    /// The original key file's text (the version 1 key).
+    old_key_text: String,
     expected: Expected,
 }
 
@@ -33,6 +35,7 @@ async fn setup(db: &TestDb) -> Setup {
     let key_file = dir.path().join("master.key");
     assert!(init_key_file(&key_file).unwrap());
     let old = db.reopen(Keyring::load(None, &key_file).unwrap()).await;
+    let old_key_text = std::fs::read_to_string(&key_file).unwrap();
     let mut expected = Expected::new();
     for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
         let mut org = new_org(name, &format!("7f3c1a52-0b55-4d3e-9a1f-0c8e9f6b1b0{i}"));
@@ -57,6 +60,7 @@ async fn setup(db: &TestDb) -> Setup {
         _dir: dir,
         key_file,
         old,
+        old_key_text,
         expected,
     }
 }
@@ -198,9 +202,13 @@ async fn rotation_re_seals_everything_and_afterwards_only_the_new_key_opens_it()
         assert_eq!(new_only.keyring().versions(), vec![2]);
         assert_secrets(&new_only, &s.expected, b).await;
 
-        // Only the old key: every record names a version it lacks.
-        for org in s.old.orgs().await.unwrap() {
-            let err = s.old.org_secrets(&org).await.unwrap_err();
+        // Only the old key (given directly, so there is no key file to re-read): every record
+        // names a version it lacks.
+        let old_only = db
+            .reopen(Keyring::load(Some(&s.old_key_text), &s.key_file).unwrap())
+            .await;
+        for org in old_only.orgs().await.unwrap() {
+            let err = old_only.org_secrets(&org).await.unwrap_err();
             assert!(
                 matches!(err, VaultError::UnknownKeyVersion { key_version: 2, .. }),
                 "{b}: {err:?}"
@@ -219,7 +227,7 @@ async fn rotation_re_seals_everything_and_afterwards_only_the_new_key_opens_it()
             matches!(err, VaultError::Decrypt { key_version: 2, .. }),
             "{b}: {err:?}"
         );
-        for v in [&s.old, &both, &new_only, &impostor] {
+        for v in [&s.old, &old_only, &both, &new_only, &impostor] {
             v.close().await;
         }
     }
@@ -320,5 +328,162 @@ async fn rotation_stops_at_a_record_that_does_not_open_and_changes_nothing() {
         assert_secrets(&both, &s.expected, b).await;
         s.old.close().await;
         both.close().await;
+    }
+}
+
+/// What `wxvault keys rotate` does, as the "rotating process" B: add a key version, open the
+/// database with the key file as it is now, re-seal, and drop the old keys once no record uses
+/// them. Returns B.
+async fn keys_rotate(db: &TestDb, key_file: &Path, to: u32) -> Vault {
+    assert_eq!(add_key_version(key_file).unwrap(), to);
+    let b = db.reopen(load(key_file)).await;
+    assert_eq!(b.rotate_keys().await.unwrap().to_version, to);
+    assert_eq!(
+        b.key_versions_in_use()
+            .await
+            .unwrap()
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![to]
+    );
+    retire_key_versions(key_file, to).unwrap();
+    b
+}
+
+fn pending(state: &str) -> NewPendingAuth {
+    NewPendingAuth {
+        state: secret(state),
+        browser_session: secret("browser-session-1"),
+        invite_id: None,
+        org_name: "new".into(),
+        client_id: "C-integration-1".into(),
+        region: None,
+        redirect_uri: "https://vault.example.com/oauth/callback".into(),
+        code_verifier: secret(&format!("verifier-PLAINTEXT-{state}")),
+        scopes: vec!["cjp:config_read".into()],
+        ttl_ms: 3_600_000,
+    }
+}
+
+/// Issue 7 item 1: process A keeps running with the key file it loaded while process B runs
+/// `keys rotate` (twice). Every value A seals afterwards — a token refresh, a new org, a pending
+/// authorization's verifier — uses the newest key, so A, B and a fresh process read every row,
+/// and the second rotation succeeds. Before `key_state`, A sealed with the retired key.
+#[tokio::test]
+async fn a_process_running_through_keys_rotate_never_seals_with_a_retired_key() {
+    for db in backends().await {
+        let b_name = db.name();
+        let mut s = setup(&db).await;
+        let a = &s.old;
+        a.put_pending_auth(pending("before"), 1_000).await.unwrap();
+
+        let b = keys_rotate(&db, &s.key_file, 2).await;
+
+        // A, still holding only version 1, refreshes a token, adds an org and starts an OAuth
+        // authorization.
+        let update = TokenUpdate {
+            access_token: Some(secret("at-PLAINTEXT-a-refreshed")),
+            refresh_token: Some(secret("rt-PLAINTEXT-a-refreshed")),
+            ..TokenUpdate::default()
+        };
+        a.save_tokens(&org(a, "a").await, &update).await.unwrap();
+        let entry = s.expected.get_mut("a").unwrap();
+        entry.1 = Some("at-PLAINTEXT-a-refreshed".into());
+        entry.2 = Some("rt-PLAINTEXT-a-refreshed".into());
+        let mut new = new_org("d", "7f3c1a52-0b55-4d3e-9a1f-0c8e9f6b1b09");
+        new.client_secret = secret("cs-PLAINTEXT-d");
+        new.tokens = TokenUpdate::default();
+        a.add_org(new).await.unwrap();
+        s.expected
+            .insert("d".into(), ("cs-PLAINTEXT-d".into(), None, None));
+        a.put_pending_auth(pending("after"), 1_000).await.unwrap();
+        assert_eq!(
+            a.keyring().current_version(),
+            2,
+            "{b_name}: A re-read the key file"
+        );
+
+        // Nothing is sealed with the retired key, and everyone reads everything.
+        assert_eq!(
+            b.key_versions_in_use().await.unwrap(),
+            in_use(&[(2, 8 + 2)]),
+            "{b_name}"
+        );
+        let fresh = db.reopen(load(&s.key_file)).await;
+        for v in [a, &b, &fresh] {
+            assert_secrets(v, &s.expected, b_name).await;
+        }
+
+        // The second rotation succeeds; A (now at version 2) keeps reading and writing.
+        let b2 = keys_rotate(&db, &s.key_file, 3).await;
+        let update = TokenUpdate {
+            access_token: Some(secret("at-PLAINTEXT-b-refreshed")),
+            ..TokenUpdate::default()
+        };
+        a.save_tokens(&org(a, "b").await, &update).await.unwrap();
+        s.expected.get_mut("b").unwrap().1 = Some("at-PLAINTEXT-b-refreshed".into());
+        assert_eq!(
+            b2.key_versions_in_use().await.unwrap(),
+            in_use(&[(3, 10)]),
+            "{b_name}"
+        );
+        let fresh2 = db.reopen(load(&s.key_file)).await;
+        for v in [a, &b, &b2, &fresh2] {
+            assert_secrets(v, &s.expected, b_name).await;
+        }
+        // The verifiers A stored before and after the rotations open too.
+        for state in ["before", "after"] {
+            let taken = fresh2
+                .take_pending_auth(state, "browser-session-1", 2_000)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{b_name}: pending {state}"));
+            assert_eq!(
+                taken.code_verifier.expose_secret(),
+                format!("verifier-PLAINTEXT-{state}"),
+                "{b_name}"
+            );
+        }
+        for v in [&s.old, &b, &fresh, &b2, &fresh2] {
+            v.close().await;
+        }
+    }
+}
+
+/// A process whose keys cannot be re-read (`WXVAULT_MASTER_KEY`) refuses to seal with a key
+/// older than the database's newest, and says what to do; nothing is written.
+#[tokio::test]
+async fn a_process_with_an_outdated_fixed_key_refuses_to_seal() {
+    for db in backends().await {
+        let b_name = db.name();
+        let s = setup(&db).await;
+        let fixed = db
+            .reopen(Keyring::load(Some(&s.old_key_text), &s.key_file).unwrap())
+            .await;
+        let b = keys_rotate(&db, &s.key_file, 2).await;
+        let before = raw_sealed(&db).await;
+        let update = TokenUpdate {
+            access_token: Some(secret("at-PLAINTEXT-never")),
+            ..TokenUpdate::default()
+        };
+        let err = fixed
+            .save_tokens(&org(&fixed, "a").await, &update)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, VaultError::KeyBehind { newest: 2, .. }),
+            "{b_name}: {err:?}"
+        );
+        assert!(
+            msg.contains("WXVAULT_MASTER_KEY") && msg.contains("version 2"),
+            "{msg}"
+        );
+        assert!(!msg.contains("PLAINTEXT"), "{msg}");
+        assert_eq!(raw_sealed(&db).await, before, "{b_name}: nothing written");
+        for v in [&s.old, &fixed, &b] {
+            v.close().await;
+        }
     }
 }
