@@ -100,7 +100,8 @@ impl Engine {
             self.http.clone(),
             base,
             self.retry.clone(),
-        ))
+        )
+        .with_gates(self.gates.clone()))
     }
 
     /// Selected orgs, or an error naming the unknown ones.

@@ -20,7 +20,7 @@ use vault::{
 };
 use webex::http::RetryPolicy;
 use webex::wxcc::{Capture, User, WxccClient};
-use webex::{ErrorClass, media};
+use webex::ErrorClass;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -275,7 +275,7 @@ impl WxccHarvest {
             .await
         {
             Ok(r) => r,
-            Err(e) if e.class() == ErrorClass::Transient => {
+            Err(e) if e.class() == ErrorClass::Transient && !e.is_host_unreachable() => {
                 // Leave these tasks for the next run; the org carries on.
                 tracing::warn!(org = %self.org.name, "captures query for {} tasks failed: {e}", ids.len());
                 report.transient_left += ids.len() as u64;
@@ -733,7 +733,7 @@ impl WxccHarvest {
                 "the capture has no filePath yet".into(),
             ));
         };
-        let media = media::download(&self.http, url, &self.retry)
+        let media = self.client.media().download(url)
             .await
             .map_err(classify)?;
         let body = media.stream.map_err(StreamError);
@@ -876,6 +876,10 @@ impl std::fmt::Display for StreamError {
 impl std::error::Error for StreamError {}
 
 fn classify(e: webex::Error) -> ItemError {
+    // The host is down: one line for the org, not one failure per item.
+    if e.is_host_unreachable() {
+        return ItemError::Org(e);
+    }
     if e.is_link_expired() {
         return ItemError::LinkExpired(e.to_string());
     }
