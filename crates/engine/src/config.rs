@@ -539,13 +539,20 @@ mod api_base_tests {
         }
         for (webex, wxcc_base, key) in [
             ("http://webexapis.com/", wxcc, "webex.api_base"),
-            (https, "http://api.wxcc-{region}.cisco.com/", "wxcc.api_base"),
+            (
+                https,
+                "http://api.wxcc-{region}.cisco.com/",
+                "wxcc.api_base",
+            ),
             ("http://10.0.0.5:8080/", wxcc, "webex.api_base"),
             ("http://localhost.evil.example/", wxcc, "webex.api_base"),
         ] {
             let msg = check(webex, wxcc_base).unwrap_err().to_string();
             assert!(msg.contains(key), "{msg}");
-            assert!(msg.contains("https://") && msg.contains("loopback"), "{msg}");
+            assert!(
+                msg.contains("https://") && msg.contains("loopback"),
+                "{msg}"
+            );
         }
     }
 

@@ -18,9 +18,9 @@ use vault::{
     Archived, Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert,
     Vault,
 };
+use webex::ErrorClass;
 use webex::http::RetryPolicy;
 use webex::wxcc::{Capture, User, WxccClient};
-use webex::ErrorClass;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -733,9 +733,7 @@ impl WxccHarvest {
                 "the capture has no filePath yet".into(),
             ));
         };
-        let media = self.client.media().download(url)
-            .await
-            .map_err(classify)?;
+        let media = self.client.media().download(url).await.map_err(classify)?;
         let body = media.stream.map_err(StreamError);
         match self.archive.put_stream(key, body, media.content_length).await {
             Ok(outcome) => Ok((outcome.sha256, outcome.size)),

@@ -131,10 +131,7 @@ fn unreachable(host: &str, st: &HostState) -> Error {
     Error::HostUnreachable {
         host: host.to_owned(),
         attempts: st.failures,
-        spent: st
-            .since
-            .map(|s| s.elapsed())
-            .unwrap_or_default(),
+        spent: st.since.map(|s| s.elapsed()).unwrap_or_default(),
         last_error: st.last_error.clone(),
     }
 }
@@ -167,7 +164,14 @@ mod tests {
         assert_eq!(err.class(), ErrorClass::Transient);
         assert!(err.is_host_unreachable());
         let msg = err.to_string();
-        for part in ["api.example:443", "3 ", "2.0 s", "api_base", "region", "network"] {
+        for part in [
+            "api.example:443",
+            "3 ",
+            "2.0 s",
+            "api_base",
+            "region",
+            "network",
+        ] {
             assert!(msg.contains(part), "{part:?} missing in {msg}");
         }
         // Open: refused at once, for every request.
@@ -184,7 +188,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         h.succeeded("api.example:443");
         assert!(h.admit("api.example:443").is_ok());
-        assert!(h.failed("api.example:443", "x").is_none(), "success reset the count");
+        assert!(
+            h.failed("api.example:443", "x").is_none(),
+            "success reset the count"
+        );
     }
 
     #[test]

@@ -280,8 +280,16 @@ mod tests {
         }
         assert!(check("ftp://h/x").is_err());
         let local = LinkPolicy::Local;
-        assert!(local.check_url(&Url::parse("http://127.0.0.1:9/x").unwrap()).is_ok());
-        assert!(local.check_url(&Url::parse("file:///etc/passwd").unwrap()).is_err());
+        assert!(
+            local
+                .check_url(&Url::parse("http://127.0.0.1:9/x").unwrap())
+                .is_ok()
+        );
+        assert!(
+            local
+                .check_url(&Url::parse("file:///etc/passwd").unwrap())
+                .is_err()
+        );
     }
 
     #[tokio::test]

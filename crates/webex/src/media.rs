@@ -20,8 +20,8 @@ use crate::api::{build_request, describe_transport, guarded_execute};
 use crate::error::status_is_transient;
 use crate::health::HostHealth;
 use crate::http::RetryPolicy;
-pub use crate::link_policy::{LinkPolicy, LinkRefused, PolicyResolver, is_public};
 use crate::link_policy::refusal_in;
+pub use crate::link_policy::{LinkPolicy, LinkRefused, PolicyResolver, is_public};
 
 /// An open media download.
 pub struct MediaStream {

@@ -201,7 +201,10 @@ fn redacted_attributes(attributes: &Value) -> Value {
     if let Value::Object(m) = &mut v
         && m.contains_key("filePath")
     {
-        m.insert("filePath".to_owned(), Value::String("[redacted]".to_owned()));
+        m.insert(
+            "filePath".to_owned(),
+            Value::String("[redacted]".to_owned()),
+        );
     }
     v
 }

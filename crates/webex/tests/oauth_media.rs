@@ -209,9 +209,7 @@ async fn media_download_streams_without_authorization() {
     })
     .await;
     let url = format!("{}rec/a.wav?X-Amz-Signature=sig", server.base);
-    let m = local_media().download(&url)
-        .await
-        .unwrap();
+    let m = local_media().download(&url).await.unwrap();
     assert_eq!(m.content_length, Some(100_000));
     assert_eq!(m.content_type.as_deref(), Some("audio/wav"));
     let mut got = Vec::new();
@@ -237,9 +235,7 @@ async fn media_expired_link_and_error_pages() {
         })
         .await;
         let url = format!("{}a.wav?X-Amz-Signature=topsecret", server.base);
-        let err = local_media().download(&url)
-            .await
-            .unwrap_err();
+        let err = local_media().download(&url).await.unwrap_err();
         assert!(err.is_link_expired(), "{status}: {err}");
         assert_eq!(err.class(), ErrorClass::Transient);
         assert!(!err.to_string().contains("topsecret"));
@@ -247,15 +243,17 @@ async fn media_expired_link_and_error_pages() {
     }
 
     let json_200 = serve(|_, _| json(200, json!({"error": "nope"}))).await;
-    let err = local_media().download(&json_200.url("a.wav"))
-    .await
-    .unwrap_err();
+    let err = local_media()
+        .download(&json_200.url("a.wav"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::UnexpectedContentType { .. }), "{err}");
 
     let gone = serve(|_, _| status_with(404, &[], "NoSuchKey")).await;
-    let err = local_media().download(&gone.url("a.wav"))
-    .await
-    .unwrap_err();
+    let err = local_media()
+        .download(&gone.url("a.wav"))
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert!(!err.is_link_expired());
 }
@@ -270,9 +268,7 @@ async fn media_server_errors_are_retried() {
         }
     })
     .await;
-    let m = local_media().download(&server.url("a.wav"))
-    .await
-    .unwrap();
+    let m = local_media().download(&server.url("a.wav")).await.unwrap();
     let chunks: Vec<_> = m.stream.collect().await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(&chunks[0].as_ref().unwrap()[..], b"RIFF");
@@ -297,9 +293,7 @@ async fn media_truncated_body_is_a_transient_stream_error() {
         sock.shutdown().await.unwrap();
     });
     let url = format!("http://{addr}/a.wav?X-Amz-Signature=s");
-    let m = local_media().download(&url)
-        .await
-        .unwrap();
+    let m = local_media().download(&url).await.unwrap();
     assert_eq!(m.content_length, Some(100));
     let items: Vec<_> = m.stream.collect().await;
     let received: usize = items
@@ -328,9 +322,10 @@ async fn media_truncated_body_is_a_transient_stream_error() {
 
 #[tokio::test]
 async fn invalid_media_url_is_permanent() {
-    let err = local_media().download("file:///etc/passwd")
-    .await
-    .unwrap_err();
+    let err = local_media()
+        .download("file:///etc/passwd")
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
 }
 
@@ -395,10 +390,8 @@ async fn media_links_must_be_https_to_public_hosts_unless_the_api_base_is_loopba
     let port = server.base.port().unwrap();
     let api_base = url::Url::parse("https://api.wxcc-us1.cisco.com/").unwrap();
     // The media host "resolves" to loopback, as a hostile or broken answer would.
-    let policy = media::LinkPolicy::for_api_base(&api_base).with_pinned_host(
-        "media.example.test",
-        vec!["127.0.0.1".parse().unwrap()],
-    );
+    let policy = media::LinkPolicy::for_api_base(&api_base)
+        .with_pinned_host("media.example.test", vec!["127.0.0.1".parse().unwrap()]);
     let client = media::MediaClient::new(policy, fast_retry(), std::sync::Arc::default());
     for (link, host) in [
         (
@@ -459,8 +452,14 @@ async fn media_redirects_are_refused_not_followed() {
     assert!(matches!(err, Error::MediaLinkRefused { .. }), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Permanent);
     let msg = err.to_string();
-    assert!(msg.contains("redirect") && msg.contains("localhost"), "{msg}");
-    assert!(!msg.contains("REDIRSECRET") && !msg.contains("SIGSECRET"), "{msg}");
+    assert!(
+        msg.contains("redirect") && msg.contains("localhost"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("REDIRSECRET") && !msg.contains("SIGSECRET"),
+        "{msg}"
+    );
     assert_eq!(server.count(), 1);
     assert_eq!(target.count(), 0, "the redirect was not followed");
 }
@@ -484,9 +483,14 @@ async fn a_dead_api_host_opens_the_breaker_for_every_caller_of_the_run() {
     let err = wx.list_tasks(0, 1).await.unwrap_err();
     let host = format!("127.0.0.1:{}", base.port().unwrap());
     match &err {
-        Error::HostUnreachable { host: h, attempts, .. } => {
+        Error::HostUnreachable {
+            host: h, attempts, ..
+        } => {
             assert_eq!(h, &host);
-            assert_eq!(*attempts, threshold, "stopped at the threshold, not at 100 attempts");
+            assert_eq!(
+                *attempts, threshold,
+                "stopped at the threshold, not at 100 attempts"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -505,9 +509,13 @@ async fn a_dead_api_host_opens_the_breaker_for_every_caller_of_the_run() {
     for t in tasks {
         assert!(t.await.unwrap().unwrap_err().is_host_unreachable());
     }
-    assert_eq!(wx.api_calls(), calls, "each call was refused before sending");
-    let oauth = OAuthClient::new(webex::http::build_client(), base, fast_retry())
-        .with_gates(gates.clone());
+    assert_eq!(
+        wx.api_calls(),
+        calls,
+        "each call was refused before sending"
+    );
+    let oauth =
+        OAuthClient::new(webex::http::build_client(), base, fast_retry()).with_gates(gates.clone());
     let err = oauth
         .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
         .await
@@ -537,7 +545,10 @@ async fn token_calls_share_the_client_ids_rate_gate() {
     // The 429 closed the gate every API call of this client id waits at (clamped to 2 s).
     let blocked = gates.gate("Cabc123").blocked_for();
     assert!(blocked > std::time::Duration::from_secs(1), "{blocked:?}");
-    assert_eq!(gates.gate("Cother").blocked_for(), std::time::Duration::ZERO);
+    assert_eq!(
+        gates.gate("Cother").blocked_for(),
+        std::time::Duration::ZERO
+    );
 
     // A closed gate holds token and revocation calls back until it opens.
     let ok = serve(|r, _| {
@@ -567,7 +578,11 @@ async fn token_calls_share_the_client_ids_rate_gate() {
         .await
         .unwrap();
     for r in ok.requests() {
-        assert!(r.at - t0 >= hold, "{} sent before the gate opened", r.method);
+        assert!(
+            r.at - t0 >= hold,
+            "{} sent before the gate opened",
+            r.method
+        );
     }
     assert_eq!(ok.count(), 2);
 }
