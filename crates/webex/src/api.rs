@@ -88,7 +88,9 @@ pub(crate) async fn guarded_execute(
             Ok(Ok(resp))
         }
         Err(e) => {
+            // A link refused by the media policy is not a sign of a host being down.
             if e.is_connect()
+                && crate::link_policy::refusal_in(&e).is_none()
                 && let Some(err) = health.failed(&host, &describe_transport(&e))
             {
                 return Err(err);

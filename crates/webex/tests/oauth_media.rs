@@ -426,6 +426,14 @@ async fn media_links_must_be_https_to_public_hosts_unless_the_api_base_is_loopba
         assert!(!msg.contains("SIGSECRET"), "{msg}");
     }
     assert_eq!(server.count(), 0, "nothing was fetched");
+    // Refusals are not connection failures: the host's breaker stays closed.
+    for _ in 0..10 {
+        let err = client
+            .download(&format!("https://media.example.test:{port}/b.wav"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::MediaLinkRefused { .. }), "{err:?}");
+    }
 
     // With the simulator's loopback API base the same local link is fine.
     let local = media::MediaClient::new(
