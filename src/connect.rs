@@ -247,11 +247,73 @@ fn open_browser(url: &str) {
         None
     };
     if let Some(cmd) = opener {
-        let _ = std::process::Command::new(cmd)
-            .arg(url)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
+        let _ = browser_command(cmd, url, std::env::vars_os()).spawn();
+    }
+}
+
+/// The browser launcher for `url`, with `env` minus every `WXVAULT_*` variable.
+///
+/// The browser and everything it starts later would otherwise inherit the master key, the
+/// client secret and the tokens wxvault reads from its environment.
+fn browser_command(
+    program: &str,
+    url: &str,
+    env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg(url)
+        .env_clear()
+        .envs(env.into_iter().filter(|(k, _)| !is_wxvault_var(k)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+fn is_wxvault_var(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_none_or(|n| {
+        n.get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("WXVAULT_"))
+    })
+}
+
+#[cfg(test)]
+mod browser_tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    #[test]
+    fn the_browser_does_not_inherit_wxvault_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("browser.sh");
+        std::fs::write(&script, "#!/bin/sh\nenv > \"$1\"\n").unwrap();
+        let out = dir.path().join("env.txt");
+        let secrets = [
+            "WXVAULT_MASTER_KEY",
+            "WXVAULT_CLIENT_SECRET",
+            "WXVAULT_REFRESH_TOKEN",
+            "WXVAULT_ACCESS_TOKEN",
+            "WXVAULT_OPERATOR_PASSWORD",
+            "wxvault_lowercase",
+        ];
+        let mut env: Vec<(OsString, OsString)> = secrets
+            .iter()
+            .map(|k| (k.into(), format!("SECRET-{k}").into()))
+            .collect();
+        env.push(("KEEP_ME".into(), "visible".into()));
+        env.push(("PATH".into(), std::env::var_os("PATH").unwrap_or_default()));
+        // The "browser" is a script that writes its environment to the file given as the URL.
+        let mut perms = std::fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&script, perms).unwrap();
+        let status = browser_command(script.to_str().unwrap(), out.to_str().unwrap(), env)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let seen = std::fs::read_to_string(&out).unwrap();
+        assert!(seen.contains("KEEP_ME=visible"), "{seen}");
+        assert!(!seen.contains("SECRET-"), "{seen}");
+        assert!(!seen.to_ascii_uppercase().contains("WXVAULT_"), "{seen}");
     }
 }

@@ -168,3 +168,48 @@ async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
         .collect();
     assert_archive_matches(&archive, &org.org_id, &expected);
 }
+
+/// The API host down: the run gives up on it after a few connection attempts, with one line
+/// naming the host instead of a warning per retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_api_host_ends_the_org_quickly_with_one_line() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let org = env.handle().orgs()[0].clone();
+    env.add_org("acme", &org.org_id).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{closed}");
+    let config = std::fs::read_to_string(&env.config_path).unwrap();
+    let sim_base = env.sim.base_url().to_string();
+    assert!(config.contains(&sim_base));
+    std::fs::write(
+        &env.config_path,
+        config.replace(&sim_base, &format!("http://{host}/")),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = env.sync_all(3, &[]).await;
+    let took = started.elapsed();
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(took < Duration::from_secs(60), "took {took:?}: {all}");
+    // The log: at most the breaker's warning and the org's sync_failed notice; no retry chatter.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warns: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(warns.len() <= 2, "{} warnings: {stderr}", warns.len());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&format!("cannot reach {host}"))),
+        "{stderr}"
+    );
+    // The report: one line for the org, naming the host.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report_lines: Vec<&str> = stdout.lines().filter(|l| l.contains(&host)).collect();
+    assert_eq!(report_lines.len(), 1, "{stdout}");
+    assert!(report_lines[0].contains("cannot reach"), "{stdout}");
+    assert!(all.contains("api_base"), "{all}");
+}

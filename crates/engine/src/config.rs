@@ -423,10 +423,28 @@ impl Config {
             ("webex.api_base", &self.webex.api_base),
             ("wxcc.api_base", &self.wxcc.api_base),
         ] {
+            // Messages show the base without userinfo or query: that is where credentials hide.
+            let shown = webex::http::display_url(value);
             let probe = value.replace("{region}", "us1");
             match url::Url::parse(&probe) {
-                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-                _ => return Err(bad(key, value, "must be an http(s) URL")),
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    return Err(bad(
+                        key,
+                        &shown,
+                        "must not contain user:password@ (credentials belong in the vault, not the URL)",
+                    ));
+                }
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(u) if u.scheme() == "http" && webex::http::is_loopback_url(&u) => {}
+                Ok(u) if u.scheme() == "http" => {
+                    return Err(bad(
+                        key,
+                        &shown,
+                        "http:// is allowed only for loopback (127.0.0.0/8, ::1, localhost); use \
+                         https:// so the bearer token and client secret are not sent in clear",
+                    ));
+                }
+                _ => return Err(bad(key, &shown, "must be an http(s) URL")),
             }
         }
         if !(1..=60).contains(&self.wxcc.url_expiration_minutes) {
@@ -541,5 +559,66 @@ impl Config {
     /// Only if serialization fails, which would be a bug.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
+    }
+}
+
+#[cfg(test)]
+mod api_base_tests {
+    use super::*;
+
+    fn check(webex: &str, wxcc: &str) -> Result<(), ConfigError> {
+        let mut cfg = Config::default();
+        cfg.webex.api_base = webex.to_owned();
+        cfg.wxcc.api_base = wxcc.to_owned();
+        cfg.validate(Path::new("wxvault.toml"))
+    }
+
+    #[test]
+    fn http_api_bases_are_refused_unless_loopback() {
+        let https = "https://webexapis.com/";
+        let wxcc = "https://api.wxcc-{region}.cisco.com/";
+        check(https, wxcc).unwrap();
+        for ok in [
+            "http://127.0.0.1:9/",
+            "http://127.0.0.2/sim",
+            "http://[::1]:8080/",
+            "http://localhost:8080/",
+        ] {
+            check(ok, ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (webex, wxcc_base, key) in [
+            ("http://webexapis.com/", wxcc, "webex.api_base"),
+            (
+                https,
+                "http://api.wxcc-{region}.cisco.com/",
+                "wxcc.api_base",
+            ),
+            ("http://10.0.0.5:8080/", wxcc, "webex.api_base"),
+            ("http://localhost.evil.example/", wxcc, "webex.api_base"),
+        ] {
+            let msg = check(webex, wxcc_base).unwrap_err().to_string();
+            assert!(msg.contains(key), "{msg}");
+            assert!(
+                msg.contains("https://") && msg.contains("loopback"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_base_errors_never_echo_userinfo_or_query() {
+        let wxcc = "https://api.wxcc-{region}.cisco.com/";
+        for bad in [
+            "http://admin:hunter2pw@webexapis.com/?access_token=TOKSECRET",
+            "https://admin:hunter2pw@webexapis.com/",
+            "http://webexapis.com/?access_token=TOKSECRET",
+            "ftp://admin:hunter2pw@webexapis.com/?access_token=TOKSECRET",
+            "not a url hunter2pw@x?access_token=TOKSECRET",
+        ] {
+            let msg = check(bad, wxcc).unwrap_err().to_string();
+            assert!(msg.contains("webex.api_base"), "{msg}");
+            assert!(!msg.contains("hunter2pw"), "{msg}");
+            assert!(!msg.contains("TOKSECRET"), "{msg}");
+        }
     }
 }

@@ -97,6 +97,28 @@ impl std::fmt::Debug for Exchanged {
     }
 }
 
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Callback::Code { state, .. } => f
+                .debug_struct("Code")
+                .field("code", &"[redacted]")
+                .field("state", state)
+                .finish(),
+            Callback::Error {
+                error,
+                description,
+                state,
+            } => f
+                .debug_struct("Error")
+                .field("error", error)
+                .field("description", description)
+                .field("state", state)
+                .finish(),
+        }
+    }
+}
+
 impl Callback {
     /// The `state` the answer carries.
     pub fn state(&self) -> Option<&str> {
@@ -115,7 +137,9 @@ impl std::fmt::Debug for PendingConnect {
 }
 
 /// What came back to the redirect URI.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` is hand-written so a `{:?}` never prints the single-use authorization code.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Callback {
     Code {
         code: String,
@@ -508,6 +532,15 @@ mod tests {
         );
         assert!(Callback::parse("http://localhost:8765/callback?foo=bar").is_err());
         assert!(Callback::parse("http://localhost:8765/callback?code=&state=x").is_err());
+    }
+
+    #[test]
+    fn callback_debug_never_prints_the_code() {
+        let cb = Callback::parse("?code=CODESECRET_PF84_x&state=s1").unwrap();
+        for out in [format!("{cb:?}"), format!("{cb:#?}")] {
+            assert!(!out.contains("CODESECRET"), "{out}");
+            assert!(out.contains("[redacted]") && out.contains("s1"), "{out}");
+        }
     }
 
     #[test]

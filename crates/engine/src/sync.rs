@@ -118,11 +118,10 @@ impl Engine {
                 self.config.webex.api_base
             ))
         })?;
-        Ok(OAuthClient::new(
-            self.http.clone(),
-            base,
-            self.retry.clone(),
-        ))
+        Ok(
+            OAuthClient::new(self.http.clone(), base, self.retry.clone())
+                .with_gates(self.gates.clone()),
+        )
     }
 
     /// Selected orgs, or an error naming the unknown ones.

@@ -18,9 +18,9 @@ use vault::{
     Archived, Org, RecordingRow, RecordingState, RecordingUpsert, TaskRow, TaskState, TaskUpsert,
     Vault,
 };
+use webex::ErrorClass;
 use webex::http::RetryPolicy;
 use webex::wxcc::{Capture, User, WxccClient};
-use webex::{ErrorClass, media};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -310,7 +310,7 @@ impl WxccHarvest {
             .await
         {
             Ok(r) => r,
-            Err(e) if e.class() == ErrorClass::Transient => {
+            Err(e) if e.class() == ErrorClass::Transient && !e.is_host_unreachable() => {
                 // Leave these tasks for the next run; the org carries on.
                 tracing::warn!(org = %self.org.name, "captures query for {} tasks failed: {e}", ids.len());
                 report.transient_left += ids.len() as u64;
@@ -885,9 +885,7 @@ impl WxccHarvest {
                 "the capture has no filePath yet".into(),
             ));
         };
-        let media = media::download(&self.http, url, &self.retry)
-            .await
-            .map_err(classify)?;
+        let media = self.client.media().download(url).await.map_err(classify)?;
         let body = media.stream.map_err(StreamError);
         match self.archive.put_stream(key, body, media.content_length).await {
             Ok(outcome) => Ok((outcome.sha256, outcome.size)),
@@ -1031,6 +1029,10 @@ impl std::fmt::Display for StreamError {
 impl std::error::Error for StreamError {}
 
 fn classify(e: webex::Error) -> ItemError {
+    // The host is down: one line for the org, not one failure per item.
+    if e.is_host_unreachable() {
+        return ItemError::Org(e);
+    }
     if e.is_link_expired() {
         return ItemError::LinkExpired(e.to_string());
     }

@@ -1,7 +1,9 @@
 //! The one request loop every bearer-authenticated Webex API call goes through.
 //!
 //! Centralising it is what makes the policy uniform: rate gate before every send, 429 →
-//! `Retry-After` → gate, 5xx/network → backoff, 401 → one refresh and one retry.
+//! `Retry-After` → gate, 5xx/network → backoff, 401 → one refresh and one retry, and the host
+//! breaker ([`crate::health::HostHealth`]) around every send so a host that is down is given up
+//! on once for the whole run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{ErrorBody, WXCC_READ_SCOPE, status_is_transient, summarize_body};
+use crate::health::{HostHealth, host_key};
 use crate::http::{RateGate, RetryPolicy};
 use crate::{Error, TokenProvider};
 
@@ -64,6 +67,54 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
     }
 }
 
+/// Sends one request, unless `health` knows its host is down, and reports the outcome to it.
+///
+/// The outer error is [`Error::HostUnreachable`] (the breaker is or just became open: do not
+/// retry); the inner result is what the transport said.
+///
+/// # Errors
+///
+/// As above.
+pub(crate) async fn guarded_execute(
+    http: &reqwest::Client,
+    health: &HostHealth,
+    req: reqwest::Request,
+) -> Result<Result<reqwest::Response, reqwest::Error>, Error> {
+    let host = host_key(req.url());
+    health.admit(&host)?;
+    match http.execute(req).await {
+        Ok(resp) => {
+            health.succeeded(&host);
+            Ok(Ok(resp))
+        }
+        Err(e) => {
+            // A link refused by the media policy is not a sign of a host being down.
+            if e.is_connect()
+                && crate::link_policy::refusal_in(&e).is_none()
+                && let Some(err) = health.failed(&host, &describe_transport(&e))
+            {
+                return Err(err);
+            }
+            Ok(Err(e))
+        }
+    }
+}
+
+/// Builds a request, turning a builder error (bad header value) into a Permanent error.
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`] naming `endpoint`.
+pub(crate) fn build_request(
+    builder: reqwest::RequestBuilder,
+    endpoint: &str,
+) -> Result<reqwest::Request, Error> {
+    builder.build().map_err(|e| Error::InvalidRequest {
+        endpoint: endpoint.to_owned(),
+        reason: describe_transport(&e),
+    })
+}
+
 impl ApiCaller {
     pub fn new(
         http: reqwest::Client,
@@ -99,12 +150,15 @@ impl ApiCaller {
         let max_attempts = self.retry.max_attempts.max(1);
         loop {
             attempt += 1;
+            let req = build_request(
+                build(&self.http).bearer_auth(token.expose_secret()),
+                endpoint,
+            )?;
             self.gate.ready().await;
+            // Refused while the host is known to be down: counted as nothing sent.
+            self.gate.health().admit(&host_key(req.url()))?;
             self.calls.fetch_add(1, Ordering::Relaxed);
-            let sent = build(&self.http)
-                .bearer_auth(token.expose_secret())
-                .send()
-                .await;
+            let sent = guarded_execute(&self.http, self.gate.health(), req).await?;
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
@@ -117,7 +171,8 @@ impl ApiCaller {
                         return Err(err);
                     }
                     let delay = self.retry.backoff(attempt);
-                    tracing::warn!(endpoint, attempt, ?delay, error = %err, "retrying after network error");
+                    // Not a warning: a host that stays down is reported once, by the breaker.
+                    tracing::debug!(endpoint, attempt, ?delay, error = %err, "retrying after network error");
                     tokio::time::sleep(delay).await;
                     continue;
                 }

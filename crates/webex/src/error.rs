@@ -5,9 +5,9 @@
 //!
 //! | Class | Produced by | Engine action |
 //! |---|---|---|
-//! | [`ErrorClass::Transient`] | network errors and timeouts, 5xx, 408, 423, 429, truncated bodies, expired media links, unexpected media content | retry later, honouring [`Error::retry_after`] |
+//! | [`ErrorClass::Transient`] | network errors and timeouts, an unreachable host ([`Error::HostUnreachable`], which stops the org's run), 5xx, 408, 423, 429, truncated bodies, expired media links, unexpected media content | retry later, honouring [`Error::retry_after`] |
 //! | [`ErrorClass::Reauth`] | token-endpoint grant errors (any 4xx), a 401 that survives one refresh-and-retry, a 401 on a caller-supplied token ([`Error::TokenRejected`]) | mark the org `needs_reauth` |
-//! | [`ErrorClass::Permanent`] | 403 (missing scope/role, [`Error::AdminForbidden`] on admin APIs), other 4xx, undecodable data, invalid requests or configuration | record the reason, do not retry |
+//! | [`ErrorClass::Permanent`] | 403 (missing scope/role, [`Error::AdminForbidden`] on admin APIs), other 4xx, media links refused by policy ([`Error::MediaLinkRefused`]), undecodable data, invalid requests or configuration | record the reason, do not retry |
 //!
 //! Messages never contain secrets: response bodies echoed into errors pass through
 //! [`redact_body`], which removes anything token-shaped.
@@ -90,6 +90,36 @@ pub enum Error {
         message: String,
         /// Whether the failure was a timeout.
         timeout: bool,
+    },
+
+    /// A host failed [`crate::health::DEFAULT_THRESHOLD`] connection attempts in a row; the
+    /// breaker stops calling it (see [`crate::health::HostHealth`]).
+    #[error(
+        "cannot reach {host}: {attempts} consecutive connection attempts failed over {:.1} s (last: {last_error}); stopped calling it — check the network and firewall, [webex] api_base / [wxcc] api_base and the org's region",
+        spent.as_secs_f64()
+    )]
+    HostUnreachable {
+        /// `host[:port]` that could not be reached.
+        host: String,
+        /// Consecutive failed connection attempts.
+        attempts: u32,
+        /// Time from the first of those failures to this error.
+        spent: Duration,
+        /// The last transport error (contains no URL query or secret).
+        last_error: String,
+    },
+
+    /// A media link was not fetched because of where it points (webex-api.md §2.5 links are
+    /// `https` to public hosts): plain `http`, a private/loopback/link-local address, or a
+    /// redirect.
+    #[error(
+        "refused media link to host {host}: {reason}; the link was not fetched (not retryable)"
+    )]
+    MediaLinkRefused {
+        /// Host of the link (never its signed query string).
+        host: String,
+        /// What was wrong.
+        reason: String,
     },
 
     /// A non-success HTTP status not covered by a more specific variant.
@@ -294,6 +324,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Network { .. }
+            | Error::HostUnreachable { .. }
             | Error::RateLimited { .. }
             | Error::LinkExpired { .. }
             | Error::Truncated { .. }
@@ -313,6 +344,7 @@ impl Error {
             | Error::Decode { .. }
             | Error::PageOverflow { .. }
             | Error::InvalidRequest { .. }
+            | Error::MediaLinkRefused { .. }
             | Error::Config(_) => ErrorClass::Permanent,
             Error::TokenSource { class, .. } => *class,
         }
@@ -330,6 +362,12 @@ impl Error {
     /// True when a pre-signed media link was refused: re-query for a fresh link.
     pub fn is_link_expired(&self) -> bool {
         matches!(self, Error::LinkExpired { .. })
+    }
+
+    /// True when a host's connection breaker is open: the whole org's run should stop (one
+    /// line), not each item fail on its own.
+    pub fn is_host_unreachable(&self) -> bool {
+        matches!(self, Error::HostUnreachable { .. })
     }
 
     /// The Webex `TrackingId` of the failed response, for support cases.

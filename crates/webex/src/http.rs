@@ -1,5 +1,5 @@
 //! HTTP plumbing shared by every Webex call: the client, the retry policy, `Retry-After`
-//! parsing and the per-client-id rate gate.
+//! parsing, the per-client-id rate gate and the per-host connection breaker it carries.
 //!
 //! Webex rate limits belong to the integration's client id, not to an org (webex-api.md §2.10),
 //! so all orgs connected through one integration must share one [`RateGate`]; [`RateGates`] is
@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tokio::time::Instant;
+
+use crate::health::HostHealth;
 
 /// Builds the `reqwest::Client` every Webex call should use.
 ///
@@ -32,6 +34,42 @@ pub fn build_client() -> reqwest::Client {
         .user_agent(concat!("wxvault/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("TLS backend initialisation failed")
+}
+
+/// Whether `url` points at this machine: `localhost`, 127.0.0.0/8 or `::1`.
+///
+/// Only such bases may use plain `http://` (the simulator, a local proxy); anything else would
+/// carry the bearer token and the client secret in clear.
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// A URL-ish text for messages: scheme, host, port and path only — never userinfo, query or
+/// fragment, which is where credentials travel. Unparseable text is cut the same way.
+pub fn display_url(text: &str) -> String {
+    if let Ok(u) = url::Url::parse(text) {
+        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+        return format!(
+            "{}://{}{port}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.path()
+        );
+    }
+    let cut = text.split(['?', '#']).next().unwrap_or("");
+    match cut.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or("");
+            format!("{scheme}://{host}{path}")
+        }
+        None => cut.rsplit('@').next().unwrap_or("").to_owned(),
+    }
 }
 
 /// How often and how long to retry transient failures.
@@ -123,9 +161,13 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// and every request going through the same gate then waits in [`RateGate::ready`] until the
 /// deadline. Waiters wake with a little random jitter (up to 10% of the block, at most 1 s) so
 /// they do not stampede the API the moment the block lifts.
+///
+/// A gate also carries the run's [`HostHealth`], so every request that waits at a gate is
+/// refused at once while its host is known to be down.
 #[derive(Debug, Default)]
 pub struct RateGate {
     state: Mutex<GateState>,
+    health: Arc<HostHealth>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -135,9 +177,22 @@ struct GateState {
 }
 
 impl RateGate {
-    /// A new, open gate.
+    /// A new, open gate with its own [`HostHealth`].
     pub fn new() -> Self {
         RateGate::default()
+    }
+
+    /// A new, open gate sharing `health` with other gates.
+    pub fn with_health(health: Arc<HostHealth>) -> Self {
+        RateGate {
+            state: Mutex::default(),
+            health,
+        }
+    }
+
+    /// The connection breaker requests through this gate report to.
+    pub fn health(&self) -> &Arc<HostHealth> {
+        &self.health
     }
 
     /// Waits until the gate is open. Returns at once when nothing blocked it.
@@ -182,20 +237,35 @@ impl RateGate {
     }
 }
 
-/// Registry of [`RateGate`]s keyed by client id; clones share the same gates.
+/// Registry of [`RateGate`]s keyed by client id; clones share the same gates, and all gates
+/// of one registry share one [`HostHealth`] (a host that is down is down for every org).
 #[derive(Debug, Default, Clone)]
 pub struct RateGates {
     gates: Arc<Mutex<HashMap<String, Arc<RateGate>>>>,
+    health: Arc<HostHealth>,
 }
 
 impl RateGates {
+    /// An empty registry whose gates report to `health`.
+    pub fn with_health(health: HostHealth) -> Self {
+        RateGates {
+            gates: Arc::default(),
+            health: Arc::new(health),
+        }
+    }
+
     /// The gate for `client_id`, created on first use.
     pub fn gate(&self, client_id: &str) -> Arc<RateGate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
         gates
             .entry(client_id.to_owned())
-            .or_insert_with(|| Arc::new(RateGate::new()))
+            .or_insert_with(|| Arc::new(RateGate::with_health(self.health.clone())))
             .clone()
+    }
+
+    /// The connection breaker shared by every gate of this registry.
+    pub fn health(&self) -> &Arc<HostHealth> {
+        &self.health
     }
 }
 
@@ -206,6 +276,38 @@ mod tests {
     fn now() -> SystemTime {
         // 2015-10-21T07:28:00Z
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480)
+    }
+
+    #[test]
+    fn loopback_urls_and_display_without_credentials() {
+        for u in [
+            "http://127.0.0.1:9/",
+            "http://127.1.2.3/",
+            "http://[::1]:8080/x",
+            "http://localhost/",
+            "http://LOCALHOST:1/",
+        ] {
+            assert!(is_loopback_url(&url::Url::parse(u).unwrap()), "{u}");
+        }
+        for u in [
+            "http://10.0.0.1/",
+            "http://localhost.example.com/",
+            "http://128.0.0.1/",
+            "https://webexapis.com/",
+            "http://[::2]/",
+            "file:///tmp/x",
+        ] {
+            assert!(!is_loopback_url(&url::Url::parse(u).unwrap()), "{u}");
+        }
+        assert_eq!(
+            display_url("http://user:pw@api.example.com:8443/v1/?token=abc#f"),
+            "http://api.example.com:8443/v1/"
+        );
+        assert_eq!(
+            display_url("http://user:pw@api example/v1?token=abc"),
+            "http://api example/v1"
+        );
+        assert_eq!(display_url("pw@host?q=1"), "host");
     }
 
     #[test]

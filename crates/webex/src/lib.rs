@@ -14,8 +14,10 @@
 
 mod api;
 mod error;
+pub mod health;
 pub mod http;
 mod json;
+mod link_policy;
 pub mod media;
 pub mod oauth;
 pub mod wxcc;

@@ -3,17 +3,25 @@
 //! The URL's query string is the credential, so: no `Authorization` header is ever sent (the
 //! Webex token must never reach S3), and the query string never appears in errors or logs.
 //! An error body must never be stored as audio, hence the status and content-type checks
-//! before the stream is handed out, and the length check while it is consumed.
+//! before the stream is handed out, and the length check while it is consumed. Where a link
+//! may point is the [`LinkPolicy`]'s decision, enforced in the resolver the client connects
+//! with; redirects are never followed.
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use url::Url;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::Error;
-use crate::api::describe_transport;
+use crate::api::{build_request, describe_transport, guarded_execute};
 use crate::error::status_is_transient;
+use crate::health::HostHealth;
 use crate::http::RetryPolicy;
+use crate::link_policy::refusal_in;
+pub use crate::link_policy::{LinkPolicy, LinkRefused, PolicyResolver, is_public};
 
 /// An open media download.
 pub struct MediaStream {
@@ -60,104 +68,190 @@ fn is_error_content_type(ct: &str) -> bool {
         || ct.ends_with("+xml")
 }
 
-/// Plain GET with NO Authorization header (pre-signed URL).
-///
-/// 400/401/403 → [`Error::LinkExpired`]; 5xx/429/network → retried per `retry` before
-/// returning a transient error; 200 with a JSON/XML/HTML content type →
-/// [`Error::UnexpectedContentType`]. A body that ends before `Content-Length` yields
-/// [`Error::Truncated`] from the stream.
-///
-/// # Errors
-///
-/// As above; [`Error::InvalidRequest`] when `url` is not an http(s) URL; [`Error::Http`]
-/// (Permanent) for other statuses such as 404 (object purged).
-pub async fn download(
-    http: &reqwest::Client,
-    url: &str,
-    retry: &RetryPolicy,
-) -> Result<MediaStream, Error> {
-    let location = redacted_location(url);
-    let endpoint = format!("GET media {location}");
-    let parsed = Url::parse(url)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| Error::InvalidRequest {
-            endpoint: "GET media".to_owned(),
-            reason: "the capture's filePath is not an http(s) URL".to_owned(),
-        })?;
-    let max_attempts = retry.max_attempts.max(1);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (err, wait) = match http.get(parsed.clone()).send().await {
-            Err(e) => (
-                Error::Network {
-                    endpoint: endpoint.clone(),
-                    message: describe_transport(&e),
-                    timeout: e.is_timeout(),
-                },
-                None,
-            ),
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                if matches!(status, 200 | 203) {
-                    let content_type = resp
-                        .headers()
-                        .get(CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    if let Some(ct) = content_type
-                        .as_deref()
-                        .filter(|ct| is_error_content_type(ct))
-                    {
-                        return Err(Error::UnexpectedContentType {
-                            location,
-                            content_type: ct.to_owned(),
-                        });
-                    }
-                    let content_length = resp.content_length();
-                    return Ok(MediaStream {
-                        content_length,
-                        content_type,
-                        stream: checked_stream(resp, content_length, location),
-                    });
-                }
-                if matches!(status, 400 | 401 | 403) {
-                    return Err(Error::LinkExpired { location, status });
-                }
-                let server_wait = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| {
-                        if status == 429 {
-                            retry.retry_after_from_header(Some(v))
-                        } else {
-                            crate::http::parse_retry_after(v, std::time::SystemTime::now())
-                                .unwrap_or_default()
-                                .min(retry.max_retry_after)
-                        }
-                    });
-                let err = Error::Http {
-                    endpoint: endpoint.clone(),
-                    status,
-                    tracking_id: None,
-                    body: format!("media host answered {status}"),
-                    retry_after: server_wait,
-                };
-                if !status_is_transient(status) {
-                    return Err(err);
-                }
-                (err, server_wait)
-            }
-        };
-        if attempt >= max_attempts {
-            return Err(err);
+/// Downloads media links under a [`LinkPolicy`], reporting connection failures to the run's
+/// [`HostHealth`].
+#[derive(Debug, Clone)]
+pub struct MediaClient {
+    http: reqwest::Client,
+    policy: LinkPolicy,
+    retry: RetryPolicy,
+    health: Arc<HostHealth>,
+}
+
+impl MediaClient {
+    /// A client whose connections resolve through `policy`'s checking resolver.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the TLS backend cannot be initialised, exactly like `reqwest::Client::new`.
+    pub fn new(policy: LinkPolicy, retry: RetryPolicy, health: Arc<HostHealth>) -> Self {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(policy.resolver()))
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("wxvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("TLS backend initialisation failed");
+        MediaClient {
+            http,
+            policy,
+            retry,
+            health,
         }
-        let delay = wait.unwrap_or_default().max(retry.backoff(attempt));
-        tracing::warn!(attempt, ?delay, error = %err, "retrying media download");
-        tokio::time::sleep(delay).await;
     }
+
+    /// The policy links are checked against.
+    pub fn policy(&self) -> &LinkPolicy {
+        &self.policy
+    }
+
+    /// Plain GET with NO Authorization header (pre-signed URL).
+    ///
+    /// 400/401/403 → [`Error::LinkExpired`]; 5xx/429/network → retried per the retry policy
+    /// before returning a transient error; 200 with a JSON/XML/HTML content type →
+    /// [`Error::UnexpectedContentType`]. A body that ends before `Content-Length` yields
+    /// [`Error::Truncated`] from the stream.
+    ///
+    /// # Errors
+    ///
+    /// As above; [`Error::InvalidRequest`] when `url` is not an http(s) URL;
+    /// [`Error::MediaLinkRefused`] (Permanent) when the policy refuses the link, its resolved
+    /// addresses, or a redirect; [`Error::HostUnreachable`] when the media host's breaker is
+    /// open; [`Error::Http`] (Permanent) for other statuses such as 404 (object purged).
+    pub async fn download(&self, url: &str) -> Result<MediaStream, Error> {
+        let location = redacted_location(url);
+        let endpoint = format!("GET media {location}");
+        let parsed = Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| Error::InvalidRequest {
+                endpoint: "GET media".to_owned(),
+                reason: "the capture's filePath is not an http(s) URL".to_owned(),
+            })?;
+        self.policy.check_url(&parsed).map_err(refused)?;
+        let retry = &self.retry;
+        let max_attempts = retry.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let req = build_request(self.http.get(parsed.clone()), "GET media")?;
+            let sent = guarded_execute(&self.http, &self.health, req).await?;
+            let (err, wait) = match sent {
+                Err(e) => {
+                    if let Some(r) = refusal_in(&e) {
+                        return Err(refused(r));
+                    }
+                    (
+                        Error::Network {
+                            endpoint: endpoint.clone(),
+                            message: describe_transport(&e),
+                            timeout: e.is_timeout(),
+                        },
+                        None,
+                    )
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if matches!(status, 200 | 203) {
+                        return open_stream(resp, location);
+                    }
+                    if matches!(status, 400 | 401 | 403) {
+                        return Err(Error::LinkExpired { location, status });
+                    }
+                    if resp.status().is_redirection() {
+                        return Err(redirect_refused(&parsed, &resp));
+                    }
+                    let server_wait = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| {
+                            if status == 429 {
+                                retry.retry_after_from_header(Some(v))
+                            } else {
+                                crate::http::parse_retry_after(v, std::time::SystemTime::now())
+                                    .unwrap_or_default()
+                                    .min(retry.max_retry_after)
+                            }
+                        });
+                    let err = Error::Http {
+                        endpoint: endpoint.clone(),
+                        status,
+                        tracking_id: None,
+                        body: format!("media host answered {status}"),
+                        retry_after: server_wait,
+                    };
+                    if !status_is_transient(status) {
+                        return Err(err);
+                    }
+                    (err, server_wait)
+                }
+            };
+            if attempt >= max_attempts {
+                return Err(err);
+            }
+            let delay = wait.unwrap_or_default().max(retry.backoff(attempt));
+            if matches!(err, Error::Network { .. }) {
+                // A media host that stays down is reported once, by the breaker.
+                tracing::debug!(attempt, ?delay, error = %err, "retrying media download");
+            } else {
+                tracing::warn!(attempt, ?delay, error = %err, "retrying media download");
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+fn refused(r: LinkRefused) -> Error {
+    Error::MediaLinkRefused {
+        host: r.host,
+        reason: r.reason,
+    }
+}
+
+/// A redirect answer to a media link: refused, naming both hosts but no query string.
+fn redirect_refused(link: &Url, resp: &reqwest::Response) -> Error {
+    let target = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| link.join(v).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "an unnamed location".to_owned());
+    Error::MediaLinkRefused {
+        host: link.host_str().unwrap_or("(no host)").to_owned(),
+        reason: format!(
+            "the media host answered a redirect (HTTP {}) to {target}; redirects from media \
+             links are not followed",
+            resp.status().as_u16()
+        ),
+    }
+}
+
+/// Checks the content type of a 200 and hands out the length-checked body.
+fn open_stream(resp: reqwest::Response, location: String) -> Result<MediaStream, Error> {
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(ct) = content_type
+        .as_deref()
+        .filter(|ct| is_error_content_type(ct))
+    {
+        return Err(Error::UnexpectedContentType {
+            location,
+            content_type: ct.to_owned(),
+        });
+    }
+    let content_length = resp.content_length();
+    Ok(MediaStream {
+        content_length,
+        content_type,
+        stream: checked_stream(resp, content_length, location),
+    })
 }
 
 struct StreamState {

@@ -16,9 +16,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::api::{describe_transport, tracking_id};
+use crate::api::{build_request, describe_transport, guarded_execute, tracking_id};
 use crate::error::{ErrorBody, redact_body, status_is_transient, summarize_body};
-use crate::http::RetryPolicy;
+use crate::http::{RateGates, RetryPolicy};
 use crate::{Error, ReauthKind, json};
 
 const TOKEN_ENDPOINT: &str = "POST /v1/access_token";
@@ -518,21 +518,36 @@ enum RetryScope {
 
 /// Client for the token endpoint `{api_base}v1/access_token` and the admin revocation API
 /// `{api_base}v1/authorizations`.
+///
+/// Like every Webex call, token and revocation requests wait at the rate gate of their client
+/// id, close it for the `Retry-After` of a 429, and report to the gates' host breaker; share
+/// the run's [`RateGates`] with [`OAuthClient::with_gates`].
 #[derive(Debug, Clone)]
 pub struct OAuthClient {
     http: reqwest::Client,
     api_base: Url,
     retry: RetryPolicy,
+    gates: RateGates,
 }
 
 impl OAuthClient {
-    /// `api_base` is the Webex API root, normally `https://webexapis.com/`.
+    /// `api_base` is the Webex API root, normally `https://webexapis.com/`. The client starts
+    /// with rate gates of its own; see [`OAuthClient::with_gates`].
     pub fn new(http: reqwest::Client, api_base: Url, retry: RetryPolicy) -> Self {
         OAuthClient {
             http,
             api_base,
             retry,
+            gates: RateGates::default(),
         }
+    }
+
+    /// Uses `gates` (the registry the API clients of this run use), so token calls and API
+    /// calls of one client id share one rate gate and one host breaker.
+    #[must_use]
+    pub fn with_gates(mut self, gates: RateGates) -> Self {
+        self.gates = gates;
+        self
     }
 
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
@@ -630,17 +645,20 @@ impl OAuthClient {
             .append_pair("orgId", org_id);
         let token = access_token.expose_secret();
         let secrets = [token];
+        let gate = self.gates.gate(client_id);
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self
-                .http
-                .delete(url.clone())
-                .bearer_auth(token)
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await;
+            let req = build_request(
+                self.http
+                    .delete(url.clone())
+                    .bearer_auth(token)
+                    .header(reqwest::header::ACCEPT, "application/json"),
+                AUTHORIZATIONS_ENDPOINT,
+            )?;
+            gate.ready().await;
+            let sent = guarded_execute(&self.http, gate.health(), req).await?;
             let network = |e: &reqwest::Error| Error::Network {
                 endpoint: AUTHORIZATIONS_ENDPOINT.to_owned(),
                 message: describe_transport(e),
@@ -690,21 +708,24 @@ impl OAuthClient {
                     }
                 }
             };
+            if let Error::RateLimited { retry_after, .. } = &err {
+                // The shared gate makes the next attempt (and every other call of this client
+                // id) wait out the Retry-After, with jitter.
+                gate.block_for(*retry_after);
+            }
             if err.class() != crate::ErrorClass::Transient || attempt >= max_attempts {
                 tracing::warn!(tracking_id = err.tracking_id(), error = %err, "admin revocation failed");
                 return Err(err);
             }
-            let delay = match &err {
-                Error::RateLimited { retry_after, .. } => {
-                    *retry_after
-                        + crate::http::random_up_to((*retry_after / 10).min(Duration::from_secs(1)))
-                }
-                _ => err
-                    .retry_after()
-                    .unwrap_or_default()
-                    .max(self.retry.backoff(attempt)),
-            };
-            tracing::warn!(attempt, ?delay, tracking_id = err.tracking_id(), error = %err, "retrying admin revocation");
+            if let Error::RateLimited { retry_after, .. } = &err {
+                tracing::warn!(attempt, wait = ?retry_after, tracking_id = err.tracking_id(), "admin revocation rate limited (429): waiting at the shared rate gate");
+                continue;
+            }
+            let delay = err
+                .retry_after()
+                .unwrap_or_default()
+                .max(self.retry.backoff(attempt));
+            log_retry("admin revocation", attempt, delay, &err);
             tokio::time::sleep(delay).await;
         }
     }
@@ -719,6 +740,7 @@ impl OAuthClient {
         let url = endpoint_url(&self.api_base, "v1/access_token")?;
         let mut secrets: Vec<&str> = request_secrets.to_vec();
         secrets.push(creds.client_secret.expose_secret());
+        let gate = self.gates.gate(&creds.client_id);
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 0;
         loop {
@@ -735,11 +757,13 @@ impl OAuthClient {
                         req.basic_auth(&creds.client_id, Some(creds.client_secret.expose_secret()));
                 }
             }
-            let sent = req
-                .header(reqwest::header::ACCEPT, "application/json")
-                .form(&fields)
-                .send()
-                .await;
+            let req = build_request(
+                req.header(reqwest::header::ACCEPT, "application/json")
+                    .form(&fields),
+                TOKEN_ENDPOINT,
+            )?;
+            gate.ready().await;
+            let sent = guarded_execute(&self.http, gate.health(), req).await?;
             let (retryable, err) = match sent {
                 Err(e) => (
                     scope == RetryScope::AllTransient || e.is_connect(),
@@ -794,17 +818,34 @@ impl OAuthClient {
                     }
                 }
             };
+            if let Error::RateLimited { retry_after, .. } = &err {
+                gate.block_for(*retry_after);
+            }
             if !retryable || attempt >= max_attempts {
                 tracing::warn!(tracking_id = err.tracking_id(), error = %err, "token endpoint call failed");
                 return Err(err);
+            }
+            if let Error::RateLimited { retry_after, .. } = &err {
+                tracing::warn!(attempt, wait = ?retry_after, tracking_id = err.tracking_id(), "token endpoint rate limited (429): waiting at the shared rate gate");
+                continue;
             }
             let delay = match err.retry_after() {
                 Some(d) => d + crate::http::random_up_to((d / 10).min(Duration::from_secs(1))),
                 None => self.retry.backoff(attempt),
             };
-            tracing::warn!(attempt, ?delay, tracking_id = err.tracking_id(), error = %err, "retrying token endpoint");
+            log_retry("token endpoint", attempt, delay, &err);
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// One line per retry: a warning for answers from the server, debug for transport failures
+/// (a host that stays down is reported once, by the breaker).
+fn log_retry(what: &str, attempt: u32, delay: Duration, err: &Error) {
+    if matches!(err, Error::Network { .. }) {
+        tracing::debug!(attempt, ?delay, error = %err, "retrying {what}");
+    } else {
+        tracing::warn!(attempt, ?delay, tracking_id = err.tracking_id(), error = %err, "retrying {what}");
     }
 }
 

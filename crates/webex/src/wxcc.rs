@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::api::ApiCaller;
 use crate::http::{RateGate, RetryPolicy};
+use crate::media::{LinkPolicy, MediaClient};
 use crate::oauth::endpoint_url;
 use crate::{Error, TokenProvider, json};
 
@@ -141,7 +142,10 @@ pub struct TaskCaptures {
 }
 
 /// One recording from a captures query.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+///
+/// `Debug` is hand-written: `file_path` is a pre-signed link whose query string is a bearer
+/// capability, so only its host and path are shown.
+#[derive(Clone, PartialEq, serde::Serialize)]
 pub struct Capture {
     /// Capture id: the recording's unique key.
     pub id: String,
@@ -165,6 +169,44 @@ pub struct Capture {
     pub call_type: Option<String>,
     /// The recording's `attributes` exactly as received.
     pub attributes: Value,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("id", &self.id)
+            .field("segment", &self.segment)
+            .field("file_name", &self.file_name)
+            .field(
+                "file_path",
+                &self
+                    .file_path
+                    .as_deref()
+                    .map(|p| format!("{} [query redacted]", crate::media::redacted_location(p))),
+            )
+            .field("start_time_ms", &self.start_time_ms)
+            .field("stop_time_ms", &self.stop_time_ms)
+            .field("participants", &self.participants)
+            .field("channel1", &self.channel1)
+            .field("channel2", &self.channel2)
+            .field("call_type", &self.call_type)
+            .field("attributes", &redacted_attributes(&self.attributes))
+            .finish()
+    }
+}
+
+/// `attributes` for `Debug`: a copy without `filePath` (it repeats the signed link).
+fn redacted_attributes(attributes: &Value) -> Value {
+    let mut v = attributes.clone();
+    if let Value::Object(m) = &mut v
+        && m.contains_key("filePath")
+    {
+        m.insert(
+            "filePath".to_owned(),
+            Value::String("[redacted]".to_owned()),
+        );
+    }
+    v
 }
 
 impl std::fmt::Display for Capture {
@@ -203,6 +245,7 @@ pub struct WxccClient {
     api: ApiCaller,
     api_base: Url,
     org_id: String,
+    media: MediaClient,
 }
 
 impl std::fmt::Debug for WxccClient {
@@ -226,11 +269,23 @@ impl WxccClient {
         gate: Arc<RateGate>,
         retry: RetryPolicy,
     ) -> Self {
+        let media = MediaClient::new(
+            LinkPolicy::for_api_base(&api_base),
+            retry.clone(),
+            gate.health().clone(),
+        );
         WxccClient {
             api: ApiCaller::new(http, tokens, gate, retry),
             api_base,
             org_id,
+            media,
         }
+    }
+
+    /// The downloader for this API's media links: links must be `https` to public addresses
+    /// unless the API base itself is loopback (see [`LinkPolicy::for_api_base`]).
+    pub fn media(&self) -> &MediaClient {
+        &self.media
     }
 
     /// HTTP requests this client has sent (including retries), for the benchmark.
@@ -964,5 +1019,32 @@ mod tests {
         assert!(!window_too_large(&http(400, "pageSize must be <= 1000")));
         assert!(!window_too_large(&http(400, "orgId is invalid")));
         assert!(!window_too_large(&http(500, "range")));
+    }
+
+    #[test]
+    fn capture_debug_redacts_the_signed_link() {
+        let link = "https://bucket.s3.amazonaws.com/o/a.wav?X-Amz-Signature=SIGSECRET123&X-Amz-Credential=CREDSECRET";
+        let cap = parse_capture(&json!({
+            "id": "c1",
+            "attributes": { "filePath": link, "fileName": "a.wav", "participants": ["p1"] }
+        }))
+        .unwrap();
+        assert_eq!(cap.file_path.as_deref(), Some(link));
+        let dbg = format!("{cap:?}");
+        let pretty = format!("{cap:#?}");
+        for out in [&dbg, &pretty] {
+            assert!(!out.contains("SIGSECRET123"), "{out}");
+            assert!(!out.contains("CREDSECRET"), "{out}");
+            assert!(out.contains("bucket.s3.amazonaws.com/o/a.wav"), "{out}");
+            assert!(out.contains("a.wav") && out.contains("c1"), "{out}");
+        }
+        let result = CapturesResult {
+            tasks: vec![TaskCaptures {
+                task_id: "t1".into(),
+                recordings: vec![cap],
+            }],
+            rejected: Vec::new(),
+        };
+        assert!(!format!("{result:?}").contains("SIGSECRET123"));
     }
 }

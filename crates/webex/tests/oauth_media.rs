@@ -21,6 +21,15 @@ fn creds(auth: ClientAuth) -> ClientCredentials {
     }
 }
 
+/// Media client for links on the local test servers (the loopback-API-base policy).
+fn local_media() -> media::MediaClient {
+    media::MediaClient::new(
+        media::LinkPolicy::Local,
+        fast_retry(),
+        std::sync::Arc::default(),
+    )
+}
+
 fn ok_token() -> axum::response::Response {
     json(
         200,
@@ -200,9 +209,7 @@ async fn media_download_streams_without_authorization() {
     })
     .await;
     let url = format!("{}rec/a.wav?X-Amz-Signature=sig", server.base);
-    let m = media::download(&webex::http::build_client(), &url, &fast_retry())
-        .await
-        .unwrap();
+    let m = local_media().download(&url).await.unwrap();
     assert_eq!(m.content_length, Some(100_000));
     assert_eq!(m.content_type.as_deref(), Some("audio/wav"));
     let mut got = Vec::new();
@@ -228,9 +235,7 @@ async fn media_expired_link_and_error_pages() {
         })
         .await;
         let url = format!("{}a.wav?X-Amz-Signature=topsecret", server.base);
-        let err = media::download(&webex::http::build_client(), &url, &fast_retry())
-            .await
-            .unwrap_err();
+        let err = local_media().download(&url).await.unwrap_err();
         assert!(err.is_link_expired(), "{status}: {err}");
         assert_eq!(err.class(), ErrorClass::Transient);
         assert!(!err.to_string().contains("topsecret"));
@@ -238,23 +243,17 @@ async fn media_expired_link_and_error_pages() {
     }
 
     let json_200 = serve(|_, _| json(200, json!({"error": "nope"}))).await;
-    let err = media::download(
-        &webex::http::build_client(),
-        &json_200.url("a.wav"),
-        &fast_retry(),
-    )
-    .await
-    .unwrap_err();
+    let err = local_media()
+        .download(&json_200.url("a.wav"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::UnexpectedContentType { .. }), "{err}");
 
     let gone = serve(|_, _| status_with(404, &[], "NoSuchKey")).await;
-    let err = media::download(
-        &webex::http::build_client(),
-        &gone.url("a.wav"),
-        &fast_retry(),
-    )
-    .await
-    .unwrap_err();
+    let err = local_media()
+        .download(&gone.url("a.wav"))
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert!(!err.is_link_expired());
 }
@@ -269,13 +268,7 @@ async fn media_server_errors_are_retried() {
         }
     })
     .await;
-    let m = media::download(
-        &webex::http::build_client(),
-        &server.url("a.wav"),
-        &fast_retry(),
-    )
-    .await
-    .unwrap();
+    let m = local_media().download(&server.url("a.wav")).await.unwrap();
     let chunks: Vec<_> = m.stream.collect().await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(&chunks[0].as_ref().unwrap()[..], b"RIFF");
@@ -300,9 +293,7 @@ async fn media_truncated_body_is_a_transient_stream_error() {
         sock.shutdown().await.unwrap();
     });
     let url = format!("http://{addr}/a.wav?X-Amz-Signature=s");
-    let m = media::download(&webex::http::build_client(), &url, &fast_retry())
-        .await
-        .unwrap();
+    let m = local_media().download(&url).await.unwrap();
     assert_eq!(m.content_length, Some(100));
     let items: Vec<_> = m.stream.collect().await;
     let received: usize = items
@@ -331,13 +322,10 @@ async fn media_truncated_body_is_a_transient_stream_error() {
 
 #[tokio::test]
 async fn invalid_media_url_is_permanent() {
-    let err = media::download(
-        &webex::http::build_client(),
-        "file:///etc/passwd",
-        &fast_retry(),
-    )
-    .await
-    .unwrap_err();
+    let err = local_media()
+        .download("file:///etc/passwd")
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
 }
 
@@ -350,11 +338,7 @@ fn public_futures_are_send_and_secrets_stay_out_of_debug() {
     let c = creds(ClientAuth::Form);
     let rt = SecretString::from(REFRESH);
     assert_send(&oauth.refresh(&c, &rt));
-    assert_send(&media::download(
-        &http,
-        "http://127.0.0.1:9/a",
-        &fast_retry(),
-    ));
+    assert_send(&local_media().download("http://127.0.0.1:9/a"));
     let wx = webex::wxcc::WxccClient::new(
         http,
         base,
@@ -389,4 +373,224 @@ async fn static_token_cannot_be_refreshed() {
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Reauth);
     assert!(!err.to_string().contains("abc"));
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn media_links_must_be_https_to_public_hosts_unless_the_api_base_is_loopback() {
+    let server = serve(|_, _| status_with(200, &[("content-type", "audio/wav")], "RIFF")).await;
+    let port = server.base.port().unwrap();
+    let api_base = url::Url::parse("https://api.wxcc-us1.cisco.com/").unwrap();
+    // The media host "resolves" to loopback, as a hostile or broken answer would.
+    let policy = media::LinkPolicy::for_api_base(&api_base)
+        .with_pinned_host("media.example.test", vec!["127.0.0.1".parse().unwrap()]);
+    let client = media::MediaClient::new(policy, fast_retry(), std::sync::Arc::default());
+    for (link, host) in [
+        (
+            format!("https://media.example.test:{port}/a.wav?X-Amz-Signature=SIGSECRET"),
+            "media.example.test",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/a.wav?X-Amz-Signature=SIGSECRET"),
+            "127.0.0.1",
+        ),
+        (
+            format!("https://127.0.0.1:{port}/a.wav?X-Amz-Signature=SIGSECRET"),
+            "127.0.0.1",
+        ),
+        (
+            format!("https://localhost:{port}/a.wav?X-Amz-Signature=SIGSECRET"),
+            "localhost",
+        ),
+        (
+            "https://169.254.169.254/latest/meta-data?X-Amz-Signature=SIGSECRET".to_owned(),
+            "169.254.169.254",
+        ),
+    ] {
+        let err = client.download(&link).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::MediaLinkRefused { host: h, .. } if h == host),
+            "{link}: {err:?}"
+        );
+        assert_eq!(err.class(), ErrorClass::Permanent, "{link}");
+        let msg = format!("{err} {err:?}");
+        assert!(msg.contains(host), "{msg}");
+        assert!(!msg.contains("SIGSECRET"), "{msg}");
+    }
+    assert_eq!(server.count(), 0, "nothing was fetched");
+    // Refusals are not connection failures: the host's breaker stays closed.
+    for _ in 0..10 {
+        let err = client
+            .download(&format!("https://media.example.test:{port}/b.wav"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::MediaLinkRefused { .. }), "{err:?}");
+    }
+
+    // With the simulator's loopback API base the same local link is fine.
+    let local = media::MediaClient::new(
+        media::LinkPolicy::for_api_base(&server.base),
+        fast_retry(),
+        std::sync::Arc::default(),
+    );
+    local.download(&server.url("a.wav?sig=1")).await.unwrap();
+    assert_eq!(server.count(), 1);
+}
+
+#[tokio::test]
+async fn media_redirects_are_refused_not_followed() {
+    let target = serve(|_, _| status_with(200, &[("content-type", "audio/wav")], "RIFF")).await;
+    let location = format!(
+        "http://localhost:{}/latest?token=REDIRSECRET",
+        target.base.port().unwrap()
+    );
+    let server = serve(move |_, _| status_with(302, &[("location", &location)], "")).await;
+    let err = local_media()
+        .download(&server.url("a.wav?X-Amz-Signature=SIGSECRET"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::MediaLinkRefused { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("redirect") && msg.contains("localhost"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("REDIRSECRET") && !msg.contains("SIGSECRET"),
+        "{msg}"
+    );
+    assert_eq!(server.count(), 1);
+    assert_eq!(target.count(), 0, "the redirect was not followed");
+}
+
+#[tokio::test]
+async fn a_dead_api_host_opens_the_breaker_for_every_caller_of_the_run() {
+    let base = url::Url::parse(&format!("http://127.0.0.1:{}/", closed_port())).unwrap();
+    let gates = webex::http::RateGates::default();
+    let threshold = gates.health().threshold();
+    let wx = std::sync::Arc::new(webex::wxcc::WxccClient::new(
+        webex::http::build_client(),
+        base.clone(),
+        "org".into(),
+        std::sync::Arc::new(webex::StaticToken::new(SecretString::from("tok-123"))),
+        gates.gate("Cabc123"),
+        webex::http::RetryPolicy {
+            max_attempts: 100,
+            ..fast_retry()
+        },
+    ));
+    let err = wx.list_tasks(0, 1).await.unwrap_err();
+    let host = format!("127.0.0.1:{}", base.port().unwrap());
+    match &err {
+        Error::HostUnreachable {
+            host: h, attempts, ..
+        } => {
+            assert_eq!(h, &host);
+            assert_eq!(
+                *attempts, threshold,
+                "stopped at the threshold, not at 100 attempts"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(wx.api_calls(), u64::from(threshold));
+    let msg = err.to_string();
+    for part in [host.as_str(), "api_base", "region", "network"] {
+        assert!(msg.contains(part), "{part:?} not in {msg}");
+    }
+    // Everyone else sharing the registry is refused at once, without another attempt.
+    let calls = wx.api_calls();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let wx = wx.clone();
+        tasks.push(tokio::spawn(async move { wx.list_tasks(0, 1).await }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap_err().is_host_unreachable());
+    }
+    assert_eq!(
+        wx.api_calls(),
+        calls,
+        "each call was refused before sending"
+    );
+    let oauth =
+        OAuthClient::new(webex::http::build_client(), base, fast_retry()).with_gates(gates.clone());
+    let err = oauth
+        .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
+    assert!(err.is_host_unreachable(), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(REFRESH));
+}
+
+#[tokio::test]
+async fn token_calls_share_the_client_ids_rate_gate() {
+    let server = serve(|_, _| status_with(429, &[("Retry-After", "30")], "")).await;
+    let gates = webex::http::RateGates::default();
+    let oauth = OAuthClient::new(
+        webex::http::build_client(),
+        server.base.clone(),
+        webex::http::RetryPolicy {
+            max_attempts: 1,
+            ..fast_retry()
+        },
+    )
+    .with_gates(gates.clone());
+    let err = oauth
+        .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    // The 429 closed the gate every API call of this client id waits at (clamped to 2 s).
+    let blocked = gates.gate("Cabc123").blocked_for();
+    assert!(blocked > std::time::Duration::from_secs(1), "{blocked:?}");
+    assert_eq!(
+        gates.gate("Cother").blocked_for(),
+        std::time::Duration::ZERO
+    );
+
+    // A closed gate holds token and revocation calls back until it opens.
+    let ok = serve(|r, _| {
+        if r.method == "DELETE" {
+            status_with(204, &[], "")
+        } else {
+            ok_token()
+        }
+    })
+    .await;
+    let gates = webex::http::RateGates::default();
+    let oauth = OAuthClient::new(webex::http::build_client(), ok.base.clone(), fast_retry())
+        .with_gates(gates.clone());
+    let hold = std::time::Duration::from_millis(400);
+    gates.gate("Cabc123").block_for(hold);
+    let t0 = tokio::time::Instant::now();
+    oauth
+        .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
+        .await
+        .unwrap();
+    oauth
+        .revoke_authorizations(
+            &SecretString::from("admin-tok"),
+            "Cabc123",
+            "1eb65fdf-9643-417f-9974-ad72cae0e10f",
+        )
+        .await
+        .unwrap();
+    for r in ok.requests() {
+        assert!(
+            r.at - t0 >= hold,
+            "{} sent before the gate opened",
+            r.method
+        );
+    }
+    assert_eq!(ok.count(), 2);
 }
