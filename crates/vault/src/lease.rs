@@ -74,8 +74,7 @@ pub enum LeaseRenewal {
     Lost(Option<Lease>),
 }
 
-const COLUMNS: &str =
-    "org, scope, holder, host, pid, acquired_at_ms, renewed_at_ms, expires_at_ms";
+const COLUMNS: &str = "org, scope, holder, host, pid, acquired_at_ms, renewed_at_ms, expires_at_ms";
 
 /// How often a contested acquire re-reads a lease that vanished between its upsert and its read.
 const ACQUIRE_TRIES: usize = 3;

@@ -63,7 +63,10 @@ async fn acquire_renew_release() {
         assert!(matches!(again, LeaseAcquire::Acquired(_)), "{b}: {again:?}");
 
         // Released: gone, and free for anyone.
-        assert!(db.vault.release_lease(&acme, SCOPE, "a").await.unwrap(), "{b}");
+        assert!(
+            db.vault.release_lease(&acme, SCOPE, "a").await.unwrap(),
+            "{b}"
+        );
         assert_eq!(db.vault.lease(&acme, SCOPE).await.unwrap(), None, "{b}");
         assert!(
             !db.vault.release_lease(&acme, SCOPE, "a").await.unwrap(),
@@ -74,7 +77,11 @@ async fn acquire_renew_release() {
             .renew_lease(&acme, SCOPE, "a", NOW + 50_000, TTL)
             .await
             .unwrap();
-        assert_eq!(r, LeaseRenewal::Lost(None), "{b}: a released lease is not renewed");
+        assert_eq!(
+            r,
+            LeaseRenewal::Lost(None),
+            "{b}: a released lease is not renewed"
+        );
         let other = db
             .vault
             .acquire_lease(&acme, SCOPE, &holder("b", 12), NOW + 50_000, TTL)
@@ -133,7 +140,10 @@ async fn a_held_lease_is_busy_for_others_and_leases_are_per_org_and_scope() {
             matches!(&r, LeaseRenewal::Lost(Some(l)) if l.holder == "a"),
             "{b}: {r:?}"
         );
-        assert!(!db.vault.release_lease(&acme, SCOPE, "b").await.unwrap(), "{b}");
+        assert!(
+            !db.vault.release_lease(&acme, SCOPE, "b").await.unwrap(),
+            "{b}"
+        );
         assert_eq!(
             db.vault.lease(&acme, SCOPE).await.unwrap().unwrap().holder,
             "a",
@@ -189,7 +199,11 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_loses_it() {
             panic!("{b}: the old holder must learn it lost the lease: {r:?}");
         };
         assert_eq!(
-            (now_held.holder.as_str(), now_held.host.as_str(), now_held.pid),
+            (
+                now_held.holder.as_str(),
+                now_held.host.as_str(),
+                now_held.pid
+            ),
             ("next", "host-next", 22),
             "{b}"
         );
