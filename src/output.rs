@@ -128,6 +128,7 @@ pub fn print_sync_report(report: &SyncReport) {
                     OrgOutcome::Ok => "ok".into(),
                     OrgOutcome::NeedsReauth(_) => "NEEDS REAUTH".into(),
                     OrgOutcome::Failed(_) => "FAILED".into(),
+                    OrgOutcome::Skipped(_) => "skipped".into(),
                 },
                 o.tasks_seen.to_string(),
                 o.archived.to_string(),
@@ -165,6 +166,8 @@ pub fn print_sync_report(report: &SyncReport) {
             OrgOutcome::Ok => {}
             OrgOutcome::NeedsReauth(r) => println!("{}: needs re-authorization: {r}", o.org),
             OrgOutcome::Failed(r) => println!("{}: failed: {r}", o.org),
+            // Already one full sentence naming the org, the other process and until when.
+            OrgOutcome::Skipped(r) => println!("{r}"),
         }
         for m in &o.missing {
             println!("{}: missing {m}", o.org);

@@ -8,6 +8,7 @@ mod demo;
 mod faults;
 mod harness;
 mod keepalive;
+mod lease;
 mod lifecycle;
 mod recheck;
 mod serve;

@@ -234,6 +234,13 @@ pub struct SyncConfig {
     /// never requested) are asked about again, at most once a day each; 0 turns it off.
     #[serde(default = "default_rescan_days")]
     pub rescan_days: u64,
+    /// An org's sync lease lasts this long unless renewed; a lease whose process died can be
+    /// taken over after it.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// The running process renews its leases this often (less than `lease_ttl_secs`).
+    #[serde(default = "default_lease_renew")]
+    pub lease_renew_secs: u64,
 }
 
 fn default_db_url() -> String {
@@ -271,6 +278,12 @@ fn default_lookback() -> u64 {
 }
 fn default_rescan_days() -> u64 {
     7
+}
+fn default_lease_ttl() -> u64 {
+    120
+}
+fn default_lease_renew() -> u64 {
+    30
 }
 
 impl Default for DatabaseConfig {
@@ -322,6 +335,8 @@ impl Default for SyncConfig {
             max_attempts: default_max_attempts(),
             first_lookback_hours: default_lookback(),
             rescan_days: default_rescan_days(),
+            lease_ttl_secs: default_lease_ttl(),
+            lease_renew_secs: default_lease_renew(),
         }
     }
 }
@@ -456,6 +471,14 @@ impl Config {
         }
         if self.sync.batch_concurrency == 0 || self.sync.downloads_per_batch == 0 {
             return Err(bad("sync.*_concurrency", "0", "must be at least 1"));
+        }
+        if self.sync.lease_renew_secs == 0 || self.sync.lease_renew_secs >= self.sync.lease_ttl_secs
+        {
+            return Err(bad(
+                "sync.lease_renew_secs",
+                &self.sync.lease_renew_secs.to_string(),
+                "must be at least 1 and less than sync.lease_ttl_secs",
+            ));
         }
         if let Some(u) = &self.notify.webhook_url {
             match url::Url::parse(u) {

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod dbretry;
 pub mod error;
+pub mod lease;
 pub mod lifecycle;
 pub mod onboard;
 pub mod progress;

@@ -197,7 +197,7 @@ impl Engine {
                 crate::OrgOutcome::Failed(reason) => {
                     notices.push(self.notice(&org, "sync_failed", reason))
                 }
-                crate::OrgOutcome::Ok => {}
+                crate::OrgOutcome::Ok | crate::OrgOutcome::Skipped(_) => {}
             }
             if !r.missing.is_empty() || !r.failed.is_empty() {
                 notices.push(self.notice(

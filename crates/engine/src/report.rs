@@ -12,6 +12,9 @@ pub enum OrgOutcome {
     NeedsReauth(String),
     /// An org-level error (API refusing the org, missing scope, database problem).
     Failed(String),
+    /// Not run: another wxvault process holds the org's sync lease (the reason names it). Not a
+    /// failure: that process is harvesting the org.
+    Skipped(String),
 }
 
 /// Counters and named problems for one org in one run.
@@ -66,7 +69,7 @@ impl OrgReport {
 
     /// True when this org needs the operator (exit code 2).
     pub fn has_problems(&self) -> bool {
-        self.outcome != OrgOutcome::Ok
+        !matches!(self.outcome, OrgOutcome::Ok | OrgOutcome::Skipped(_))
             || !self.missing.is_empty()
             || !self.failed.is_empty()
             || self.transient_left > 0
@@ -82,7 +85,8 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    /// Process exit code: 0 all archived / absent / within grace, 2 when anything needs attention.
+    /// Process exit code: 0 all archived / absent / within grace (orgs skipped because another
+    /// process is syncing them included), 2 when anything needs attention.
     pub fn exit_code(&self) -> i32 {
         if self.orgs.iter().any(OrgReport::has_problems) {
             2

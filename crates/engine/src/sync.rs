@@ -183,15 +183,22 @@ impl Engine {
             Ok(n) => tracing::info!("removed {n} unfinished upload(s) left by an interrupted run"),
             Err(e) => tracing::warn!("could not clean unfinished uploads: {e}"),
         }
-        let reports = join_all(
-            orgs.into_iter()
-                .map(|org| self.sync_org(org, opts, oauth.clone())),
-        )
+        let reports = join_all(orgs.into_iter().map(|org| {
+            crate::lease::run_leased(self, org, |org, lease| {
+                self.sync_org(org, opts, oauth.clone(), lease)
+            })
+        }))
         .await;
         Ok(SyncReport { orgs: reports })
     }
 
-    async fn sync_org(&self, org: Org, opts: &SyncOptions, oauth: OAuthClient) -> OrgReport {
+    async fn sync_org(
+        &self,
+        org: Org,
+        opts: &SyncOptions,
+        oauth: OAuthClient,
+        lease: crate::lease::OrgLease,
+    ) -> OrgReport {
         let now = self.clock.now_ms();
         let mut report = OrgReport {
             org: org.name.clone(),
@@ -259,6 +266,7 @@ impl Engine {
             self.progress.clone(),
             org.clone(),
         );
+        lease.stop_on_loss(harvest.stop_handle());
         let result = harvest.run(from.min(to), to, &mut report).await;
         report.api_calls = client.api_calls();
         // Items of this window that failed or went missing, in this run or an earlier one: they

@@ -55,8 +55,9 @@ pub struct WxccHarvest {
     pub progress: Arc<dyn Progress>,
     pub org: Org,
     users: Mutex<HashMap<String, Option<User>>>,
-    /// Set once an org-level error is seen: no further captures batch is started.
-    stop: std::sync::atomic::AtomicBool,
+    /// Set once an org-level error is seen, or from outside (see [`Self::stop_handle`]): no
+    /// further listing window, captures batch or window record is started.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a recording did not reach `done` in this attempt.
@@ -98,7 +99,7 @@ impl WxccHarvest {
             progress,
             org,
             users: Mutex::new(HashMap::new()),
-            stop: std::sync::atomic::AtomicBool::new(false),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -109,6 +110,15 @@ impl WxccHarvest {
         Fut: std::future::Future<Output = Result<T, vault::VaultError>>,
     {
         with_db_retry(&self.retry, op, f).await
+    }
+
+    /// The flag that stops this harvest at its next step; the sync lease raises it when lost.
+    pub fn stop_handle(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Harvests `[from_ms, to_ms)` and re-checks every task still waiting for its capture.
@@ -123,7 +133,7 @@ impl WxccHarvest {
         report: &mut OrgReport,
     ) -> Result<(), OrgError> {
         let mut start = from_ms;
-        while start < to_ms {
+        while start < to_ms && !self.stopped() {
             let end = (start + WINDOW_MS).min(to_ms);
             self.list_window(start, end, report).await?;
             start = end;
@@ -135,7 +145,7 @@ impl WxccHarvest {
         // The cursor (`last_window_end`, the latest recorded end) only moves contiguously: a
         // window that starts after it (an ad-hoc `--from` ahead of the cursor) is not recorded, so
         // the gap before it is still harvested by the next default run.
-        if report.transient_left == 0 && report.malformed == 0 {
+        if report.transient_left == 0 && report.malformed == 0 && !self.stopped() {
             let mut cursor = self
                 .db("reading the harvest cursor", || {
                     self.vault.last_window_end(&self.org, SOURCE)

@@ -15,6 +15,9 @@
 //! operator password hash. Bearer secrets are stored only as SHA-256 and single use is one
 //! conditional SQL statement, so it holds across processes and on both backends.
 //!
+//! Per-org leases (`lease.rs`) keep two processes from working on one org at once: taken by one
+//! conditional upsert, renewed by their holder, taken over only once expired.
+//!
 //! Times are epoch milliseconds (`i64`); JSON is stored as text.
 
 mod connect;
@@ -22,6 +25,7 @@ mod crypto;
 mod db;
 mod error;
 mod keyfile;
+mod lease;
 mod ledger;
 mod model;
 mod orgs;
@@ -40,6 +44,7 @@ pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
 pub use db::{DEFAULT_PG_SCHEMA, Vault};
 pub use error::VaultError;
 pub use keyfile::{add_key_version, retire_key_versions};
+pub use lease::{Lease, LeaseAcquire, LeaseHolder, LeaseRenewal};
 pub use ledger::SOURCE_WXCC;
 pub use model::{
     Archived, Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow,

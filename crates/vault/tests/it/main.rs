@@ -4,6 +4,7 @@
 mod common;
 mod connect;
 mod keys;
+mod lease;
 mod ledger;
 mod open;
 mod orgs;
