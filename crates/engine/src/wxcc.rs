@@ -1041,7 +1041,7 @@ impl std::error::Error for StreamError {}
 fn classify(e: webex::Error) -> ItemError {
     // The host is down: one line for the org, not one failure per item.
     if e.is_host_unreachable() {
-        return ItemError::Org(e);
+        return ItemError::Org(e.into());
     }
     if e.is_link_expired() {
         return ItemError::LinkExpired(e.to_string());

@@ -565,7 +565,6 @@ impl Vault {
             &pending_auth_aad(&state_hash),
             p.code_verifier.expose_secret().as_bytes(),
         )?;
-        let mut tx = self.begin_write(&format!("storing the {what}")).await?;
         if let Some(invite_id) = p.invite_id {
             let evicted = sqlx::query(
                 "DELETE FROM pending_auths WHERE invite_id = $1 AND (expires_at_ms <= $3 OR id NOT IN \
