@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod keepalive;
 mod lifecycle;
+mod promises;
 mod serve;
 mod storage;
 mod sync;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod onboard;
 pub mod progress;
+pub mod regions;
 pub mod report;
 pub mod sync;
 pub mod tokens;

@@ -85,8 +85,12 @@ impl Vault {
             url: shown.clone(),
             detail,
         };
-        let mut options = AnyConnectOptions::from_str(database_url)
-            .map_err(|e| open_err(format!("not a valid URL ({e})")))?;
+        let mut options = AnyConnectOptions::from_str(database_url).map_err(|e| {
+            open_err(format!(
+                "not a valid URL ({})",
+                redact::redact_urls_in(&e.to_string())
+            ))
+        })?;
 
         let pool_options = match backend {
             Backend::Sqlite => {
@@ -153,13 +157,13 @@ impl Vault {
         let probe = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
             .await
             .map_err(|_| open_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(redact::redact_urls_in(&e.to_string())))?;
         let _ = probe.close().await;
         let pool = pool_options
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(redact::redact_urls_in(&e.to_string())))?;
 
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
