@@ -184,7 +184,7 @@ async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "Webex's token endpoint refused the imported credentials, so org {} was not added: {e}",
+                "org {} was not added: refreshing the imported grant at Webex's token endpoint failed: {e}",
                 args.name
             )
         })?;
