@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Archive Webex Contact Center recordings into storage you control"
 )]
 pub struct Cli {
-    /// Configuration file (TOML). Without one, defaults keep everything under ./wxvault-data.
+    /// Configuration file (TOML). Default: ./wxvault.toml when it exists, else built-in defaults
+    /// that keep everything under ./wxvault-data.
     #[arg(long, global = true, env = "WXVAULT_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format on standard error.
@@ -113,6 +114,9 @@ pub struct OrgRemoveArgs {
     /// Delete locally without asking Webex to revoke the grant.
     #[arg(long)]
     pub keep_grant: bool,
+    /// Do not ask for confirmation (required when there is no terminal to ask on).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +147,10 @@ pub struct InviteCreateArgs {
     /// The org's WxCC region; without it the customer admin picks it on the connect page.
     #[arg(long)]
     pub region: Option<String>,
+    /// Accept a --region missing from wxvault's list of known regions (a region Webex opened
+    /// after this release).
+    #[arg(long)]
+    pub region_unlisted: bool,
     /// How long the link works; default [serve] invite_ttl_hours.
     #[arg(long)]
     pub ttl_hours: Option<u64>,
@@ -169,9 +177,13 @@ pub struct OrgAddArgs {
     /// A name for the org, used by --org and in reports.
     #[arg(long)]
     pub name: String,
-    /// WxCC region (us1, eu1, eu2, anz1, ca1, jp1, sg1, in1, …).
+    /// WxCC region: us1, eu1, eu2, anz1, ca1, jp1, sg1 or in1 (others need --region-unlisted).
     #[arg(long)]
     pub region: String,
+    /// Accept a --region missing from wxvault's list of known regions (a region Webex opened
+    /// after this release).
+    #[arg(long)]
+    pub region_unlisted: bool,
     /// The integration's client id.
     #[arg(long)]
     pub client_id: String,
@@ -194,9 +206,14 @@ pub struct ConnectArgs {
     /// A name for the org; an existing name re-authorizes that org (e.g. after needs_reauth).
     #[arg(long)]
     pub name: String,
-    /// WxCC region (us1, eu1, eu2, anz1, ca1, jp1, sg1, in1, …); required for a new org.
+    /// WxCC region (us1, eu1, eu2, anz1, ca1, jp1, sg1, in1; others need --region-unlisted);
+    /// required for a new org.
     #[arg(long)]
     pub region: Option<String>,
+    /// Accept a --region missing from wxvault's list of known regions (a region Webex opened
+    /// after this release).
+    #[arg(long)]
+    pub region_unlisted: bool,
     /// The integration's client id; required for a new org. The client secret is read from
     /// WXVAULT_CLIENT_SECRET or a hidden prompt.
     #[arg(long)]

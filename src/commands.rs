@@ -4,9 +4,9 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use engine::{Config, Engine, SyncOptions, SystemClock};
+use engine::{Clock, Config, Engine, SyncOptions, SystemClock};
 use secrecy::{ExposeSecret, SecretString};
-use vault::{NewOrg, TokenUpdate};
+use vault::NewOrg;
 
 use crate::cli::{
     Cli, ClientAuthArg, Command, KeysCommand, OrgAddArgs, OrgCommand, OrgRemoveArgs, RetryArgs,
@@ -17,8 +17,19 @@ use crate::output;
 /// Runs one command and returns the process exit code.
 pub async fn run(cli: Cli) -> Result<u8> {
     init_logging(&cli);
-    let path = cli.config.clone();
-    let load_config = || -> Result<Config> { Ok(Config::load(path.as_deref())?) };
+    let path = engine::config::locate(cli.config.as_deref());
+    // Said on standard error (stdout stays clean for --json) by every command that reads the
+    // configuration, so nobody runs on defaults without knowing it.
+    let load_config = || -> Result<Config> {
+        match &path {
+            Some(p) => eprintln!("config: {}", p.display()),
+            None => eprintln!(
+                "config: built-in defaults (no --config, no WXVAULT_CONFIG, no ./{} here)",
+                engine::config::LOCAL_CONFIG_FILE
+            ),
+        }
+        Ok(Config::load(path.as_deref())?)
+    };
     match cli.command {
         Command::Init => init(&load_config()?).await.map(|()| 0),
         Command::Connect(args) => crate::connect::run(load_config()?, args).await,
@@ -73,6 +84,11 @@ pub async fn open_engine(config: Config) -> Result<Engine> {
 }
 
 async fn init(config: &Config) -> Result<()> {
+    // Everything that can be checked without the key is checked before the key is written, so a
+    // bad [storage] section does not leave a key file behind (the config, with the database URL,
+    // was validated when it loaded).
+    archive::Archive::open(&config.storage_config())
+        .context("checking [storage] before creating the master key")?;
     let key = std::path::Path::new(&config.vault.master_key_file);
     if master_key_env().is_some() {
         println!("master key: taken from WXVAULT_MASTER_KEY (no key file written)");
@@ -91,27 +107,17 @@ async fn init(config: &Config) -> Result<()> {
     match engine.vault.schema() {
         Some(schema) => println!(
             "database:   {} ({}, schema {schema})",
-            redact_db_url(&config.database.url),
+            redact::redact_url(&config.database.url),
             engine.vault.backend()
         ),
         None => println!(
             "database:   {} ({})",
-            redact_db_url(&config.database.url),
+            redact::redact_url(&config.database.url),
             engine.vault.backend()
         ),
     }
     println!("archive:    {}", engine.archive.describe());
     Ok(())
-}
-
-fn redact_db_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Reads a secret from the environment, or from a hidden prompt on a terminal.
@@ -139,6 +145,8 @@ pub fn read_secret(var: &str, prompt: &str, required: bool) -> Result<Option<Sec
 }
 
 async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
+    let region =
+        engine::regions::check(&args.region, args.region_unlisted).map_err(anyhow::Error::msg)?;
     let client_secret =
         read_secret("WXVAULT_CLIENT_SECRET", "Client secret: ", true)?.expect("required");
     let refresh = read_secret("WXVAULT_REFRESH_TOKEN", "Refresh token: ", true)?.expect("required");
@@ -165,12 +173,35 @@ async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
         ),
     };
     let engine = open_engine(config.clone()).await?;
+    if engine.vault.org_by_name(&args.name).await?.is_some() {
+        bail!(
+            "an org named {:?} already exists; pick another --name, or re-authorize it with `wxvault connect --name {}`",
+            args.name,
+            args.name
+        );
+    }
+    let client_auth = match args.client_auth {
+        ClientAuthArg::Form => webex::oauth::ClientAuth::Form,
+        ClientAuthArg::Basic => webex::oauth::ClientAuth::Basic,
+    };
+    // One refresh proves the client secret and the refresh token work together before anything
+    // is stored; a refused grant is reported now, not as needs_reauth on the first sync. The
+    // access token given (if any) only helped find the org id: the fresh one is stored.
+    let tokens = engine
+        .check_imported_grant(&args.client_id, client_auth, &client_secret, &refresh)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "org {} was not added: refreshing the imported grant at Webex's token endpoint failed: {e}",
+                args.name
+            )
+        })?;
     let org = engine
         .vault
         .add_org(NewOrg {
             name: args.name.clone(),
             org_id,
-            region: args.region.clone(),
+            region,
             client_id: args.client_id.clone(),
             client_secret,
             client_auth: match args.client_auth {
@@ -178,19 +209,12 @@ async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
                 ClientAuthArg::Basic => "basic".into(),
             },
             sources: vec!["wxcc".into()],
-            tokens: TokenUpdate {
-                access_token: access,
-                access_expires_at_ms: None,
-                refresh_token: Some(refresh),
-                refresh_expires_at_ms: None,
-                scopes: None,
-                refreshed_at_ms: None,
-            },
+            tokens,
         })
         .await
         .with_context(|| format!("adding org {}", args.name))?;
     println!(
-        "added org {} (org id {}, region {}); secrets stored encrypted",
+        "added org {} (org id {}, region {}); Webex accepted its grant (refreshed once); secrets stored encrypted",
         org.name, org.org_id, org.region
     );
     Ok(())
@@ -220,6 +244,32 @@ pub fn parse_time(flag: &str, s: &str) -> Result<i64> {
     bail!("{flag} {s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time (2026-01-31T12:00:00Z)")
 }
 
+/// Refuses windows that cannot hold anything: a `--from` in the future, or one not before the
+/// end of the window (`--to`, or by default now minus the settle lag).
+fn check_window(from: Option<(&str, i64)>, to: Option<(&str, i64)>, now: i64) -> Result<()> {
+    let Some((from_text, f)) = from else {
+        return Ok(());
+    };
+    if f > now {
+        bail!(
+            "--from {from_text} is in the future (now is {}): there is nothing to archive yet; give a --from in the past",
+            engine::wxcc::rfc3339(now)
+        );
+    }
+    match to {
+        Some((to_text, t)) if f >= t => bail!(
+            "--from {from_text} is not before --to {to_text}: the window is [from, to), so --from must be earlier"
+        ),
+        Some(_) => {}
+        None if f >= now - engine::sync::SETTLE_LAG_MS => bail!(
+            "--from {from_text} is within the last {} minutes, but a window without --to ends that long ago (Webex lists tasks a little late); give an earlier --from or an explicit --to",
+            engine::sync::SETTLE_LAG_MS / 60_000
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
 async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
     let from = args
         .from
@@ -231,11 +281,11 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
         .as_deref()
         .map(|s| parse_time("--to", s))
         .transpose()?;
-    if let (Some(f), Some(t)) = (from, to)
-        && f >= t
-    {
-        bail!("--from must be before --to (the window is [from, to))");
-    }
+    check_window(
+        args.from.as_deref().zip(from),
+        args.to.as_deref().zip(to),
+        SystemClock.now_ms(),
+    )?;
     let mut engine = open_engine(config.clone()).await?;
     let bars = (!args.json && std::io::stderr().is_terminal()).then(output::Bars::new);
     if let Some(b) = &bars {
@@ -333,6 +383,10 @@ async fn org_remove(config: &Config, args: OrgRemoveArgs) -> Result<u8> {
         .org_by_name(&args.name)
         .await?
         .with_context(|| format!("no org named {:?} (see `wxvault org list`)", args.name))?;
+    if !args.yes && !confirm_removal(&org.name, args.keep_grant)? {
+        println!("Org {} left as it is.", org.name);
+        return Ok(0);
+    }
     let mut code = 0;
     if args.keep_grant {
         println!("Not revoking the grant at Webex (--keep-grant).");
@@ -366,6 +420,41 @@ async fn org_remove(config: &Config, args: OrgRemoveArgs) -> Result<u8> {
         engine.archive.describe()
     );
     Ok(code)
+}
+
+/// Asks on the terminal before `org remove` does anything; without a terminal, refuses (the
+/// caller must pass `--yes`). Returns whether the operator agreed.
+fn confirm_removal(name: &str, keep_grant: bool) -> Result<bool> {
+    use std::io::{BufRead, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to remove org {name} without confirmation: there is no terminal to ask on, so pass --yes \
+             (removal {}deletes its secrets and ledger here)",
+            if keep_grant {
+                ""
+            } else {
+                "revokes its grant at Webex and "
+            }
+        );
+    }
+    eprint!(
+        "Remove org {name}? This {}deletes its secrets and ledger here (archived recordings stay). Type yes to continue: ",
+        if keep_grant {
+            ""
+        } else {
+            "revokes its grant at Webex, "
+        }
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the confirmation from the terminal")?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 async fn keys_rotate(config: &Config, json: bool) -> Result<()> {

@@ -19,7 +19,11 @@ const DONE_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><tit
 <body style=\"font-family:sans-serif;max-width:36em;margin:4em auto\"><h1>Answer received</h1>\
 <p>wxvault has the answer from Webex. You can close this tab and return to the terminal.</p></body></html>";
 
-pub async fn run(config: Config, args: ConnectArgs) -> Result<u8> {
+pub async fn run(config: Config, mut args: ConnectArgs) -> Result<u8> {
+    if let Some(r) = &args.region {
+        args.region =
+            Some(engine::regions::check(r, args.region_unlisted).map_err(anyhow::Error::msg)?);
+    }
     let engine = crate::commands::open_engine(config).await?;
     let existing = engine.vault.org_by_name(&args.name).await?;
     let mut new_secret = None;

@@ -114,6 +114,8 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     );
     std::fs::write(&config_path, text)
         .with_context(|| format!("writing {}", config_path.display()))?;
+    // The demo never reads --config, WXVAULT_CONFIG or ./wxvault.toml: it runs on its own file.
+    eprintln!("config: {} (written by the demo)", config_path.display());
     let config = Config::load(Some(&config_path))?;
     vault::init_key_file(Path::new(&config.vault.master_key_file))?;
     let engine = crate::commands::open_engine(config.clone()).await?;

@@ -117,12 +117,18 @@ async fn create(
     now: i64,
 ) -> Result<()> {
     let scopes = scopes_for(&args.sources)?;
+    let region = args
+        .region
+        .as_deref()
+        .map(|r| engine::regions::check(r, args.region_unlisted))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let hours = args.ttl_hours.unwrap_or(ttl_default);
     if hours == 0 || hours > 24 * 90 {
         bail!("--ttl-hours must be between 1 and 2160 (90 days)");
     }
     let existing = engine.vault.org_by_name(args.name.trim()).await?;
-    if let (Some(org), Some(r)) = (&existing, &args.region)
+    if let (Some(org), Some(r)) = (&existing, &region)
         && *r != org.region
     {
         bail!(
@@ -140,8 +146,7 @@ async fn create(
                 created_by: "operator (cli)".into(),
                 ttl_ms: i64::try_from(hours)? * 3_600_000,
                 client_id: existing.as_ref().map(|o| o.client_id.clone()),
-                region: args
-                    .region
+                region: region
                     .clone()
                     .or_else(|| existing.as_ref().map(|o| o.region.clone())),
             },

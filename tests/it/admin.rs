@@ -118,7 +118,7 @@ async fn org_remove_revokes_at_webex_and_keeps_the_archive() {
     let archived = files(&env.archive_dir());
     assert!(!archived.is_empty());
 
-    let out = env.run(&["org", "remove", "acme"], &[]).await;
+    let out = env.run(&["org", "remove", "acme", "--yes"], &[]).await;
     assert_ok(&out, "org remove");
     assert!(text(&out).contains("Revoked"), "{}", text(&out));
     assert_eq!(
@@ -146,7 +146,7 @@ async fn org_remove_revokes_at_webex_and_keeps_the_archive() {
 
     // A grant that is already dead cannot be revoked: said clearly, removed anyway, exit 2.
     env.handle().revoke_grants(&orgs[1].org_id);
-    let out = env.run(&["org", "remove", "beta"], &[]).await;
+    let out = env.run(&["org", "remove", "beta", "--yes"], &[]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("Could not revoke") && text(&out).contains("Control Hub"),
@@ -158,7 +158,7 @@ async fn org_remove_revokes_at_webex_and_keeps_the_archive() {
         serde_json::from_slice::<Value>(&list.stdout).unwrap(),
         serde_json::json!([])
     );
-    let out = env.run(&["org", "remove", "beta"], &[]).await;
+    let out = env.run(&["org", "remove", "beta", "--yes"], &[]).await;
     assert_eq!(
         out.status.code(),
         Some(1),

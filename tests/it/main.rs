@@ -11,6 +11,7 @@ mod keepalive;
 mod lease;
 mod lifecycle;
 mod recheck;
+mod promises;
 mod serve;
 mod storage;
 mod sync;

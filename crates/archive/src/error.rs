@@ -68,8 +68,27 @@ pub enum ArchiveError {
         new_sha256: String,
     },
 
-    /// The object store failed.
-    #[error("object store operation on {key} failed: {source}")]
+    /// No AWS credentials could be found for an `s3://` archive: none in the environment, and
+    /// the last resort, the EC2 instance-metadata endpoint, did not answer with any. A storage
+    /// configuration problem, never transient.
+    #[error(
+        "no AWS credentials were found for the S3 archive (while accessing {key}). wxvault reads them from \
+         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary keys), from a web identity \
+         (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), from the container credential endpoint \
+         (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or AWS_CONTAINER_CREDENTIALS_FULL_URI), and finally from the EC2 \
+         instance metadata service; AWS_PROFILE and ~/.aws/credentials are not read, so export the profile's keys \
+         instead. Set one of these for the `wxvault` process and run again"
+    )]
+    MissingCredentials {
+        /// Key (or prefix) being accessed.
+        key: String,
+    },
+
+    /// The object store failed. URLs in the store's message are redacted.
+    #[error(
+        "object store operation on {key} failed: {}",
+        redact::redact_urls_in(&source.to_string())
+    )]
     Store {
         /// Key (or prefix) being accessed.
         key: String,
@@ -90,6 +109,7 @@ impl ArchiveError {
         match self {
             ArchiveError::Source(_) | ArchiveError::SizeMismatch { .. } => true,
             ArchiveError::Config { .. }
+            | ArchiveError::MissingCredentials { .. }
             | ArchiveError::InvalidKey { .. }
             | ArchiveError::Conflict { .. } => false,
             ArchiveError::Store { source, .. } => !matches!(
@@ -104,7 +124,13 @@ impl ArchiveError {
         }
     }
 
+    /// Wraps a store error, recognising the one that means "no credentials anywhere": the
+    /// object store then reports a failed request to the instance-metadata endpoint, which
+    /// tells an operator nothing about what to set.
     pub(crate) fn store(key: impl Into<String>, source: object_store::Error) -> Self {
+        if is_instance_metadata_failure(&source) {
+            return ArchiveError::MissingCredentials { key: key.into() };
+        }
         ArchiveError::Store {
             key: key.into(),
             source,
@@ -116,5 +142,84 @@ impl ArchiveError {
             what: what.into(),
             detail: detail.into(),
         }
+    }
+}
+
+/// Paths of the EC2 instance-metadata credential requests (`/latest/api/token` for the IMDSv2
+/// session token, then `/latest/meta-data/iam/security-credentials/…`). The S3 client falls back
+/// to them only when no other credential source is configured, so an error about them means no
+/// credentials were found.
+const METADATA_PATHS: [&str; 2] = [
+    "/latest/api/token",
+    "/latest/meta-data/iam/security-credentials",
+];
+
+fn is_instance_metadata_failure(e: &object_store::Error) -> bool {
+    let object_store::Error::Generic { store, source } = e else {
+        return false;
+    };
+    if *store != "S3" {
+        return false;
+    }
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(source.as_ref());
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if METADATA_PATHS.iter().any(|p| text.contains(p)) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request for url (http://169.254.169.254/latest/api/token)")]
+    struct ImdsDown;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error(
+        "Error performing PUT http://127.0.0.1:9/b/k?x-id=PutObject in 2ms: https://u:pw@h/?token=t"
+    )]
+    struct Other;
+
+    #[test]
+    fn an_unanswered_metadata_endpoint_means_no_credentials() {
+        let e = ArchiveError::store(
+            "org/a.wav",
+            object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(ImdsDown),
+            },
+        );
+        assert!(matches!(e, ArchiveError::MissingCredentials { .. }), "{e}");
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(!text.contains("169.254"), "{text}");
+        assert!(
+            text.contains("no AWS credentials")
+                && text.contains("AWS_ACCESS_KEY_ID")
+                && text.contains("AWS_WEB_IDENTITY_TOKEN_FILE")
+                && text.contains("~/.aws/credentials"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_store_errors_stay_and_lose_url_secrets() {
+        let e = ArchiveError::store(
+            "org/a.wav",
+            object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(Other),
+            },
+        );
+        assert!(matches!(e, ArchiveError::Store { .. }));
+        let text = e.to_string();
+        assert!(!text.contains("pw@") && !text.contains("token=t"), "{text}");
+        assert!(text.contains("http://127.0.0.1:9/b/k?***"), "{text}");
     }
 }

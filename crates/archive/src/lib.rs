@@ -153,7 +153,8 @@ impl Archive {
                 return Err(ArchiveError::config(
                     "url",
                     format!(
-                        "unsupported scheme in {url:?}; use file://PATH, a bare path or s3://BUCKET/PREFIX"
+                        "unsupported scheme in {:?}; use file://PATH, a bare path or s3://BUCKET/PREFIX",
+                        redact::redact_url(url)
                     ),
                 ));
             }
@@ -800,10 +801,10 @@ fn open_s3(
             }
         }
         builder = builder.with_endpoint(endpoint);
-        // Never show userinfo a user may have embedded in the endpoint.
+        // Never show userinfo or a query a user may have embedded in the endpoint.
         let _ = parsed.set_username("");
         let _ = parsed.set_password(None);
-        endpoint_shown = Some(parsed.as_str().trim_end_matches('/').to_owned());
+        endpoint_shown = Some(redact::redact_url(parsed.as_str().trim_end_matches('/')));
     }
     if cfg.allow_http {
         builder = builder.with_allow_http(true);
@@ -826,7 +827,7 @@ fn open_s3(
     }
     let s3 = builder
         .build()
-        .map_err(|e| ArchiveError::config("s3", e.to_string()))?;
+        .map_err(|e| ArchiveError::config("s3", redact::redact_urls_in(&e.to_string())))?;
 
     let mut description = format!("s3://{bucket}");
     let store: Arc<dyn ObjectStore> = match prefix_path {

@@ -349,8 +349,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `detail` has every URL in it redacted (the parser quotes the offending line).
     #[error("config file {path} is not valid: {detail}")]
     Parse { path: PathBuf, detail: String },
+    /// `value` is already redacted: URLs lose userinfo and query string, secrets are hidden.
     #[error("config file {path}: {key} = {value:?} is not valid: {why}")]
     Value {
         path: PathBuf,
@@ -358,6 +360,22 @@ pub enum ConfigError {
         value: String,
         why: String,
     },
+}
+
+/// The file looked for in the working directory when neither `--config` nor `WXVAULT_CONFIG`
+/// names one.
+pub const LOCAL_CONFIG_FILE: &str = "wxvault.toml";
+
+/// Which configuration file a command uses: the one named (`--config` / `WXVAULT_CONFIG`), else
+/// `./wxvault.toml` when it exists, else none (built-in defaults).
+pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let local = Path::new(".").join(LOCAL_CONFIG_FILE);
+            local.is_file().then_some(local)
+        }
+    }
 }
 
 impl Config {
@@ -378,7 +396,7 @@ impl Config {
         })?;
         let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: redact::redact_urls_in(&e.to_string()),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_relative(&base);
@@ -409,17 +427,38 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        // Every value goes through the URL redaction: a rejected value may be a URL that holds
+        // a password or a token, and the message must not repeat it.
         let bad = |key: &'static str, value: &str, why: &str| ConfigError::Value {
             path: path.to_path_buf(),
             key,
-            value: value.to_string(),
+            value: redact::redact_url(value),
             why: why.to_string(),
         };
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:")
-            || db.starts_with("postgres://")
-            || db.starts_with("postgresql://"))
-        {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            match url::Url::parse(db) {
+                Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+                Ok(_) => {
+                    return Err(bad(
+                        "database.url",
+                        db,
+                        "names no host; use postgres://USER@HOST/DB",
+                    ));
+                }
+                Err(e) => {
+                    return Err(bad(
+                        "database.url",
+                        db,
+                        &format!("is not a URL ({e}); use postgres://USER@HOST/DB"),
+                    ));
+                }
+            }
+        } else if let Some(rest) = db.strip_prefix("sqlite:") {
+            if rest.trim_start_matches('/').is_empty() {
+                return Err(bad("database.url", db, "names no file; use sqlite://PATH"));
+            }
+        } else {
             return Err(bad(
                 "database.url",
                 db,
@@ -433,6 +472,18 @@ impl Config {
                 st,
                 "use file://PATH or s3://BUCKET/PREFIX",
             ));
+        }
+        if let Some(e) = &self.storage.endpoint {
+            match url::Url::parse(e) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                _ => {
+                    return Err(bad(
+                        "storage.endpoint",
+                        e,
+                        "must be an http(s) URL such as https://s3.example.com",
+                    ));
+                }
+            }
         }
         for (key, value) in [
             ("webex.api_base", &self.webex.api_base),
@@ -483,7 +534,15 @@ impl Config {
         if let Some(u) = &self.notify.webhook_url {
             match url::Url::parse(u) {
                 Ok(p) if p.scheme() == "https" || p.scheme() == "http" => {}
-                _ => return Err(bad("notify.webhook_url", u, "must be an http(s) URL")),
+                // Webhook URLs often carry their token in the path (not only in userinfo or
+                // the query), so the rejected value is not repeated at all.
+                _ => {
+                    return Err(bad(
+                        "notify.webhook_url",
+                        "(hidden: it may hold a token)",
+                        "must be an http(s) URL such as https://hooks.example.com/wxvault",
+                    ));
+                }
             }
         }
         let serve = &self.serve;
@@ -499,12 +558,14 @@ impl Config {
                 Ok(p)
                     if (p.scheme() == "https" || p.scheme() == "http")
                         && p.query().is_none()
+                        && p.username().is_empty()
+                        && p.password().is_none()
                         && p.path() == "/" => {}
                 _ => {
                     return Err(bad(
                         "serve.public_url",
                         u,
-                        "must be an http(s) origin such as https://vault.example.com (no path)",
+                        "must be an http(s) origin such as https://vault.example.com (no user, path or query)",
                     ));
                 }
             }

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod onboard;
 pub mod progress;
+pub mod regions;
 pub mod report;
 pub mod sync;
 pub mod tokens;

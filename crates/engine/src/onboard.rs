@@ -475,6 +475,36 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Refreshes an imported grant once (`wxvault org add`), before anything is stored, and
+    /// returns the tokens to store: the fresh access token, and the refresh token Webex returned
+    /// (or the given one when Webex kept it).
+    ///
+    /// # Errors
+    /// The token endpoint's classified answer (`invalid_grant`, `invalid_client`, …) or a network
+    /// error after retries; the message never contains the secret or the tokens.
+    pub async fn check_imported_grant(
+        &self,
+        client_id: &str,
+        client_auth: ClientAuth,
+        client_secret: &SecretString,
+        refresh_token: &SecretString,
+    ) -> Result<TokenUpdate, EngineError> {
+        let creds = ClientCredentials {
+            client_id: client_id.to_string(),
+            client_secret: client_secret.clone(),
+            auth: client_auth,
+        };
+        let sent_at = self.clock.now_ms();
+        let tokens = self.oauth()?.refresh(&creds, refresh_token).await?;
+        let mut update = token_update(&tokens, sent_at);
+        if update.refresh_token.is_none() {
+            update.refresh_token = Some(refresh_token.clone());
+        }
+        Ok(update)
+    }
+}
+
 /// What to store from a token response received at `sent_at` (expiries counted from the request).
 pub fn token_update(tokens: &TokenResponse, sent_at: i64) -> TokenUpdate {
     let at = |s: u64| {

@@ -122,8 +122,12 @@ impl Vault {
         if let Some(name) = schema {
             check_schema_name(name)?;
         }
-        let mut options = AnyConnectOptions::from_str(database_url)
-            .map_err(|e| open_err(format!("not a valid URL ({e})")))?;
+        let mut options = AnyConnectOptions::from_str(database_url).map_err(|e| {
+            open_err(format!(
+                "not a valid URL ({})",
+                redact::redact_urls_in(&e.to_string())
+            ))
+        })?;
 
         let pool_options = match backend {
             Backend::Sqlite => {
@@ -166,7 +170,7 @@ impl Vault {
             tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
                 .await
                 .map_err(|_| open_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-                .map_err(|e| open_err(e.to_string()))?;
+                .map_err(|e| open_err(redact::redact_urls_in(&e.to_string())))?;
         let mut schema_used = None;
         let pool_options = match backend {
             Backend::Sqlite => {
@@ -201,7 +205,7 @@ impl Vault {
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(redact::redact_urls_in(&e.to_string())))?;
 
         migrate(&pool, backend)
             .await

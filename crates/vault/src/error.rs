@@ -243,35 +243,9 @@ fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Hides the password of a database URL (`user:secret@` → `user:***@`, `password=…` → `password=***`).
-pub(crate) fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
-        let query = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => kv.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{head}{query}");
-    }
-    out
-}
+/// Database URLs in messages go through wxvault's one redaction helper (userinfo and query
+/// string hidden).
+pub(crate) use redact::redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -281,11 +255,11 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(
             redact_url("postgres://u:s3cret@db:5432/x"),
-            "postgres://u:***@db:5432/x"
+            "postgres://***@db:5432/x"
         );
         assert_eq!(
             redact_url("postgres://u@db/x?password=s3cret&sslmode=require"),
-            "postgres://u@db/x?password=***&sslmode=require"
+            "postgres://***@db/x?***"
         );
         assert_eq!(redact_url("sqlite:///var/x.db"), "sqlite:///var/x.db");
         assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");

@@ -31,17 +31,8 @@ const CONNECT_SESSION_MS: i64 = 60 * 60 * 1000;
 /// How long Webex's consent may take.
 const PENDING_AUTH_MS: i64 = 15 * 60 * 1000;
 
-/// Regions offered when the invite does not fix one (docs: `api.wxcc-{region}.cisco.com`).
-pub(crate) const KNOWN_REGIONS: &[(&str, &str)] = &[
-    ("us1", "United States (us1)"),
-    ("eu1", "Europe – United Kingdom (eu1)"),
-    ("eu2", "Europe – Germany (eu2)"),
-    ("anz1", "Australia and New Zealand (anz1)"),
-    ("ca1", "Canada (ca1)"),
-    ("jp1", "Japan (jp1)"),
-    ("sg1", "Singapore (sg1)"),
-    ("in1", "India (in1)"),
-];
+/// Regions offered when the invite does not fix one: the list the CLI checks `--region` against.
+pub(crate) use engine::regions::KNOWN_REGIONS;
 
 /// Charges one stored connect record to the client's address, or refuses: the page says to use
 /// the connect page already open rather than open the link again.
