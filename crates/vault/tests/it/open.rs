@@ -48,7 +48,7 @@ async fn open_errors_name_the_url_without_its_password() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, VaultError::Open { .. }), "{err:?}");
-    assert!(msg.contains("postgres://wx:***@127.0.0.1:1/db"), "{msg}");
+    assert!(msg.contains("postgres://***@127.0.0.1:1/db"), "{msg}");
     assert!(msg.contains("check [database] url"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
     assert!(!format!("{err:?}").contains("hunter2"));
