@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use engine::lease::{LEASE_LOST_EVENT, SYNC_SCOPE};
 use engine::progress::{Progress, ProgressEvent};
-use engine::{Config, Engine, FnClock, OrgOutcome, SyncOptions};
+use engine::{Config, OrgOutcome, SyncOptions};
 use serde_json::{Value, json};
 use vault::{Keyring, LeaseAcquire, LeaseHolder, Org, Vault};
 use webex_sim::{DatasetSpec, Faults, SimConfig, SimHandle};
@@ -18,19 +18,6 @@ use crate::harness::*;
 
 /// Default `[sync] lease_ttl_secs`.
 const TTL_MS: i64 = 120_000;
-
-async fn engine_on_sim_clock(env: &Env) -> Engine {
-    let config = Config::load(Some(&env.config_path)).unwrap();
-    vault::init_key_file(std::path::Path::new(&config.vault.master_key_file)).unwrap();
-    let h = env.handle();
-    Engine::open(
-        config,
-        Some(MASTER_KEY),
-        Arc::new(FnClock(move || h.now_ms())),
-    )
-    .await
-    .unwrap()
-}
 
 fn other_process() -> LeaseHolder {
     LeaseHolder {
@@ -64,6 +51,49 @@ fn system_now_ms() -> i64 {
             .as_millis(),
     )
     .unwrap()
+}
+
+/// A lease left by a process of this host that no longer runs (kill -9 a moment ago) is taken
+/// over at once: a resume right after a crash must not skip the org for the lease's lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let engine = engine_on_sim_clock(&env).await;
+    let h = env.handle();
+    add_org_to_engine(&env, &engine, "acme", &h.orgs()[0].org_id).await;
+    let acme = org(&engine.vault, "acme").await;
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let dead = LeaseHolder {
+        id: "run-of-a-killed-process".into(),
+        host: engine::lease::holder_for_this_run().host,
+        pid: i64::from(gone.id()),
+    };
+    let t0 = h.now_ms();
+    engine
+        .vault
+        .acquire_lease(&acme, SYNC_SCOPE, &dead, t0, TTL_MS)
+        .await
+        .unwrap();
+    let r = engine
+        .sync(&SyncOptions {
+            orgs: vec![],
+            from_ms: Some(t0 - 86_400_000),
+            to_ms: Some(t0),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.orgs[0].outcome, OrgOutcome::Ok, "{:?}", r.orgs[0]);
+    assert!(r.orgs[0].tasks_seen > 0, "{:?}", r.orgs[0]);
+    // Released at the end of the run, like any lease of ours.
+    assert!(
+        engine
+            .vault
+            .lease(&acme, SYNC_SCOPE)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

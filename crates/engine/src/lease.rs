@@ -133,6 +133,44 @@ where
         .await;
     let expires_at_ms = match taken {
         Ok(LeaseAcquire::Acquired(l)) => l.expires_at_ms,
+        Ok(LeaseAcquire::Busy(l)) if holder_is_dead(&l, &holder) => {
+            // Killed (kill -9, OOM, power) on this very host: its lease would block every run
+            // until it expired, so a resume right after a crash would skip the org.
+            match engine
+                .vault
+                .take_over_lease(
+                    &org,
+                    SYNC_SCOPE,
+                    &l.holder,
+                    &holder,
+                    engine.clock.now_ms(),
+                    ttl_ms,
+                )
+                .await
+            {
+                Ok(Some(taken)) => {
+                    tracing::info!(
+                        org = %org.name,
+                        "took over the sync lease of pid {}, which no longer runs on this host",
+                        l.pid
+                    );
+                    taken.expires_at_ms
+                }
+                Ok(None) => {
+                    let msg = format!(
+                        "org {} is being synced by another wxvault process (it took the lease of a process that had died); skipped",
+                        org.name
+                    );
+                    return unstarted(OrgOutcome::Skipped(msg));
+                }
+                Err(e) => {
+                    return unstarted(OrgOutcome::Failed(format!(
+                        "org {}: cannot take its sync lease: {e}",
+                        org.name
+                    )));
+                }
+            }
+        }
         Ok(LeaseAcquire::Busy(l)) => {
             let msg = skipped_message(&org.name, &l);
             tracing::info!("{msg}");
@@ -186,6 +224,17 @@ where
         ),
     }
     report
+}
+
+/// True when `lease` was taken by a process on this host that no longer runs. Only this host's
+/// process table can tell; a lease of another host waits for its expiry. Where `/proc` is not
+/// there to ask, every holder counts as alive.
+fn holder_is_dead(lease: &Lease, me: &LeaseHolder) -> bool {
+    if lease.host != me.host || lease.pid == me.pid || lease.pid <= 0 {
+        return false;
+    }
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(lease.pid.to_string()).exists()
 }
 
 /// What the heartbeat task needs.

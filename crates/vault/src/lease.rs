@@ -141,6 +141,55 @@ impl Vault {
         )))
     }
 
+    /// Takes the `scope` lease of `org` from `dead_holder_id` for `holder`, whatever its expiry,
+    /// if that holder still has it: for a holder known to be dead (a process on this host that
+    /// no longer runs). Returns whether it was taken.
+    ///
+    /// # Errors
+    /// [`VaultError::Invalid`] for an empty scope or holder id or a non-positive `ttl_ms`,
+    /// [`VaultError::Db`] on database failure.
+    pub async fn take_over_lease(
+        &self,
+        org: &Org,
+        scope: &str,
+        dead_holder_id: &str,
+        holder: &LeaseHolder,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>, VaultError> {
+        check(scope, &holder.id, ttl_ms)?;
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let done = sqlx::query(
+            "UPDATE leases SET holder = $4, host = $5, pid = $6, acquired_at_ms = $7, \
+               renewed_at_ms = $7, expires_at_ms = $8 \
+             WHERE org = $1 AND scope = $2 AND holder = $3",
+        )
+        .bind(org.id)
+        .bind(scope)
+        .bind(dead_holder_id)
+        .bind(&holder.id)
+        .bind(&holder.host)
+        .bind(holder.pid)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(VaultError::db(format!(
+            "taking over the {scope} lease of org {}",
+            org.name
+        )))?;
+        Ok((done.rows_affected() == 1).then(|| Lease {
+            org: org.id,
+            scope: scope.to_string(),
+            holder: holder.id.clone(),
+            host: holder.host.clone(),
+            pid: holder.pid,
+            acquired_at_ms: now_ms,
+            renewed_at_ms: now_ms,
+            expires_at_ms,
+        }))
+    }
+
     /// Extends `holder_id`'s `scope` lease of `org` to `now_ms + ttl_ms`, if it still holds it
     /// (even past its expiry, as long as nobody took it over).
     ///
