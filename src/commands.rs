@@ -270,17 +270,16 @@ fn check_window(from: Option<(&str, i64)>, to: Option<(&str, i64)>, now: i64) ->
     Ok(())
 }
 
+/// `--from` / `--to` as epoch ms, each optional.
+fn parse_range(from: Option<&str>, to: Option<&str>) -> Result<(Option<i64>, Option<i64>)> {
+    Ok((
+        from.map(|s| parse_time("--from", s)).transpose()?,
+        to.map(|s| parse_time("--to", s)).transpose()?,
+    ))
+}
+
 async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
-    let from = args
-        .from
-        .as_deref()
-        .map(|s| parse_time("--from", s))
-        .transpose()?;
-    let to = args
-        .to
-        .as_deref()
-        .map(|s| parse_time("--to", s))
-        .transpose()?;
+    let (from, to) = parse_range(args.from.as_deref(), args.to.as_deref())?;
     check_window(
         args.from.as_deref().zip(from),
         args.to.as_deref().zip(to),
@@ -319,16 +318,7 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
 }
 
 async fn retry(config: &Config, args: RetryArgs) -> Result<()> {
-    let from = args
-        .from
-        .as_deref()
-        .map(|s| parse_time("--from", s))
-        .transpose()?;
-    let to = args
-        .to
-        .as_deref()
-        .map(|s| parse_time("--to", s))
-        .transpose()?;
+    let (from, to) = parse_range(args.from.as_deref(), args.to.as_deref())?;
     if let (Some(f), Some(t)) = (from, to)
         && f >= t
     {

@@ -617,7 +617,8 @@ impl Vault {
         Ok(())
     }
 
-    /// Counts one captures query against each of `task_ids` (one statement).
+    /// Counts one captures query against each of `task_ids` (one statement), stamped with the
+    /// system clock; see [`Vault::note_capture_checks_at`].
     ///
     /// # Errors
     /// [`VaultError::Db`] on database failure.
@@ -626,23 +627,7 @@ impl Vault {
         org: &Org,
         task_ids: &[String],
     ) -> Result<(), VaultError> {
-        if task_ids.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "UPDATE tasks SET checks = checks + 1, last_checked_ms = $2 WHERE org = $1 AND task_id IN ({})",
-            placeholders(3, task_ids.len())
-        );
-        let mut q = sqlx::query(&sql).bind(org.id).bind(now_ms());
-        for id in task_ids {
-            q = q.bind(id.as_str());
-        }
-        q.execute(&self.pool).await.map_err(VaultError::db(format!(
-            "noting capture checks of {} tasks of org {}",
-            task_ids.len(),
-            org.name
-        )))?;
-        Ok(())
+        self.note_capture_checks_at(org, task_ids, now_ms()).await
     }
 
     /// The sidecar is written: `stored` → `done`. Repeating it is a no-op.

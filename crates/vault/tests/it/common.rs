@@ -113,3 +113,34 @@ pub fn new_org(name: &str, org_id: &str) -> NewOrg {
         },
     }
 }
+
+/// An org named `name` with an org id derived from it.
+pub async fn org(v: &Vault, name: &str) -> vault::Org {
+    v.add_org(new_org(
+        name,
+        &format!("00000000-0000-4000-8000-{name:0>12}"),
+    ))
+    .await
+    .unwrap()
+}
+
+/// A task to upsert.
+pub fn task(id: &str, created: i64, capture: Option<bool>) -> vault::TaskUpsert {
+    vault::TaskUpsert {
+        task_id: id.into(),
+        created_ms: created,
+        capture_requested: capture,
+        attributes_json: format!(r#"{{"id":"{id}","v":1}}"#),
+    }
+}
+
+/// A recording of `task` (created at `created`) to upsert.
+pub fn rec_at(id: &str, task: &str, created: i64) -> vault::RecordingUpsert {
+    vault::RecordingUpsert {
+        recording_id: id.into(),
+        task_id: task.into(),
+        task_created_ms: created,
+        file_name: Some(format!("{id}.wav")),
+        attributes_json: format!(r#"{{"id":"{id}"}}"#),
+    }
+}

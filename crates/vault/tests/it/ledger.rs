@@ -1,36 +1,9 @@
-use vault::{
-    Counts, Org, RecordingState as R, RecordingUpsert, TaskState as T, TaskUpsert, Vault,
-    VaultError,
-};
+use vault::{Counts, RecordingState as R, RecordingUpsert, TaskState as T, TaskUpsert, VaultError};
 
-use crate::common::{backends, new_org};
-
-async fn org(v: &Vault, name: &str) -> Org {
-    v.add_org(new_org(
-        name,
-        &format!("00000000-0000-4000-8000-{name:0>12}"),
-    ))
-    .await
-    .unwrap()
-}
-
-fn task(id: &str, created: i64, capture: Option<bool>) -> TaskUpsert {
-    TaskUpsert {
-        task_id: id.into(),
-        created_ms: created,
-        capture_requested: capture,
-        attributes_json: format!(r#"{{"id":"{id}","v":1}}"#),
-    }
-}
+use crate::common::{backends, org, rec_at, task};
 
 fn rec(id: &str, task: &str) -> RecordingUpsert {
-    RecordingUpsert {
-        recording_id: id.into(),
-        task_id: task.into(),
-        task_created_ms: 1_000,
-        file_name: Some(format!("{id}.wav")),
-        attributes_json: format!(r#"{{"id":"{id}"}}"#),
-    }
+    rec_at(id, task, 1_000)
 }
 
 #[tokio::test]

@@ -1,36 +1,8 @@
 //! Re-checking settled tasks, a window's problems, and putting failed items back.
 
-use vault::{Org, RecordingUpsert, RetryCounts, TaskState as T, TaskUpsert, Vault};
+use vault::{RetryCounts, TaskState as T};
 
-use crate::common::{backends, new_org};
-
-async fn org(v: &Vault, name: &str) -> Org {
-    v.add_org(new_org(
-        name,
-        &format!("00000000-0000-4000-8000-{name:0>12}"),
-    ))
-    .await
-    .unwrap()
-}
-
-fn task(id: &str, created: i64, capture: Option<bool>) -> TaskUpsert {
-    TaskUpsert {
-        task_id: id.into(),
-        created_ms: created,
-        capture_requested: capture,
-        attributes_json: format!(r#"{{"id":"{id}"}}"#),
-    }
-}
-
-fn rec(id: &str, task: &str, created: i64) -> RecordingUpsert {
-    RecordingUpsert {
-        recording_id: id.into(),
-        task_id: task.into(),
-        task_created_ms: created,
-        file_name: Some(format!("{id}.wav")),
-        attributes_json: format!(r#"{{"id":"{id}"}}"#),
-    }
-}
+use crate::common::{backends, org, rec_at as rec, task};
 
 #[tokio::test]
 async fn only_settled_tasks_without_a_capture_are_rechecked_once_per_interval() {
