@@ -79,6 +79,26 @@ const COLUMNS: &str = "org, scope, holder, host, pid, acquired_at_ms, renewed_at
 /// How often a contested acquire re-reads a lease that vanished between its upsert and its read.
 const ACQUIRE_TRIES: usize = 3;
 
+/// The lease `holder` has just taken at `now_ms`.
+fn fresh_lease(
+    org: &Org,
+    scope: &str,
+    holder: &LeaseHolder,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Lease {
+    Lease {
+        org: org.id,
+        scope: scope.to_string(),
+        holder: holder.id.clone(),
+        host: holder.host.clone(),
+        pid: holder.pid,
+        acquired_at_ms: now_ms,
+        renewed_at_ms: now_ms,
+        expires_at_ms,
+    }
+}
+
 impl Vault {
     /// Takes the `scope` lease of `org` for `holder` until `now_ms + ttl_ms`, if it is free, has
     /// expired, or is already `holder`'s (which then extends it).
@@ -119,16 +139,13 @@ impl Vault {
                 org.name
             )))?;
             if done.rows_affected() == 1 {
-                return Ok(LeaseAcquire::Acquired(Lease {
-                    org: org.id,
-                    scope: scope.to_string(),
-                    holder: holder.id.clone(),
-                    host: holder.host.clone(),
-                    pid: holder.pid,
-                    acquired_at_ms: now_ms,
-                    renewed_at_ms: now_ms,
+                return Ok(LeaseAcquire::Acquired(fresh_lease(
+                    org,
+                    scope,
+                    holder,
+                    now_ms,
                     expires_at_ms,
-                }));
+                )));
             }
             // Held by someone else. It may have been released since: then try again.
             if let Some(current) = self.lease(org, scope).await? {
@@ -178,16 +195,8 @@ impl Vault {
             "taking over the {scope} lease of org {}",
             org.name
         )))?;
-        Ok((done.rows_affected() == 1).then(|| Lease {
-            org: org.id,
-            scope: scope.to_string(),
-            holder: holder.id.clone(),
-            host: holder.host.clone(),
-            pid: holder.pid,
-            acquired_at_ms: now_ms,
-            renewed_at_ms: now_ms,
-            expires_at_ms,
-        }))
+        Ok((done.rows_affected() == 1)
+            .then(|| fresh_lease(org, scope, holder, now_ms, expires_at_ms)))
     }
 
     /// Extends `holder_id`'s `scope` lease of `org` to `now_ms + ttl_ms`, if it still holds it
