@@ -277,3 +277,78 @@ async fn storage_that_refuses_writes_stops_the_org_and_uses_up_no_attempts() {
 fn check_archive_exactly(env: &Env, org_id: &str, expected: &[webex_sim::ExpectedRecording]) {
     assert_archive_matches(&files(&env.archive_dir()), org_id, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captures_query_refused_for_every_task_stops_the_org_and_fails_no_task() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let engine = engine_on_sim_clock(&env).await;
+    let org = env.handle().orgs()[0].clone();
+    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let t0 = env.handle().now_ms();
+    let tasks = telephony(&env, &org.org_id, t0);
+    // Webex refuses the query whatever task it names (a bad parameter, not a bad task).
+    env.handle().set_faults(Faults {
+        refused_task_ids: env
+            .handle()
+            .manifest(&org.org_id)
+            .tasks
+            .iter()
+            .map(|t| t.task_id.clone())
+            .collect(),
+        ..Faults::default()
+    });
+    let r = engine.sync(&window(t0 - 3 * DAY, t0)).await.unwrap();
+    let o = &r.orgs[0];
+    let OrgOutcome::Failed(msg) = &o.outcome else {
+        panic!("the org must stop: {o:?}");
+    };
+    assert!(msg.contains("400"), "{msg}");
+    assert!(o.failed.is_empty(), "no task is blamed: {o:?}");
+    assert!(tasks.len() > 1);
+    assert_eq!(engine.status().await.unwrap()[0].counts.failed, 0);
+}
+
+/// wxvault before this change recorded a never-requested task as `missing`; the re-check
+/// settles it as absent, and its window comes back clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_requested_task_left_missing_by_an_older_version_becomes_absent() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let engine = engine_on_sim_clock(&env).await;
+    let org = env.handle().orgs()[0].clone();
+    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let t0 = env.handle().now_ms();
+    let never = telephony(&env, &org.org_id, t0)
+        .into_iter()
+        .find(|(t, has)| t.capture_requested.is_none() && !has)
+        .map(|(t, _)| t)
+        .expect("a never-requested task without capture");
+    let acme = engine.vault.org_by_name("acme").await.unwrap().unwrap();
+    engine
+        .vault
+        .upsert_task(
+            &acme,
+            &vault::TaskUpsert {
+                task_id: never.task_id.clone(),
+                created_ms: never.created_ms,
+                capture_requested: None,
+                attributes_json: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
+    engine
+        .vault
+        .set_task_state(
+            &acme,
+            &never.task_id,
+            vault::TaskState::Missing,
+            Some("Webex never said whether a capture was requested, and none appeared within 48 h"),
+        )
+        .await
+        .unwrap();
+    env.handle().advance_clock(Duration::from_secs(49 * 3600));
+    let r = engine.sync(&only(&env, &org.org_id, &never)).await.unwrap();
+    assert_eq!(r.exit_code(), 0, "{:?}", r.orgs[0]);
+    let counts = &engine.status().await.unwrap()[0].counts;
+    assert_eq!((counts.missing, counts.capture_never_requested), (0, 1));
+}

@@ -349,7 +349,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// `detail` has every URL in it redacted (the parser quotes the offending line).
+    /// `detail` names the line, column and key, never the line's text or a quoted value.
     #[error("config file {path} is not valid: {detail}")]
     Parse { path: PathBuf, detail: String },
     /// `value` is already redacted: URLs lose userinfo and query string, secrets are hidden.
@@ -378,6 +378,48 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// Where and what a TOML error is, without the offending line or any quoted value: a webhook
+/// token or a database password sits right there (the parser would quote both).
+fn parse_detail(text: &str, e: &toml::de::Error) -> String {
+    let message = hide_quoted(e.message());
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(k) => format!("line {line_no}, column {column} (key `{k}`): {message}"),
+        None => format!("line {line_no}, column {column}: {message}"),
+    }
+}
+
+/// `"…"` in place of every double-quoted part of a parser message.
+fn hide_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    if inside {
+        out.push_str("\"…");
+    }
+    out
+}
+
 impl Config {
     /// Loads `path` (or the defaults when `None`), resolves relative paths and validates values.
     ///
@@ -396,7 +438,7 @@ impl Config {
         })?;
         let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            detail: redact::redact_urls_in(&e.to_string()),
+            detail: parse_detail(&text, &e),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_relative(&base);
@@ -704,5 +746,34 @@ mod api_base_tests {
             assert!(!msg.contains("hunter2pw"), "{msg}");
             assert!(!msg.contains("TOKSECRET"), "{msg}");
         }
+    }
+}
+
+#[cfg(test)]
+mod parse_error_tests {
+    use super::*;
+
+    /// A syntax or type error on a line holding a secret names the line and key, never the text.
+    #[test]
+    fn parse_errors_never_quote_the_offending_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxvault.toml");
+        for text in [
+            "[notify]\nwebhook_url = \"https://hooks.example.com/T0KEN-s3cret\" x\n",
+            "[notify]\nwebhook_url = 7\nattempts = \"https://hooks.example.com/T0KEN-s3cret\"\n",
+            "[database]\nurl = \"postgres://u:T0KEN-s3cret@db/x\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let msg = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(!msg.contains("T0KEN"), "{msg}");
+            assert!(msg.contains("line "), "{msg}");
+        }
+        std::fs::write(&path, "[notify]\nattempts = \"five\"\n").unwrap();
+        let msg = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            msg.contains("line 2") && msg.contains("key `attempts`"),
+            "{msg}"
+        );
+        assert!(!msg.contains("five"), "{msg}");
     }
 }

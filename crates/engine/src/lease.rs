@@ -6,7 +6,9 @@
 //! on, and it is deleted when the run ends, also after an error. A second process finds it held
 //! and skips the org with one line naming the holder (host, pid) and the expiry; the org did not
 //! fail, so the skip alone does not change the exit code. A holder killed with `kill -9` stops
-//! renewing, and its lease can be taken over once it has expired.
+//! renewing, and its lease can be taken over once it has expired — at once when it ran in this
+//! process's pid namespace of this boot and its pid is gone, so a resume right after a crash
+//! goes on.
 //!
 //! If a renewal finds the lease taken over (this process was paused past the expiry and another
 //! took it), the org's harvest is told to stop: no new listing window, captures batch or window
@@ -40,8 +42,14 @@ pub const LEASE_LOST_EVENT: &str = "sync_lease_lost";
 /// The holder identity of one org's run: random, plus host name and pid for the message another
 /// process shows.
 pub fn holder_for_this_run() -> LeaseHolder {
+    let random = uuid::Uuid::new_v4().to_string();
     LeaseHolder {
-        id: uuid::Uuid::new_v4().to_string(),
+        // The machine boot and pid namespace ride along, so a process can tell that a lease's
+        // holder ran where its own process table can vouch for it (see `holder_is_dead`).
+        id: match process_space() {
+            Some(space) => format!("{random}@{space}"),
+            None => random,
+        },
         host: whoami::fallible::hostname().unwrap_or_else(|_| "unknown host".into()),
         pid: i64::from(std::process::id()),
     }
@@ -226,15 +234,32 @@ where
     report
 }
 
-/// True when `lease` was taken by a process on this host that no longer runs. Only this host's
-/// process table can tell; a lease of another host waits for its expiry. Where `/proc` is not
-/// there to ask, every holder counts as alive.
+/// This boot of this machine and this process's pid namespace (`boot_id/pid:[inode]`), when
+/// `/proc` tells them.
+fn process_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
+}
+
+/// True when `lease` was taken by a process that no longer runs and that ran in this process's
+/// own pid namespace of this boot (its holder id says so): only then can this process table
+/// vouch for it. Containers sharing a host name but not a pid namespace, other hosts, and
+/// systems without `/proc` wait for the lease to expire.
 fn holder_is_dead(lease: &Lease, me: &LeaseHolder) -> bool {
-    if lease.host != me.host || lease.pid == me.pid || lease.pid <= 0 {
+    let Some(space) = process_space() else {
+        return false;
+    };
+    if lease.host != me.host
+        || lease.pid == me.pid
+        || lease.pid <= 0
+        || !lease.holder.ends_with(&format!("@{space}"))
+    {
         return false;
     }
-    let proc = std::path::Path::new("/proc");
-    proc.join("self").exists() && !proc.join(lease.pid.to_string()).exists()
+    !std::path::Path::new("/proc")
+        .join(lease.pid.to_string())
+        .exists()
 }
 
 /// What the heartbeat task needs.

@@ -308,10 +308,32 @@ impl WxccHarvest {
         result
     }
 
+    /// One captures batch. Tasks the query refuses one by one fail alone; when it refuses every
+    /// task of the batch alone, the query itself is refused (a wrong endpoint, a bad parameter)
+    /// and that stops the org instead of failing every task.
     async fn process_batch_inner(
         &self,
         batch: Vec<TaskRow>,
         report: &mut OrgReport,
+    ) -> Result<(), OrgError> {
+        let n = batch.len();
+        let mut refused: Vec<(TaskRow, webex::Error)> = Vec::new();
+        self.query_batch(batch, report, &mut refused).await?;
+        if n > 1 && refused.len() == n {
+            let (_, e) = refused.pop().expect("n > 1");
+            return Err(e.into());
+        }
+        for (task, e) in refused {
+            self.fail_refused(task, &e, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn query_batch(
+        &self,
+        batch: Vec<TaskRow>,
+        report: &mut OrgReport,
+        refused: &mut Vec<(TaskRow, webex::Error)>,
     ) -> Result<(), OrgError> {
         let ids: Vec<String> = batch.iter().map(|t| t.task_id.clone()).collect();
         let result = match self
@@ -328,8 +350,8 @@ impl WxccHarvest {
             }
             // Refused for something in the request (a poison task id, one bad item), not for the
             // grant or the scope: find the task(s) it refuses and let the others go on.
-            Err(e) if e.class() == ErrorClass::Permanent && e.status() != Some(403) => {
-                return self.isolate_refused(batch, e, report).await;
+            Err(e) if matches!(e.status(), Some(400 | 422)) => {
+                return self.isolate_refused(batch, e, report, refused).await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -364,6 +386,21 @@ impl WxccHarvest {
                     self.settle_vanished(&task, &[], report).await?;
                     continue;
                 }
+                if task.state == TaskState::Missing && task.capture_requested != Some(true) {
+                    // Settled as missing by an older wxvault although Webex never said a capture
+                    // was requested: that is legitimately absent.
+                    let why = never_requested_reason(self.config.wxcc.capture_grace_hours);
+                    self.db("updating a task state", || {
+                        self.vault.set_task_state(
+                            &self.org,
+                            &task.task_id,
+                            TaskState::Absent,
+                            Some(&why),
+                        )
+                    })
+                    .await?;
+                    continue;
+                }
                 if matches!(task.state, TaskState::Missing | TaskState::Absent) {
                     // A re-check that still finds nothing: it was reported when it settled.
                     continue;
@@ -387,9 +424,7 @@ impl WxccHarvest {
                         .await?;
                         report.missing.push(format!("task {}: {why}", task.task_id));
                     } else {
-                        let why = format!(
-                            "{CAPTURE_NEVER_REQUESTED}: Webex never said a capture was requested, and none appeared within {hours} h"
-                        );
+                        let why = never_requested_reason(hours);
                         self.db("updating a task state", || {
                             self.vault.set_task_state(
                                 &self.org,
@@ -560,17 +595,28 @@ impl WxccHarvest {
         batch: Vec<TaskRow>,
         e: webex::Error,
         report: &mut OrgReport,
+        refused: &mut Vec<(TaskRow, webex::Error)>,
     ) -> Result<(), OrgError> {
         if batch.len() > 1 {
             tracing::info!(org = %self.org.name, "captures query for {} tasks refused ({e}); splitting the batch to find the task it refuses", batch.len());
             let mut first = batch;
             let second = first.split_off(first.len() / 2);
-            Box::pin(self.process_batch_inner(first, report)).await?;
-            return Box::pin(self.process_batch_inner(second, report)).await;
+            Box::pin(self.query_batch(first, report, refused)).await?;
+            return Box::pin(self.query_batch(second, report, refused)).await;
         }
-        let Some(task) = batch.into_iter().next() else {
-            return Ok(());
-        };
+        if let Some(task) = batch.into_iter().next() {
+            refused.push((task, e));
+        }
+        Ok(())
+    }
+
+    /// Records a task the captures query refuses alone as failed, with Webex's answer.
+    async fn fail_refused(
+        &self,
+        task: TaskRow,
+        e: &webex::Error,
+        report: &mut OrgReport,
+    ) -> Result<(), OrgError> {
         let why = format!("the captures query refuses this task: {e}");
         tracing::error!(org = %self.org.name, task = %task.task_id, "failed: {why}");
         let now = self.clock.now_ms();
@@ -601,8 +647,9 @@ impl WxccHarvest {
                         .push(format!("recording {}: {why}", r.recording_id));
                 }
             }
-            // Settled already (a re-check): it stays as it was; checked again in a day.
-            TaskState::Absent => {}
+            // Settled already (a re-check): it stays as it was (and was reported then); checked
+            // again in a day.
+            TaskState::Absent | TaskState::Missing => return Ok(()),
             _ => {
                 self.db("updating a task state", || {
                     self.vault.set_task_state(
@@ -856,7 +903,7 @@ impl WxccHarvest {
                     )
                 })
                 .await
-                .map_err(ledger_item_error)?;
+                .map_err(ItemError::Org)?;
                 row.state = RecordingState::Stored;
             }
             row.object_key = Some(key.to_string());
@@ -983,7 +1030,7 @@ impl WxccHarvest {
                     .mark_recording_done(&self.org, &row.recording_id, sidecar_key.as_str())
             })
             .await
-            .map_err(ledger_item_error)?;
+            .map_err(ItemError::Org)?;
             return Ok(Finished::Marked(bytes));
         }
         // Small recording: audio and sidecar go into the ledger in one write per captures batch.
@@ -1060,13 +1107,11 @@ fn storage_failed(what: String, source: ArchiveError) -> ItemError {
     ItemError::Org(OrgError::Storage { what, source })
 }
 
-/// A ledger write for one item: a database that stayed unavailable stops the org; a refused
-/// transition is this item's problem.
-fn ledger_item_error(e: OrgError) -> ItemError {
-    match e.class() {
-        ErrorClass::Transient => ItemError::Org(e),
-        _ => ItemError::Permanent(e.to_string()),
-    }
+/// The reason of a task absent because Webex never said a capture was requested.
+fn never_requested_reason(grace_hours: u64) -> String {
+    format!(
+        "{CAPTURE_NEVER_REQUESTED}: Webex never said a capture was requested, and none appeared within {grace_hours} h"
+    )
 }
 
 /// The capture fields the sidecar contract lists, as received (plus id and segment).

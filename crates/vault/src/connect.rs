@@ -324,7 +324,7 @@ impl Vault {
     /// A transaction that will write. On SQLite it takes the write lock up front: a deferred
     /// transaction that reads and then writes fails with SQLITE_BUSY if another process wrote
     /// in between.
-    async fn begin_write(
+    pub(crate) async fn begin_write(
         &self,
         what: &str,
     ) -> Result<sqlx::Transaction<'_, sqlx::Any>, VaultError> {

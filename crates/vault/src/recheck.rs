@@ -202,7 +202,7 @@ impl Vault {
         let from = from_ms.unwrap_or(i64::MIN);
         let to = to_ms.unwrap_or(i64::MAX);
         let op = || format!("putting failed items of org {} back", org.name);
-        let mut tx = self.pool.begin().await.map_err(VaultError::db(op()))?;
+        let mut tx = self.begin_write(&op()).await?;
         let recordings = sqlx::query(
             "UPDATE recordings SET state = 'ready', reason = NULL, last_error = NULL, \
                attempts = 0, object_key = NULL, sha256 = NULL, size_bytes = NULL, \

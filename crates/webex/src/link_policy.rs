@@ -88,12 +88,50 @@ impl LinkPolicy {
         }
     }
 
-    /// The DNS resolver that enforces this policy on every address reqwest connects to.
+    /// The DNS resolver that enforces this policy on every address reqwest connects to. The
+    /// hosts of the proxies reqwest takes from the environment (`HTTPS_PROXY`, `ALL_PROXY`, …)
+    /// are let through: a corporate proxy usually has a private address, and behind it the
+    /// proxy, not this process, resolves and reaches the media host.
     pub fn resolver(&self) -> PolicyResolver {
+        self.resolver_with_proxies(env_proxy_hosts())
+    }
+
+    /// [`LinkPolicy::resolver`] with the proxy hosts given instead of read from the environment.
+    pub fn resolver_with_proxies(&self, proxies: Vec<String>) -> PolicyResolver {
         PolicyResolver {
             policy: Arc::new(self.clone()),
+            proxies: Arc::new(
+                proxies
+                    .into_iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+            ),
         }
     }
+}
+
+/// Host names of the proxies named in the environment variables reqwest reads.
+fn env_proxy_hosts() -> Vec<String> {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok())
+    .filter_map(|v| {
+        let v = v.trim();
+        let with_scheme = if v.contains("://") {
+            v.to_string()
+        } else {
+            format!("http://{v}")
+        };
+        Url::parse(&with_scheme).ok()?.host_str().map(str::to_owned)
+    })
+    .collect()
 }
 
 /// A link the policy refused: which host and why (never the link's query string).
@@ -169,12 +207,14 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[derive(Debug, Clone)]
 pub struct PolicyResolver {
     policy: Arc<LinkPolicy>,
+    proxies: Arc<std::collections::HashSet<String>>,
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
         let host = name.as_str().to_ascii_lowercase();
+        let is_proxy = self.proxies.contains(&host);
         Box::pin(async move {
             let pinned = match policy.as_ref() {
                 LinkPolicy::Public { pinned } => pinned.get(&host).cloned(),
@@ -187,7 +227,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
                     .map(|sa| sa.ip())
                     .collect(),
             };
-            if matches!(policy.as_ref(), LinkPolicy::Public { .. }) {
+            if matches!(policy.as_ref(), LinkPolicy::Public { .. }) && !is_proxy {
                 check_addrs(&host, &addrs)?;
             }
             let out: reqwest::dns::Addrs =
@@ -313,6 +353,13 @@ mod tests {
         }
         // The system resolver's answer is checked too: localhost is loopback.
         assert!(r.resolve(name("localhost")).await.is_err());
+        // The configured proxy may be private; the media host behind it is the proxy's to reach.
+        let via_proxy = LinkPolicy::public()
+            .with_pinned_host("proxy.corp", vec![ip("10.1.2.3")])
+            .with_pinned_host("rebind.example", vec![ip("10.0.0.1")])
+            .resolver_with_proxies(vec!["PROXY.corp".into()]);
+        assert!(via_proxy.resolve(name("proxy.corp")).await.is_ok());
+        assert!(via_proxy.resolve(name("rebind.example")).await.is_err());
         // Local mode passes loopback answers through.
         let local = LinkPolicy::Local.resolver();
         assert!(local.resolve(name("localhost")).await.is_ok());
