@@ -7,20 +7,6 @@ use webex_sim::{DatasetSpec, Faults, SimConfig};
 
 use crate::harness::*;
 
-/// Waits for `cond` to hold, checking on a fixed interval, up to `limit`. Used only to decide
-/// *when* to act (e.g. when to kill a process), never as a stand-in for an assertion.
-async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tick.tick().await;
-    }
-    cond()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_5xx_429_and_truncated_bodies() {
     let env = Env::start(DatasetSpec::small()).await;
@@ -136,7 +122,7 @@ async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
         .spawn()
         .unwrap();
     let h = env.handle();
-    let started = wait_until(Duration::from_secs(60), || {
+    let started = wait_until(Duration::from_secs(60), || async {
         h.stats().by_endpoint.get("media").copied().unwrap_or(0) >= 3
     })
     .await;

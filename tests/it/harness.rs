@@ -331,6 +331,25 @@ pub async fn add_org_to_engine(
     grant
 }
 
+/// Waits for `cond` to hold, checking on a fixed interval, up to `limit`; false if it never did.
+/// Used only to decide *when* to act (kill a process, start a second one), never as a stand-in
+/// for an assertion.
+pub async fn wait_until<F, Fut>(limit: std::time::Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tick.tick().await;
+    }
+    cond().await
+}
+
 /// The engine on `env`'s config, running on the simulator's clock.
 pub async fn engine_on_sim_clock(env: &Env) -> engine::Engine {
     let config = engine::Config::load(Some(&env.config_path)).expect("config");

@@ -286,14 +286,11 @@ async fn two_concurrent_syncs_download_every_recording_once() {
     let first = env.sync_all(3, &["--json"]);
     let second = async {
         // Start the second once the first holds the lease (a condition, not a delay).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while db.lease(&acme, SYNC_SCOPE).await.unwrap().is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the first sync never took the lease"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let held = wait_until(Duration::from_secs(60), || async {
+            db.lease(&acme, SYNC_SCOPE).await.unwrap().is_some()
+        })
+        .await;
+        assert!(held, "the first sync never took the lease");
         env.sync_all(3, &["--json"]).await
     };
     let (first, second) = tokio::join!(first, second);
@@ -363,18 +360,12 @@ impl Progress for PausedPastExpiry {
                     .await
                     .unwrap();
                 assert!(matches!(got, LeaseAcquire::Acquired(_)), "{got:?}");
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                loop {
+                let noticed = wait_until(Duration::from_secs(60), || async {
                     let events = self.thief.recent_events(Some(&self.org), 20).await.unwrap();
-                    if events.iter().any(|e| e.kind == LEASE_LOST_EVENT) {
-                        return;
-                    }
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "the heartbeat never noticed the lost lease"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                    events.iter().any(|e| e.kind == LEASE_LOST_EVENT)
+                })
+                .await;
+                assert!(noticed, "the heartbeat never noticed the lost lease");
             });
         });
     }

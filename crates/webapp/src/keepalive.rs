@@ -20,7 +20,12 @@ const RESEND_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 /// window ended, every `every` until `stop` turns true. Separate from the keep-alive pass,
 /// which runs hourly by default and talks to Webex first: rows one invite link can create are
 /// bounded, and this keeps them from lingering past their expiry.
-pub(crate) async fn purge_loop(app: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn purge_loop(
+    app: AppState,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    passes: Option<watch::Sender<u64>>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -34,6 +39,9 @@ pub(crate) async fn purge_loop(app: AppState, every: Duration, mut stop: watch::
             tracing::warn!(error = %e, "purging expired sessions failed; retrying next time");
         }
         app.addresses.prune(now);
+        if let Some(p) = &passes {
+            p.send_modify(|n| *n += 1);
+        }
     }
 }
 

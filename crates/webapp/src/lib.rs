@@ -76,6 +76,9 @@ pub struct Settings {
     pub limits: ConnectionLimits,
     /// How often expired sessions and pending authorizations are purged while serving.
     pub purge_every: std::time::Duration,
+    /// Counts finished purge passes when set, so a caller (a test) can wait for one instead of
+    /// for time.
+    pub purge_passes: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Default of [`Settings::purge_every`]: well under the 15 minutes a pending authorization
@@ -127,6 +130,7 @@ impl Settings {
                     .unwrap_or(usize::MAX),
             },
             purge_every: PURGE_EVERY,
+            purge_passes: None,
         })
     }
 
@@ -245,6 +249,7 @@ pub async fn serve(
 ) -> Result<(), WebError> {
     let limits = settings.limits;
     let purge_every = settings.purge_every;
+    let purge_passes = settings.purge_passes.clone();
     let (app, state) = router_with_state(engine.clone(), settings);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_task = tokio::spawn(keep_alive_loop(
@@ -253,7 +258,12 @@ pub async fn serve(
         stop_rx.clone(),
         None,
     ));
-    let purge_task = tokio::spawn(keepalive::purge_loop(state, purge_every, stop_rx));
+    let purge_task = tokio::spawn(keepalive::purge_loop(
+        state,
+        purge_every,
+        stop_rx,
+        purge_passes,
+    ));
     server::run(listener, app, limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = loop_task.await;

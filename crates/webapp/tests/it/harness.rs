@@ -25,6 +25,8 @@ pub struct App {
     pub settings: webapp::Settings,
     /// The state database's URL (for poking at rows behind the app's back).
     pub db_url: String,
+    /// Finished purge passes of the running app (wait on it, not on time).
+    pub purge_passes: tokio::sync::watch::Receiver<u64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -121,6 +123,8 @@ impl App {
         .expect("settings");
         settings.limits = opts.limits;
         settings.purge_every = opts.purge_every;
+        let (purge_tx, purge_passes) = tokio::sync::watch::channel(0u64);
+        settings.purge_passes = Some(purge_tx);
         let db_url = engine.config.database.url.clone();
         // Keep-alive passes are driven by tests themselves (`webapp::keep_alive_loop`).
         let every = Duration::from_secs(3600);
@@ -143,6 +147,7 @@ impl App {
             base: format!("http://{bound}"),
             settings,
             db_url,
+            purge_passes,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
