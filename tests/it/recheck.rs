@@ -33,6 +33,25 @@ fn telephony(env: &Env, org_id: &str, before_ms: i64) -> Vec<(ExpectedTask, bool
         .collect()
 }
 
+/// The simulator with the small dataset, the engine on its clock, and its first org as "acme".
+async fn acme_on_sim_clock() -> (Env, engine::Engine, webex_sim::SimOrg) {
+    let env = Env::start(DatasetSpec::small()).await;
+    let engine = engine_on_sim_clock(&env).await;
+    let org = env.handle().orgs()[0].clone();
+    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    (env, engine, org)
+}
+
+/// A task created before `before_ms` whose `captureRequested` is null and that never gets a
+/// capture.
+fn never_requested_uncaptured(env: &Env, org_id: &str, before_ms: i64) -> ExpectedTask {
+    telephony(env, org_id, before_ms)
+        .into_iter()
+        .find(|(t, has)| t.capture_requested.is_none() && !has)
+        .map(|(t, _)| t)
+        .expect("the small dataset has a task with captureRequested null and no capture")
+}
+
 /// A window holding exactly this task (no other task was created in the same millisecond).
 fn only(env: &Env, org_id: &str, t: &ExpectedTask) -> SyncOptions {
     let m = env.handle().manifest(org_id);
@@ -49,16 +68,9 @@ fn only(env: &Env, org_id: &str, t: &ExpectedTask) -> SyncOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_never_said_to_be_captured_ends_absent_and_its_window_syncs_clean() {
-    let env = Env::start(DatasetSpec::small()).await;
-    let engine = engine_on_sim_clock(&env).await;
-    let org = env.handle().orgs()[0].clone();
-    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let (env, engine, org) = acme_on_sim_clock().await;
     let t0 = env.handle().now_ms();
-    let never = telephony(&env, &org.org_id, t0)
-        .into_iter()
-        .find(|(t, has)| t.capture_requested.is_none() && !has)
-        .map(|(t, _)| t)
-        .expect("the small dataset has a task with captureRequested null and no capture");
+    let never = never_requested_uncaptured(&env, &org.org_id, t0);
     env.handle().advance_clock(Duration::from_secs(49 * 3600));
 
     for run in 0..2 {
@@ -84,10 +96,7 @@ async fn a_task_never_said_to_be_captured_ends_absent_and_its_window_syncs_clean
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captures_that_appear_after_the_grace_period_are_still_archived() {
-    let env = Env::start(DatasetSpec::small()).await;
-    let engine = engine_on_sim_clock(&env).await;
-    let org = env.handle().orgs()[0].clone();
-    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let (env, engine, org) = acme_on_sim_clock().await;
     let t0 = env.handle().now_ms();
     let tasks = telephony(&env, &org.org_id, t0 - DAY);
     // One whose capture was requested, one Webex never said about; both do get a capture.
@@ -168,10 +177,7 @@ async fn captures_that_appear_after_the_grace_period_are_still_archived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_the_captures_query_refuses_fails_alone_until_retried() {
-    let env = Env::start(DatasetSpec::small()).await;
-    let engine = engine_on_sim_clock(&env).await;
-    let org = env.handle().orgs()[0].clone();
-    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let (env, engine, org) = acme_on_sim_clock().await;
     let t0 = env.handle().now_ms();
     let from = t0 - 3 * DAY;
     let poison = telephony(&env, &org.org_id, t0)
@@ -280,10 +286,7 @@ fn check_archive_exactly(env: &Env, org_id: &str, expected: &[webex_sim::Expecte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_captures_query_refused_for_every_task_stops_the_org_and_fails_no_task() {
-    let env = Env::start(DatasetSpec::small()).await;
-    let engine = engine_on_sim_clock(&env).await;
-    let org = env.handle().orgs()[0].clone();
-    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let (env, engine, org) = acme_on_sim_clock().await;
     let t0 = env.handle().now_ms();
     let tasks = telephony(&env, &org.org_id, t0);
     // Webex refuses the query whatever task it names (a bad parameter, not a bad task).
@@ -312,16 +315,9 @@ async fn a_captures_query_refused_for_every_task_stops_the_org_and_fails_no_task
 /// settles it as absent, and its window comes back clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_never_requested_task_left_missing_by_an_older_version_becomes_absent() {
-    let env = Env::start(DatasetSpec::small()).await;
-    let engine = engine_on_sim_clock(&env).await;
-    let org = env.handle().orgs()[0].clone();
-    add_org_to_engine(&env, &engine, "acme", &org.org_id).await;
+    let (env, engine, org) = acme_on_sim_clock().await;
     let t0 = env.handle().now_ms();
-    let never = telephony(&env, &org.org_id, t0)
-        .into_iter()
-        .find(|(t, has)| t.capture_requested.is_none() && !has)
-        .map(|(t, _)| t)
-        .expect("a never-requested task without capture");
+    let never = never_requested_uncaptured(&env, &org.org_id, t0);
     let acme = engine.vault.org_by_name("acme").await.unwrap().unwrap();
     engine
         .vault

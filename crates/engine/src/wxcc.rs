@@ -121,6 +121,20 @@ impl WxccHarvest {
         self.stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Moves one task to `state` with `why` (a database call, retried when transient).
+    async fn set_task_state(
+        &self,
+        task_id: &str,
+        state: TaskState,
+        why: &str,
+    ) -> Result<(), OrgError> {
+        self.db("updating a task state", || {
+            self.vault
+                .set_task_state(&self.org, task_id, state, Some(why))
+        })
+        .await
+    }
+
     /// Harvests `[from_ms, to_ms)` and re-checks every task still waiting for its capture.
     ///
     /// # Errors
@@ -390,15 +404,8 @@ impl WxccHarvest {
                     // Settled as missing by an older wxvault although Webex never said a capture
                     // was requested: that is legitimately absent.
                     let why = never_requested_reason(self.config.wxcc.capture_grace_hours);
-                    self.db("updating a task state", || {
-                        self.vault.set_task_state(
-                            &self.org,
-                            &task.task_id,
-                            TaskState::Absent,
-                            Some(&why),
-                        )
-                    })
-                    .await?;
+                    self.set_task_state(&task.task_id, TaskState::Absent, &why)
+                        .await?;
                     continue;
                 }
                 if matches!(task.state, TaskState::Missing | TaskState::Absent) {
@@ -413,27 +420,13 @@ impl WxccHarvest {
                     if task.capture_requested == Some(true) {
                         let why =
                             format!("capture was requested but none appeared within {hours} h");
-                        self.db("updating a task state", || {
-                            self.vault.set_task_state(
-                                &self.org,
-                                &task.task_id,
-                                TaskState::Missing,
-                                Some(&why),
-                            )
-                        })
-                        .await?;
+                        self.set_task_state(&task.task_id, TaskState::Missing, &why)
+                            .await?;
                         report.missing.push(format!("task {}: {why}", task.task_id));
                     } else {
                         let why = never_requested_reason(hours);
-                        self.db("updating a task state", || {
-                            self.vault.set_task_state(
-                                &self.org,
-                                &task.task_id,
-                                TaskState::Absent,
-                                Some(&why),
-                            )
-                        })
-                        .await?;
+                        self.set_task_state(&task.task_id, TaskState::Absent, &why)
+                            .await?;
                         report.absent += 1;
                         report.capture_never_requested += 1;
                     }
@@ -651,15 +644,8 @@ impl WxccHarvest {
             // again in a day.
             TaskState::Absent | TaskState::Missing => return Ok(()),
             _ => {
-                self.db("updating a task state", || {
-                    self.vault.set_task_state(
-                        &self.org,
-                        &task.task_id,
-                        TaskState::Failed,
-                        Some(&why),
-                    )
-                })
-                .await?;
+                self.set_task_state(&task.task_id, TaskState::Failed, &why)
+                    .await?;
                 report.failed.push(format!("task {}: {why}", task.task_id));
             }
         }

@@ -893,17 +893,7 @@ impl Vault {
             "listing failures of org {}",
             org.name
         )))?;
-        rows.iter()
-            .map(|row| {
-                let reason: Option<String> = get(row, "reason")?;
-                Ok(Failure {
-                    item: get(row, "item")?,
-                    state: get(row, "state")?,
-                    reason: reason.unwrap_or_else(|| "no reason recorded".into()),
-                    at_ms: get(row, "at_ms")?,
-                })
-            })
-            .collect()
+        rows.iter().map(failure_from_row).collect()
     }
 
     /// Appends to the audit/event log. Callers must not pass secrets.
@@ -964,6 +954,17 @@ impl Vault {
             })
             .collect()
     }
+}
+
+/// A row of `item, state, reason, at_ms` as a [`Failure`].
+pub(crate) fn failure_from_row(row: &AnyRow) -> Result<Failure, VaultError> {
+    let reason: Option<String> = get(row, "reason")?;
+    Ok(Failure {
+        item: get(row, "item")?,
+        state: get(row, "state")?,
+        reason: reason.unwrap_or_else(|| "no reason recorded".into()),
+        at_ms: get(row, "at_ms")?,
+    })
 }
 
 pub(crate) fn task_from_row(row: &AnyRow) -> Result<TaskRow, VaultError> {

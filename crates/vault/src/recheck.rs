@@ -6,8 +6,7 @@
 //! backwards, and only on the operator's word (`retry`) or when Webex lists a capture late.
 
 use crate::db::placeholders;
-use crate::ledger::{TASK_COLUMNS, task_from_row};
-use crate::orgs::get;
+use crate::ledger::{TASK_COLUMNS, failure_from_row, task_from_row};
 use crate::{Failure, Org, TaskRow, Vault, VaultError};
 
 /// What [`Vault::retry_failed`] put back.
@@ -169,15 +168,7 @@ impl Vault {
         .map_err(VaultError::db(op()))?;
         let items = rows
             .iter()
-            .map(|row| {
-                let reason: Option<String> = get(row, "reason")?;
-                Ok(Failure {
-                    item: get(row, "item")?,
-                    state: get(row, "state")?,
-                    reason: reason.unwrap_or_else(|| "no reason recorded".into()),
-                    at_ms: get(row, "at_ms")?,
-                })
-            })
+            .map(failure_from_row)
             .collect::<Result<Vec<_>, VaultError>>()?;
         Ok(WindowProblems {
             total: u64::try_from(total).unwrap_or(0),
