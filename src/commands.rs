@@ -340,6 +340,8 @@ async fn retry(config: &Config, args: RetryArgs) -> Result<()> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if put_back.is_empty() {
+        println!("no orgs yet: add one with `wxvault org add`, or try `wxvault demo`");
     } else {
         for (org, c) in &put_back {
             println!(
