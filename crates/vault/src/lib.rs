@@ -18,6 +18,9 @@
 //! Per-org leases (`lease.rs`) keep two processes from working on one org at once: taken by one
 //! conditional upsert, renewed by their holder, taken over only once expired.
 //!
+//! Tasks and recordings are keyed by (org, source, id): every call on one item names its source
+//! (the engine owns the names, e.g. `wxcc`); `counts`, `failures` and `retry` span all sources.
+//!
 //! Times are epoch milliseconds (`i64`); JSON is stored as text.
 
 mod connect;
@@ -30,8 +33,10 @@ mod ledger;
 mod model;
 mod orgs;
 mod recheck;
+mod recordings;
 mod rotation;
 mod sealing;
+mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -45,7 +50,6 @@ pub use db::{DEFAULT_PG_SCHEMA, Vault};
 pub use error::VaultError;
 pub use keyfile::{add_key_version, retire_key_versions};
 pub use lease::{Lease, LeaseAcquire, LeaseHolder, LeaseRenewal};
-pub use ledger::SOURCE_WXCC;
 pub use model::{
     Archived, Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow,
     RecordingState, RecordingUpsert, RotationReport, TaskRow, TaskState, TaskUpsert, TokenUpdate,

@@ -155,7 +155,8 @@ string_enum! {
 }
 
 string_enum! {
-    /// Where a recording stands: `ready → stored → done`, side exit `failed`.
+    /// Where a recording stands: `ready → stored → done`, side exits `absent` and `failed`.
+    /// `Done` and `Absent` are final.
     RecordingState {
         /// Known and waiting for download.
         Ready = "ready",
@@ -163,6 +164,9 @@ string_enum! {
         Stored = "stored",
         /// Audio and sidecar archived. Final.
         Done = "done",
+        /// Legitimately nothing to archive (deleted or purged since it was listed, zero bytes,
+        /// no audio), with why. Final: `retry` leaves it alone.
+        Absent = "absent",
         /// Permanent error, with why.
         Failed = "failed",
     }
@@ -257,7 +261,8 @@ pub struct RecordingRow {
     pub attempts: i64,
 }
 
-/// Per-org ledger totals for `status`.
+/// Ledger totals for `status`: of an org ([`crate::Vault::counts`], every source) or of one
+/// source ([`crate::Vault::counts_by_source`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     /// Tasks known.
@@ -279,6 +284,36 @@ pub struct Counts {
     pub capture_never_requested: i64,
     /// Failed recordings plus failed tasks.
     pub failed: i64,
+    /// Recordings with nothing to archive (`absent`, with why).
+    pub recordings_absent: i64,
+}
+
+impl Counts {
+    /// Adds `other`'s totals to these (org totals are the sum over sources).
+    pub(crate) fn add(&mut self, other: &Counts) {
+        let Counts {
+            tasks,
+            recordings,
+            archived,
+            in_progress,
+            pending_capture,
+            missing,
+            absent,
+            capture_never_requested,
+            failed,
+            recordings_absent,
+        } = other;
+        self.tasks += tasks;
+        self.recordings += recordings;
+        self.archived += archived;
+        self.in_progress += in_progress;
+        self.pending_capture += pending_capture;
+        self.missing += missing;
+        self.absent += absent;
+        self.capture_never_requested += capture_never_requested;
+        self.failed += failed;
+        self.recordings_absent += recordings_absent;
+    }
 }
 
 /// One failed or missing item, for `status`.
@@ -286,6 +321,8 @@ pub struct Counts {
 pub struct Failure {
     /// `"task <id>"` or `"recording <id>"`.
     pub item: String,
+    /// The source the item is from, e.g. `wxcc`.
+    pub source: String,
     /// Its state string.
     pub state: String,
     /// Why.

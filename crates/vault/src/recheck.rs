@@ -28,7 +28,7 @@ pub struct WindowProblems {
 }
 
 impl Vault {
-    /// Tasks that settled without a capture — `missing`, or `absent` because Webex never said a
+    /// Tasks of `source` that settled without a capture — `missing`, or `absent` because Webex never said a
     /// capture was requested — created at or after `created_since_ms` and not checked since
     /// `checked_before_ms`. A capture Webex produces late (re-processing, retention jobs) is
     /// then still found.
@@ -38,30 +38,32 @@ impl Vault {
     pub async fn tasks_due_for_recheck(
         &self,
         org: &Org,
+        source: &str,
         created_since_ms: i64,
         checked_before_ms: i64,
     ) -> Result<Vec<TaskRow>, VaultError> {
         let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE org = $1 \
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE org = $1 AND source = $2 \
                AND (state = 'missing' OR (state = 'absent' AND capture_requested IS NULL)) \
-               AND created_ms >= $2 \
-               AND (last_checked_ms IS NULL OR last_checked_ms < $3) \
+               AND created_ms >= $3 \
+               AND (last_checked_ms IS NULL OR last_checked_ms < $4) \
              ORDER BY created_ms, task_id"
         );
         let rows = sqlx::query(&sql)
             .bind(org.id)
+            .bind(source)
             .bind(created_since_ms)
             .bind(checked_before_ms)
             .fetch_all(&self.pool)
             .await
             .map_err(VaultError::db(format!(
-                "listing tasks to re-check of org {}",
+                "listing {source} tasks to re-check of org {}",
                 org.name
             )))?;
         rows.iter().map(task_from_row).collect()
     }
 
-    /// Counts one captures query against each of `task_ids`, stamped `at_ms` (the caller's
+    /// Counts one captures query against each of `task_ids` of `source`, stamped `at_ms` (the caller's
     /// clock, so re-check intervals follow the same time as the grace period).
     ///
     /// # Errors
@@ -69,6 +71,7 @@ impl Vault {
     pub async fn note_capture_checks_at(
         &self,
         org: &Org,
+        source: &str,
         task_ids: &[String],
         at_ms: i64,
     ) -> Result<(), VaultError> {
@@ -76,23 +79,23 @@ impl Vault {
             return Ok(());
         }
         let sql = format!(
-            "UPDATE tasks SET checks = checks + 1, last_checked_ms = $2 \
-             WHERE org = $1 AND task_id IN ({})",
-            placeholders(3, task_ids.len())
+            "UPDATE tasks SET checks = checks + 1, last_checked_ms = $3 \
+             WHERE org = $1 AND source = $2 AND task_id IN ({})",
+            placeholders(4, task_ids.len())
         );
-        let mut q = sqlx::query(&sql).bind(org.id).bind(at_ms);
+        let mut q = sqlx::query(&sql).bind(org.id).bind(source).bind(at_ms);
         for id in task_ids {
             q = q.bind(id.as_str());
         }
         q.execute(&self.pool).await.map_err(VaultError::db(format!(
-            "noting capture checks of {} tasks of org {}",
+            "noting capture checks of {} {source} tasks of org {}",
             task_ids.len(),
             org.name
         )))?;
         Ok(())
     }
 
-    /// A task that was `absent` because Webex never said a capture was requested, and whose
+    /// A task of `source` that was `absent` because Webex never said a capture was requested, and whose
     /// capture is now listed after all, goes back to `pending_capture` so it can become
     /// `captured`. Tasks absent for any other reason (Webex said no capture was requested) are
     /// final and left alone. Returns whether the task moved.
@@ -102,6 +105,7 @@ impl Vault {
     pub async fn reopen_never_requested(
         &self,
         org: &Org,
+        source: &str,
         task_ids: &[String],
         at_ms: i64,
     ) -> Result<u64, VaultError> {
@@ -109,25 +113,25 @@ impl Vault {
             return Ok(0);
         }
         let sql = format!(
-            "UPDATE tasks SET state = 'pending_capture', reason = NULL, updated_ms = $2, \
-               state_changed_ms = $2 \
-             WHERE org = $1 AND state = 'absent' AND capture_requested IS NULL \
+            "UPDATE tasks SET state = 'pending_capture', reason = NULL, updated_ms = $3, \
+               state_changed_ms = $3 \
+             WHERE org = $1 AND source = $2 AND state = 'absent' AND capture_requested IS NULL \
                AND task_id IN ({})",
-            placeholders(3, task_ids.len())
+            placeholders(4, task_ids.len())
         );
-        let mut q = sqlx::query(&sql).bind(org.id).bind(at_ms);
+        let mut q = sqlx::query(&sql).bind(org.id).bind(source).bind(at_ms);
         for id in task_ids {
             q = q.bind(id.as_str());
         }
         let done = q.execute(&self.pool).await.map_err(VaultError::db(format!(
-            "re-opening {} late-captured tasks of org {}",
+            "re-opening {} late-captured {source} tasks of org {}",
             task_ids.len(),
             org.name
         )))?;
         Ok(done.rows_affected())
     }
 
-    /// Failed recordings and failed or missing tasks whose task was created in
+    /// Failed recordings and failed or missing tasks of every source whose task was created in
     /// `[from_ms, to_ms)`: the count, and the newest `limit` with their reasons.
     ///
     /// # Errors
@@ -139,12 +143,13 @@ impl Vault {
         to_ms: i64,
         limit: i64,
     ) -> Result<WindowProblems, VaultError> {
-        let inner = "SELECT 'recording ' || recording_id AS item, state, reason, \
+        let inner = "SELECT 'recording ' || recording_id AS item, source, state, reason, \
                        state_changed_ms AS at_ms \
                      FROM recordings WHERE org = $1 AND state = 'failed' \
                        AND task_created_ms >= $2 AND task_created_ms < $3 \
                      UNION ALL \
-                     SELECT 'task ' || task_id AS item, state, reason, state_changed_ms AS at_ms \
+                     SELECT 'task ' || task_id AS item, source, state, reason, \
+                       state_changed_ms AS at_ms \
                      FROM tasks WHERE org = $1 AND state IN ('failed', 'missing') \
                        AND created_ms >= $2 AND created_ms < $3";
         let op = || format!("listing problems in a window of org {}", org.name);
@@ -156,8 +161,8 @@ impl Vault {
             .await
             .map_err(VaultError::db(op()))?;
         let rows = sqlx::query(&format!(
-            "SELECT item, state, reason, at_ms FROM ({inner}) f \
-             ORDER BY at_ms DESC, item LIMIT $4"
+            "SELECT item, source, state, reason, at_ms FROM ({inner}) f \
+             ORDER BY at_ms DESC, item, source LIMIT $4"
         ))
         .bind(org.id)
         .bind(from_ms)
@@ -177,7 +182,7 @@ impl Vault {
     }
 
     /// Puts failed recordings back to `ready` (attempts reset) and failed or missing tasks back
-    /// to `discovered`, for tasks created in `[from_ms, to_ms)` (each bound optional), in one
+    /// to `discovered`, of every source (`absent` items are final and stay), for tasks created in `[from_ms, to_ms)` (each bound optional), in one
     /// transaction. The next sync then tries them again from the start; objects already in the
     /// archive are adopted, never overwritten.
     ///

@@ -14,7 +14,7 @@ async fn tasks_are_idempotent_and_never_regress() {
         let o = org(v, "one").await;
 
         let first = v
-            .upsert_task(&o, &task("t1", 1_000, Some(true)))
+            .upsert_task(&o, "wxcc", &task("t1", 1_000, Some(true)))
             .await
             .unwrap();
         assert_eq!(first.state, T::Discovered, "{b}");
@@ -23,7 +23,7 @@ async fn tasks_are_idempotent_and_never_regress() {
         // Again, with the flag unknown and new attributes: one row, flag kept, attrs updated.
         let mut again = task("t1", 1_000, None);
         again.attributes_json = r#"{"id":"t1","v":2}"#.into();
-        let second = v.upsert_task(&o, &again).await.unwrap();
+        let second = v.upsert_task(&o, "wxcc", &again).await.unwrap();
         assert_eq!(
             second.capture_requested,
             Some(true),
@@ -31,33 +31,38 @@ async fn tasks_are_idempotent_and_never_regress() {
         );
         assert_eq!(second.attributes_json, r#"{"id":"t1","v":2}"#, "{b}");
         assert_eq!(
-            v.tasks_in_states(&o, T::ALL).await.unwrap().len(),
+            v.tasks_in_states(&o, "wxcc", T::ALL).await.unwrap().len(),
             1,
             "{b}: one row"
         );
 
-        v.note_capture_check(&o, "t1").await.unwrap();
-        v.note_capture_check(&o, "t1").await.unwrap();
-        v.set_task_state(&o, "t1", T::PendingCapture, None)
+        v.note_capture_check(&o, "wxcc", "t1").await.unwrap();
+        v.note_capture_check(&o, "wxcc", "t1").await.unwrap();
+        v.set_task_state(&o, "wxcc", "t1", T::PendingCapture, None)
             .await
             .unwrap();
-        let rows = v.tasks_in_states(&o, &[T::PendingCapture]).await.unwrap();
+        let rows = v
+            .tasks_in_states(&o, "wxcc", &[T::PendingCapture])
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 1, "{b}");
         assert_eq!(rows[0].checks, 2, "{b}");
 
-        v.set_task_state(&o, "t1", T::Captured, None).await.unwrap();
+        v.set_task_state(&o, "wxcc", "t1", T::Captured, None)
+            .await
+            .unwrap();
         // Backwards moves and re-upserts leave it captured.
-        v.set_task_state(&o, "t1", T::PendingCapture, None)
+        v.set_task_state(&o, "wxcc", "t1", T::PendingCapture, None)
             .await
             .unwrap();
-        v.set_task_state(&o, "t1", T::Discovered, None)
+        v.set_task_state(&o, "wxcc", "t1", T::Discovered, None)
             .await
             .unwrap();
-        v.set_task_state(&o, "t1", T::Missing, Some("late"))
+        v.set_task_state(&o, "wxcc", "t1", T::Missing, Some("late"))
             .await
             .unwrap();
         let row = v
-            .upsert_task(&o, &task("t1", 1_000, Some(false)))
+            .upsert_task(&o, "wxcc", &task("t1", 1_000, Some(false)))
             .await
             .unwrap();
         assert_eq!(row.state, T::Captured, "{b}");
@@ -69,24 +74,28 @@ async fn tasks_are_idempotent_and_never_regress() {
         assert_eq!(row.reason, None, "{b}");
 
         // Missing can still become captured; absent is final.
-        v.upsert_task(&o, &task("t2", 2_000, Some(true)))
+        v.upsert_task(&o, "wxcc", &task("t2", 2_000, Some(true)))
             .await
             .unwrap();
-        v.set_task_state(&o, "t2", T::Missing, Some("none within 48 h"))
+        v.set_task_state(&o, "wxcc", "t2", T::Missing, Some("none within 48 h"))
             .await
             .unwrap();
-        v.set_task_state(&o, "t2", T::Missing, Some("none within 48 h"))
+        v.set_task_state(&o, "wxcc", "t2", T::Missing, Some("none within 48 h"))
             .await
             .unwrap();
-        v.set_task_state(&o, "t2", T::Captured, None).await.unwrap();
-        v.upsert_task(&o, &task("t3", 3_000, Some(false)))
+        v.set_task_state(&o, "wxcc", "t2", T::Captured, None)
             .await
             .unwrap();
-        v.set_task_state(&o, "t3", T::Absent, Some("capture not requested"))
+        v.upsert_task(&o, "wxcc", &task("t3", 3_000, Some(false)))
             .await
             .unwrap();
-        v.set_task_state(&o, "t3", T::Captured, None).await.unwrap();
-        let t3 = v.tasks_in_states(&o, &[T::Absent]).await.unwrap();
+        v.set_task_state(&o, "wxcc", "t3", T::Absent, Some("capture not requested"))
+            .await
+            .unwrap();
+        v.set_task_state(&o, "wxcc", "t3", T::Captured, None)
+            .await
+            .unwrap();
+        let t3 = v.tasks_in_states(&o, "wxcc", &[T::Absent]).await.unwrap();
         assert_eq!(t3.len(), 1, "{b}");
         assert_eq!(
             t3[0].reason.as_deref(),
@@ -94,33 +103,40 @@ async fn tasks_are_idempotent_and_never_regress() {
             "{b}"
         );
         let captured: Vec<_> = v
-            .tasks_in_states(&o, &[T::Captured])
+            .tasks_in_states(&o, "wxcc", &[T::Captured])
             .await
             .unwrap()
             .into_iter()
             .map(|t| t.task_id)
             .collect();
         assert_eq!(captured, ["t1", "t2"], "{b}: oldest first");
-        assert!(v.tasks_in_states(&o, &[]).await.unwrap().is_empty(), "{b}");
+        assert!(
+            v.tasks_in_states(&o, "wxcc", &[]).await.unwrap().is_empty(),
+            "{b}"
+        );
 
         // Unknown tasks are errors, not silent no-ops.
         assert!(matches!(
-            v.set_task_state(&o, "nope", T::Captured, None).await,
+            v.set_task_state(&o, "wxcc", "nope", T::Captured, None)
+                .await,
             Err(VaultError::NotFound(_))
         ));
         assert!(matches!(
-            v.note_capture_check(&o, "nope").await,
+            v.note_capture_check(&o, "wxcc", "nope").await,
             Err(VaultError::NotFound(_))
         ));
 
         // Another org sees none of it, and may use the same task id.
         let o2 = org(v, "two").await;
         assert!(
-            v.tasks_in_states(&o2, T::ALL).await.unwrap().is_empty(),
+            v.tasks_in_states(&o2, "wxcc", T::ALL)
+                .await
+                .unwrap()
+                .is_empty(),
             "{b}"
         );
         assert_eq!(
-            v.upsert_task(&o2, &task("t1", 5, None))
+            v.upsert_task(&o2, "wxcc", &task("t1", 5, None))
                 .await
                 .unwrap()
                 .state,
@@ -135,16 +151,19 @@ async fn recordings_follow_ready_stored_done() {
         let b = db.name();
         let v = &db.vault;
         let o = org(v, "one").await;
-        v.upsert_task(&o, &task("t1", 1_000, Some(true)))
+        v.upsert_task(&o, "wxcc", &task("t1", 1_000, Some(true)))
             .await
             .unwrap();
 
-        let r = v.upsert_recording(&o, &rec("r1", "t1")).await.unwrap();
+        let r = v
+            .upsert_recording(&o, "wxcc", &rec("r1", "t1"))
+            .await
+            .unwrap();
         assert_eq!((r.state, r.attempts), (R::Ready, 0), "{b}");
         let mut again = rec("r1", "t1");
         again.file_name = None;
         again.attributes_json = r#"{"id":"r1","v":2}"#.into();
-        let r = v.upsert_recording(&o, &again).await.unwrap();
+        let r = v.upsert_recording(&o, "wxcc", &again).await.unwrap();
         assert_eq!(
             r.file_name.as_deref(),
             Some("r1.wav"),
@@ -152,35 +171,44 @@ async fn recordings_follow_ready_stored_done() {
         );
         assert_eq!(r.attributes_json, r#"{"id":"r1","v":2}"#, "{b}");
         assert_eq!(
-            v.recordings_in_states(&o, R::ALL).await.unwrap().len(),
+            v.recordings_in_states(&o, "wxcc", R::ALL)
+                .await
+                .unwrap()
+                .len(),
             1,
             "{b}: one row"
         );
 
         // Sidecar before audio is refused.
-        let err = v.mark_recording_done(&o, "r1", "k.json").await.unwrap_err();
+        let err = v
+            .mark_recording_done(&o, "wxcc", "r1", "k.json")
+            .await
+            .unwrap_err();
         assert!(matches!(err, VaultError::Transition { .. }), "{b}: {err:?}");
         assert!(err.to_string().contains("recording r1"), "{b}: {err}");
 
         assert_eq!(
-            v.note_recording_attempt(&o, "r1", "HTTP 503")
+            v.note_recording_attempt(&o, "wxcc", "r1", "HTTP 503")
                 .await
                 .unwrap(),
             1
         );
         assert_eq!(
-            v.note_recording_attempt(&o, "r1", "HTTP 503")
+            v.note_recording_attempt(&o, "wxcc", "r1", "HTTP 503")
                 .await
                 .unwrap(),
             2
         );
-        v.mark_recording_stored(&o, "r1", "k.wav", "ab12", 42)
+        v.mark_recording_stored(&o, "wxcc", "r1", "k.wav", "ab12", 42)
             .await
             .unwrap();
-        v.mark_recording_stored(&o, "r1", "k.wav", "ab12", 42)
+        v.mark_recording_stored(&o, "wxcc", "r1", "k.wav", "ab12", 42)
             .await
             .unwrap();
-        let r = v.upsert_recording(&o, &rec("r1", "t1")).await.unwrap();
+        let r = v
+            .upsert_recording(&o, "wxcc", &rec("r1", "t1"))
+            .await
+            .unwrap();
         assert_eq!(r.state, R::Stored, "{b}: upsert never regresses");
         assert_eq!(
             (
@@ -192,19 +220,25 @@ async fn recordings_follow_ready_stored_done() {
             (Some("k.wav"), Some("ab12"), Some(42), 2),
             "{b}"
         );
-        v.mark_recording_done(&o, "r1", "k.json").await.unwrap();
-        v.mark_recording_done(&o, "r1", "k.json").await.unwrap();
-        // Done is final: failing or re-storing it changes nothing.
-        v.mark_recording_failed(&o, "r1", "purged").await.unwrap();
-        v.mark_recording_stored(&o, "r1", "other.wav", "ff", 1)
+        v.mark_recording_done(&o, "wxcc", "r1", "k.json")
             .await
             .unwrap();
-        let r = v.recording(&o, "r1").await.unwrap().unwrap();
+        v.mark_recording_done(&o, "wxcc", "r1", "k.json")
+            .await
+            .unwrap();
+        // Done is final: failing or re-storing it changes nothing.
+        v.mark_recording_failed(&o, "wxcc", "r1", "purged")
+            .await
+            .unwrap();
+        v.mark_recording_stored(&o, "wxcc", "r1", "other.wav", "ff", 1)
+            .await
+            .unwrap();
+        let r = v.recording(&o, "wxcc", "r1").await.unwrap().unwrap();
         assert_eq!(r.state, R::Done, "{b}");
         assert_eq!(r.object_key.as_deref(), Some("k.wav"), "{b}");
         assert_eq!(r.reason, None, "{b}");
         assert_eq!(
-            v.upsert_recording(&o, &rec("r1", "t1"))
+            v.upsert_recording(&o, "wxcc", &rec("r1", "t1"))
                 .await
                 .unwrap()
                 .state,
@@ -212,38 +246,44 @@ async fn recordings_follow_ready_stored_done() {
         );
 
         // Failed records its reason; a later successful store recovers it.
-        v.upsert_recording(&o, &rec("r2", "t1")).await.unwrap();
-        v.mark_recording_failed(&o, "r2", "HTTP 404 on download")
+        v.upsert_recording(&o, "wxcc", &rec("r2", "t1"))
             .await
             .unwrap();
-        let r2 = v.recordings_in_states(&o, &[R::Failed]).await.unwrap();
+        v.mark_recording_failed(&o, "wxcc", "r2", "HTTP 404 on download")
+            .await
+            .unwrap();
+        let r2 = v
+            .recordings_in_states(&o, "wxcc", &[R::Failed])
+            .await
+            .unwrap();
         assert_eq!(r2.len(), 1, "{b}");
         assert_eq!(r2[0].reason.as_deref(), Some("HTTP 404 on download"), "{b}");
         assert_eq!(
-            v.upsert_recording(&o, &rec("r2", "t1"))
+            v.upsert_recording(&o, "wxcc", &rec("r2", "t1"))
                 .await
                 .unwrap()
                 .state,
             R::Failed
         );
-        v.mark_recording_stored(&o, "r2", "k2.wav", "cd34", 7)
+        v.mark_recording_stored(&o, "wxcc", "r2", "k2.wav", "cd34", 7)
             .await
             .unwrap();
-        let r2 = v.recording(&o, "r2").await.unwrap().unwrap();
+        let r2 = v.recording(&o, "wxcc", "r2").await.unwrap().unwrap();
         assert_eq!((r2.state, r2.reason), (R::Stored, None), "{b}");
 
         for res in [
-            v.mark_recording_stored(&o, "nope", "k", "s", 1).await,
-            v.mark_recording_done(&o, "nope", "k").await,
-            v.mark_recording_failed(&o, "nope", "x").await,
+            v.mark_recording_stored(&o, "wxcc", "nope", "k", "s", 1)
+                .await,
+            v.mark_recording_done(&o, "wxcc", "nope", "k").await,
+            v.mark_recording_failed(&o, "wxcc", "nope", "x").await,
         ] {
             assert!(matches!(res, Err(VaultError::NotFound(_))), "{b}: {res:?}");
         }
         assert!(matches!(
-            v.note_recording_attempt(&o, "nope", "x").await,
+            v.note_recording_attempt(&o, "wxcc", "nope", "x").await,
             Err(VaultError::NotFound(_))
         ));
-        assert!(v.recording(&o, "nope").await.unwrap().is_none());
+        assert!(v.recording(&o, "wxcc", "nope").await.unwrap().is_none());
     }
 }
 
@@ -257,9 +297,9 @@ async fn concurrent_upserts_make_one_row() {
             let v = db.vault.clone();
             let o = o.clone();
             handles.push(tokio::spawn(async move {
-                v.upsert_task(&o, &task("t1", 1_000, Some(i % 2 == 0)))
+                v.upsert_task(&o, "wxcc", &task("t1", 1_000, Some(i % 2 == 0)))
                     .await?;
-                v.upsert_recording(&o, &rec("r1", "t1")).await
+                v.upsert_recording(&o, "wxcc", &rec("r1", "t1")).await
             }));
         }
         for h in handles {
@@ -290,35 +330,43 @@ async fn counts_and_failures_reflect_the_ledger() {
             ("c", Some(true)),
             ("n", None),
         ] {
-            v.upsert_task(&o, &task(id, 1_000, cap)).await.unwrap();
+            v.upsert_task(&o, "wxcc", &task(id, 1_000, cap))
+                .await
+                .unwrap();
         }
-        v.set_task_state(&o, "n", T::Absent, Some("capture_never_requested"))
+        v.set_task_state(&o, "wxcc", "n", T::Absent, Some("capture_never_requested"))
             .await
             .unwrap();
-        v.set_task_state(&o, "p", T::PendingCapture, None)
+        v.set_task_state(&o, "wxcc", "p", T::PendingCapture, None)
             .await
             .unwrap();
-        v.set_task_state(&o, "m", T::Missing, Some("none within 48 h"))
+        v.set_task_state(&o, "wxcc", "m", T::Missing, Some("none within 48 h"))
             .await
             .unwrap();
-        v.set_task_state(&o, "a", T::Absent, Some("not requested"))
+        v.set_task_state(&o, "wxcc", "a", T::Absent, Some("not requested"))
             .await
             .unwrap();
-        v.set_task_state(&o, "x", T::Failed, Some("bad data"))
+        v.set_task_state(&o, "wxcc", "x", T::Failed, Some("bad data"))
             .await
             .unwrap();
-        v.set_task_state(&o, "c", T::Captured, None).await.unwrap();
+        v.set_task_state(&o, "wxcc", "c", T::Captured, None)
+            .await
+            .unwrap();
         // Recordings: ready, stored, done x2, failed.
         for id in ["r-ready", "r-stored", "r-done1", "r-done2", "r-failed"] {
-            v.upsert_recording(&o, &rec(id, "c")).await.unwrap();
+            v.upsert_recording(&o, "wxcc", &rec(id, "c")).await.unwrap();
         }
         for id in ["r-stored", "r-done1", "r-done2"] {
-            v.mark_recording_stored(&o, id, "k", "s", 1).await.unwrap();
+            v.mark_recording_stored(&o, "wxcc", id, "k", "s", 1)
+                .await
+                .unwrap();
         }
         for id in ["r-done1", "r-done2"] {
-            v.mark_recording_done(&o, id, "k.json").await.unwrap();
+            v.mark_recording_done(&o, "wxcc", id, "k.json")
+                .await
+                .unwrap();
         }
-        v.mark_recording_failed(&o, "r-failed", "HTTP 403")
+        v.mark_recording_failed(&o, "wxcc", "r-failed", "HTTP 403")
             .await
             .unwrap();
 
@@ -332,6 +380,7 @@ async fn counts_and_failures_reflect_the_ledger() {
             absent: 2,
             capture_never_requested: 1,
             failed: 2,
+            recordings_absent: 0,
         };
         assert_eq!(v.counts(&o).await.unwrap(), expected, "{b}");
         // Other orgs are counted separately.
@@ -421,7 +470,7 @@ async fn batch_upserts_and_transitions_match_the_single_row_rules() {
             .map(|i| task(&format!("t{i}"), 1_000 + i, Some(i % 3 != 0)))
             .collect();
         tasks.push(task("t3", 1_003, Some(true)));
-        let rows = v.upsert_tasks(&o, &tasks).await.unwrap();
+        let rows = v.upsert_tasks(&o, "wxcc", &tasks).await.unwrap();
         assert_eq!(rows.len(), 450, "{b}");
         let t3 = rows.iter().find(|r| r.task_id == "t3").unwrap();
         assert_eq!(
@@ -432,7 +481,7 @@ async fn batch_upserts_and_transitions_match_the_single_row_rules() {
         // A later batch with the flag unknown keeps the known flag and takes the new attributes.
         let mut later = task("t7", 1_007, None);
         later.attributes_json = r#"{"id":"t7","v":9}"#.into();
-        let rows2 = v.upsert_tasks(&o, &[later]).await.unwrap();
+        let rows2 = v.upsert_tasks(&o, "wxcc", &[later]).await.unwrap();
         assert_eq!(rows2[0].attributes_json, r#"{"id":"t7","v":9}"#, "{b}");
         assert_eq!(
             rows2[0].capture_requested,
@@ -442,26 +491,27 @@ async fn batch_upserts_and_transitions_match_the_single_row_rules() {
         assert!(rows.iter().all(|r| r.state == T::Discovered), "{b}");
 
         let ids: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
-        v.note_capture_checks(&o, &ids).await.unwrap();
-        v.set_tasks_state(&o, &ids, T::Captured, None)
+        v.note_capture_checks(&o, "wxcc", &ids).await.unwrap();
+        v.set_tasks_state(&o, "wxcc", &ids, T::Captured, None)
             .await
             .unwrap();
         // Captured is final: a later batch move back to pending is ignored.
-        v.set_tasks_state(&o, &ids, T::PendingCapture, None)
+        v.set_tasks_state(&o, "wxcc", &ids, T::PendingCapture, None)
             .await
             .unwrap();
         v.set_tasks_state(
             &o,
+            "wxcc",
             &["t20".to_string()],
             T::Absent,
             Some("no capture requested"),
         )
         .await
         .unwrap();
-        let captured = v.tasks_in_states(&o, &[T::Captured]).await.unwrap();
+        let captured = v.tasks_in_states(&o, "wxcc", &[T::Captured]).await.unwrap();
         assert_eq!(captured.len(), 10, "{b}");
         assert!(captured.iter().all(|t| t.checks == 1), "{b}");
-        let absent = v.tasks_in_states(&o, &[T::Absent]).await.unwrap();
+        let absent = v.tasks_in_states(&o, "wxcc", &[T::Absent]).await.unwrap();
         assert_eq!(absent.len(), 1, "{b}");
         assert_eq!(
             absent[0].reason.as_deref(),
@@ -472,14 +522,14 @@ async fn batch_upserts_and_transitions_match_the_single_row_rules() {
         let recs: Vec<RecordingUpsert> = (0..250)
             .map(|i| rec(&format!("r{i}"), &format!("t{}", i % 10)))
             .collect();
-        let rows = v.upsert_recordings(&o, &recs).await.unwrap();
+        let rows = v.upsert_recordings(&o, "wxcc", &recs).await.unwrap();
         assert_eq!(rows.len(), 250, "{b}");
         assert!(rows.iter().all(|r| r.state == R::Ready), "{b}");
-        v.mark_recording_archived(&o, "r1", "k/r1.wav", "abc", 10, "k/r1.json")
+        v.mark_recording_archived(&o, "wxcc", "r1", "k/r1.wav", "abc", 10, "k/r1.json")
             .await
             .unwrap();
         // Upserting again never regresses a done recording.
-        let again = v.upsert_recordings(&o, &recs[..5]).await.unwrap();
+        let again = v.upsert_recordings(&o, "wxcc", &recs[..5]).await.unwrap();
         let r1 = again.iter().find(|r| r.recording_id == "r1").unwrap();
         assert_eq!(r1.state, R::Done, "{b}");
         assert_eq!(r1.sha256.as_deref(), Some("abc"), "{b}");
@@ -496,12 +546,12 @@ async fn batch_archived_marks_set_done_with_hashes_and_skip_done_rows() {
         let b = db.name();
         let v = &db.vault;
         let o = org(v, "marks").await;
-        v.upsert_task(&o, &task("t1", 1_000, Some(true)))
+        v.upsert_task(&o, "wxcc", &task("t1", 1_000, Some(true)))
             .await
             .unwrap();
         let recs: Vec<RecordingUpsert> = (0..3).map(|i| rec(&format!("r{i}"), "t1")).collect();
-        v.upsert_recordings(&o, &recs).await.unwrap();
-        v.mark_recording_archived(&o, "r0", "k/r0.wav", "first", 1, "k/r0.json")
+        v.upsert_recordings(&o, "wxcc", &recs).await.unwrap();
+        v.mark_recording_archived(&o, "wxcc", "r0", "k/r0.wav", "first", 1, "k/r0.json")
             .await
             .unwrap();
         let items: Vec<vault::Archived> = (0..3)
@@ -513,8 +563,13 @@ async fn batch_archived_marks_set_done_with_hashes_and_skip_done_rows() {
                 sidecar_key: format!("k/r{i}.json"),
             })
             .collect();
-        v.mark_recordings_archived(&o, &items).await.unwrap();
-        let done = v.recordings_in_states(&o, &[R::Done]).await.unwrap();
+        v.mark_recordings_archived(&o, "wxcc", &items)
+            .await
+            .unwrap();
+        let done = v
+            .recordings_in_states(&o, "wxcc", &[R::Done])
+            .await
+            .unwrap();
         assert_eq!(done.len(), 3, "{b}");
         let get = |id: &str| done.iter().find(|r| r.recording_id == id).unwrap().clone();
         assert_eq!(

@@ -10,3 +10,5 @@ mod open;
 mod orgs;
 mod recheck;
 mod rotation;
+mod sources;
+mod upgrade;

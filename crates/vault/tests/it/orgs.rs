@@ -368,6 +368,7 @@ async fn removing_an_org_deletes_its_secrets_and_ledger_but_not_other_orgs() {
         for o in [&a, &keep] {
             v.upsert_task(
                 o,
+                "wxcc",
                 &vault::TaskUpsert {
                     task_id: "t".into(),
                     created_ms: 1,

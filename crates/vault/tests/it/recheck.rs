@@ -17,7 +17,9 @@ async fn only_settled_tasks_without_a_capture_are_rechecked_once_per_interval() 
             ("old-missing", 1_000, Some(true)),
             ("pending", 5_000, Some(true)),
         ] {
-            v.upsert_task(&o, &task(id, created, cap)).await.unwrap();
+            v.upsert_task(&o, "wxcc", &task(id, created, cap))
+                .await
+                .unwrap();
         }
         for (id, state) in [
             ("missing", T::Missing),
@@ -25,12 +27,14 @@ async fn only_settled_tasks_without_a_capture_are_rechecked_once_per_interval() 
             ("declined", T::Absent),
             ("old-missing", T::Missing),
         ] {
-            v.set_task_state(&o, id, state, Some("why")).await.unwrap();
+            v.set_task_state(&o, "wxcc", id, state, Some("why"))
+                .await
+                .unwrap();
         }
         let o = &o;
         let due = |since, before| async move {
             let mut ids: Vec<String> = v
-                .tasks_due_for_recheck(o, since, before)
+                .tasks_due_for_recheck(o, "wxcc", since, before)
                 .await
                 .unwrap()
                 .into_iter()
@@ -42,21 +46,21 @@ async fn only_settled_tasks_without_a_capture_are_rechecked_once_per_interval() 
         // Never checked: both settled tasks inside the rescan span; not the declined one, not
         // the one created before the span, not the pending one.
         assert_eq!(due(2_000, 100_000).await, ["missing", "never"], "{b}");
-        v.note_capture_checks_at(o, &["missing".into(), "never".into()], 50_000)
+        v.note_capture_checks_at(o, "wxcc", &["missing".into(), "never".into()], 50_000)
             .await
             .unwrap();
         assert!(due(2_000, 50_000).await.is_empty(), "{b}: checked recently");
         assert_eq!(due(2_000, 50_001).await, ["missing", "never"], "{b}");
         // A late capture re-opens a never-requested absent task; a declined one stays final.
         let moved = v
-            .reopen_never_requested(o, &["never".into(), "declined".into()], 60_000)
+            .reopen_never_requested(o, "wxcc", &["never".into(), "declined".into()], 60_000)
             .await
             .unwrap();
         assert_eq!(moved, 1, "{b}");
-        v.set_task_state(o, "never", T::Captured, None)
+        v.set_task_state(o, "wxcc", "never", T::Captured, None)
             .await
             .unwrap();
-        let absent = v.tasks_in_states(o, &[T::Absent]).await.unwrap();
+        let absent = v.tasks_in_states(o, "wxcc", &[T::Absent]).await.unwrap();
         assert_eq!(absent.len(), 1, "{b}");
         assert_eq!(absent[0].task_id, "declined", "{b}");
         assert_eq!(due(2_000, 100_000).await, ["missing"], "{b}");
@@ -70,11 +74,11 @@ async fn window_problems_and_retry_put_back_only_what_failed_in_the_window() {
         let v = &db.vault;
         let o = org(v, "one").await;
         for (id, created) in [("t-in", 10_000), ("t-out", 90_000), ("t-miss", 20_000)] {
-            v.upsert_task(&o, &task(id, created, Some(true)))
+            v.upsert_task(&o, "wxcc", &task(id, created, Some(true)))
                 .await
                 .unwrap();
         }
-        v.set_task_state(&o, "t-miss", T::Missing, Some("none within 48 h"))
+        v.set_task_state(&o, "wxcc", "t-miss", T::Missing, Some("none within 48 h"))
             .await
             .unwrap();
         for (id, t, created) in [
@@ -82,18 +86,20 @@ async fn window_problems_and_retry_put_back_only_what_failed_in_the_window() {
             ("r-ok", "t-in", 10_000),
             ("r-out", "t-out", 90_000),
         ] {
-            v.upsert_recording(&o, &rec(id, t, created)).await.unwrap();
+            v.upsert_recording(&o, "wxcc", &rec(id, t, created))
+                .await
+                .unwrap();
         }
-        v.set_task_state(&o, "t-in", T::Captured, None)
+        v.set_task_state(&o, "wxcc", "t-in", T::Captured, None)
             .await
             .unwrap();
-        v.set_task_state(&o, "t-out", T::Captured, None)
+        v.set_task_state(&o, "wxcc", "t-out", T::Captured, None)
             .await
             .unwrap();
-        v.mark_recording_failed(&o, "r-in", "gave up")
+        v.mark_recording_failed(&o, "wxcc", "r-in", "gave up")
             .await
             .unwrap();
-        v.mark_recording_failed(&o, "r-out", "gave up")
+        v.mark_recording_failed(&o, "wxcc", "r-out", "gave up")
             .await
             .unwrap();
 
@@ -124,10 +130,10 @@ async fn window_problems_and_retry_put_back_only_what_failed_in_the_window() {
             },
             "{b}"
         );
-        let r = v.recording(&o, "r-in").await.unwrap().unwrap();
+        let r = v.recording(&o, "wxcc", "r-in").await.unwrap().unwrap();
         assert_eq!(r.state, vault::RecordingState::Ready, "{b}");
         assert_eq!((r.attempts, r.reason.as_deref()), (0, None), "{b}");
-        let out = v.recording(&o, "r-out").await.unwrap().unwrap();
+        let out = v.recording(&o, "wxcc", "r-out").await.unwrap().unwrap();
         assert_eq!(out.state, vault::RecordingState::Failed, "{b}: outside");
         assert_eq!(
             v.problems_in_window(&o, 0, 50_000, 10).await.unwrap().total,
