@@ -13,6 +13,7 @@
 //! [`wxcc::Rejected`] rather than failing a whole page.
 
 mod api;
+
 mod error;
 pub mod health;
 pub mod http;
@@ -20,9 +21,13 @@ mod json;
 mod link_policy;
 pub mod media;
 pub mod oauth;
+mod retry;
 pub mod wxcc;
 
-pub use error::{Error, ErrorClass, ReauthKind, WXCC_READ_SCOPE};
+pub use error::{
+    Access, CALLING_ADMIN_SCOPE, CALLING_COMPLIANCE_SCOPE, Error, ErrorClass, ReauthKind,
+    WXCC_READ_SCOPE,
+};
 pub use secrecy::{ExposeSecret, SecretString};
 
 /// Supplies bearer tokens to API clients.
