@@ -23,6 +23,7 @@ use crate::{Error, TokenProvider};
 #[derive(Debug)]
 pub(crate) struct ApiResponse {
     pub status: u16,
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -204,7 +205,11 @@ impl ApiCaller {
                         Err(e) => return Attempt::Retry(network_error(endpoint, &e)),
                     };
                     if (200..300).contains(&status) || accept.contains(&status) {
-                        return Attempt::Done(ApiResponse { status, body });
+                        return Attempt::Done(ApiResponse {
+                            status,
+                            headers,
+                            body,
+                        });
                     }
                     let parsed = ErrorBody::parse(&body);
                     let tracking = tracking_id(&headers, Some(&parsed));

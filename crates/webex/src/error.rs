@@ -260,9 +260,9 @@ pub enum Error {
         detail: String,
     },
 
-    /// The media host refused a pre-signed link (400/401/403): get a fresh link and retry.
+    /// The media host refused a link (400/401/403; 410 for Calling): get a fresh link and retry.
     #[error(
-        "media link for {location} was refused with HTTP {status} (expired or invalid pre-signed URL); re-query the captures for a fresh link"
+        "media link for {location} was refused with HTTP {status} (expired or invalid link); get a fresh one (WxCC: query the captures again; Calling: request the recording details again)"
     )]
     LinkExpired {
         /// Host and path of the link (never the signed query string).

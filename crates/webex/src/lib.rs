@@ -13,17 +13,20 @@
 //! [`wxcc::Rejected`] rather than failing a whole page.
 
 mod api;
+pub mod calling;
 
 mod error;
 pub mod health;
 pub mod http;
 mod json;
+mod link_header;
 mod link_policy;
 pub mod media;
 pub mod oauth;
 mod retry;
 pub mod wxcc;
 
+pub use calling::CallingClient;
 pub use error::{
     Access, CALLING_ADMIN_SCOPE, CALLING_COMPLIANCE_SCOPE, Error, ErrorClass, ReauthKind,
     WXCC_READ_SCOPE,
