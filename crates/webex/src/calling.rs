@@ -118,8 +118,10 @@ impl CallingClient {
     }
 
     /// Every recording of `q` (webex-api.md §3.2, §3.8): `max=100`, ISO 8601 `from`/`to`,
-    /// pages followed through `Link: rel="next"`. `from_ms >= to_ms` returns an empty listing
-    /// without a request. Keep windows at 30 days or less (1 day in practice).
+    /// pages followed through `Link: rel="next"`. Each item is checked against the window by
+    /// `createTime` (else `timeRecorded`; an item with neither is kept, the server's filter
+    /// being all there is) and against `status`/`serviceType`. `from_ms >= to_ms` returns an
+    /// empty listing without a request. Keep windows at 30 days or less (1 day in practice).
     ///
     /// # Errors
     ///

@@ -174,69 +174,65 @@ impl MediaClient {
         };
         let (endpoint, location) = (&endpoint, &location);
         driver
-            .run((), |_, ()| async move {
-                let outcome = async {
-                    let mut builder = self.http.get(link.clone());
-                    if let Some(token) = bearer {
-                        builder = builder.bearer_auth(token.expose_secret());
-                    }
-                    let req = match build_request(builder, "GET media") {
-                        Ok(r) => r,
-                        Err(e) => return Attempt::Fail(e),
-                    };
-                    let resp = match guarded_execute(&self.http, &self.health, req).await {
-                        Err(e) => return Attempt::Fail(e),
-                        Ok(Err(e)) => {
-                            if let Some(r) = refusal_in(&e) {
-                                return Attempt::Fail(refused(r));
-                            }
-                            return Attempt::Retry(network_error(endpoint, &e));
-                        }
-                        Ok(Ok(resp)) => resp,
-                    };
-                    let status = resp.status().as_u16();
-                    if matches!(status, 200 | 203) {
-                        return match open_stream(resp, location.clone()) {
-                            Ok(m) => Attempt::Done(Fetched::Media(m)),
-                            Err(e) => Attempt::Fail(e),
-                        };
-                    }
-                    if refusals.contains(&status) {
-                        return Attempt::Done(Fetched::Refused(status));
-                    }
-                    if resp.status().is_redirection() {
-                        return Attempt::Fail(redirect_refused(link, &resp));
-                    }
-                    let header = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok());
-                    // Media hosts are outside the Webex API rate limit: a 429 here is waited out
-                    // by this request alone, not through a client id's gate.
-                    let server_wait = match (status, header) {
-                        (429, Some(v)) => Some(retry.retry_after_from_header(Some(v))),
-                        (_, Some(v)) => Some(
-                            crate::http::parse_retry_after(v, std::time::SystemTime::now())
-                                .unwrap_or_default()
-                                .min(retry.max_retry_after),
-                        ),
-                        (_, None) => None,
-                    };
-                    let err = Error::Http {
-                        endpoint: endpoint.to_owned(),
-                        status,
-                        tracking_id: None,
-                        body: format!("media host answered {status}"),
-                        retry_after: server_wait,
-                    };
-                    if status_is_transient(status) {
-                        Attempt::Retry(err)
-                    } else {
-                        Attempt::Fail(err)
-                    }
+            .run_simple(|_| async move {
+                let mut builder = self.http.get(link.clone());
+                if let Some(token) = bearer {
+                    builder = builder.bearer_auth(token.expose_secret());
                 }
-                .await;
-                ((), outcome)
+                let req = match build_request(builder, "GET media") {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                let resp = match guarded_execute(&self.http, &self.health, req).await {
+                    Err(e) => return Attempt::Fail(e),
+                    Ok(Err(e)) => {
+                        if let Some(r) = refusal_in(&e) {
+                            return Attempt::Fail(refused(r));
+                        }
+                        return Attempt::Retry(network_error(endpoint, &e));
+                    }
+                    Ok(Ok(resp)) => resp,
+                };
+                let status = resp.status().as_u16();
+                if matches!(status, 200 | 203) {
+                    return match open_stream(resp, location.clone()) {
+                        Ok(m) => Attempt::Done(Fetched::Media(m)),
+                        Err(e) => Attempt::Fail(e),
+                    };
+                }
+                if refusals.contains(&status) {
+                    return Attempt::Done(Fetched::Refused(status));
+                }
+                if resp.status().is_redirection() {
+                    return Attempt::Fail(redirect_refused(link, &resp));
+                }
+                let header = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok());
+                // Media hosts are outside the Webex API rate limit: a 429 here is waited out
+                // by this request alone, not through a client id's gate.
+                let server_wait = match (status, header) {
+                    (429, Some(v)) => Some(retry.retry_after_from_header(Some(v))),
+                    (_, Some(v)) => Some(
+                        crate::http::parse_retry_after(v, std::time::SystemTime::now())
+                            .unwrap_or_default()
+                            .min(retry.max_retry_after),
+                    ),
+                    (_, None) => None,
+                };
+                let err = Error::Http {
+                    endpoint: endpoint.to_owned(),
+                    status,
+                    tracking_id: None,
+                    body: format!("media host answered {status}"),
+                    retry_after: server_wait,
+                };
+                if status_is_transient(status) {
+                    Attempt::Retry(err)
+                } else {
+                    Attempt::Fail(err)
+                }
             })
             .await
     }

@@ -655,49 +655,45 @@ impl OAuthClient {
             warn_on_failure: true,
         };
         driver
-            .run((), |_, ()| async move {
-                let outcome = async {
-                    let req = match build_request(
-                        self.http
-                            .delete(url.clone())
-                            .bearer_auth(token)
-                            .header(reqwest::header::ACCEPT, "application/json"),
-                        AUTHORIZATIONS_ENDPOINT,
-                    ) {
-                        Ok(r) => r,
-                        Err(e) => return Attempt::Fail(e),
-                    };
-                    let resp = match guarded_execute(&self.http, gate.health(), req).await {
-                        Err(e) => return Attempt::Fail(e),
-                        Ok(Err(e)) => {
-                            return Attempt::Retry(network_error(AUTHORIZATIONS_ENDPOINT, &e));
-                        }
-                        Ok(Ok(resp)) => resp,
-                    };
-                    if resp.status().is_success() {
-                        // Done server-side; a body (there should be none) does not matter.
-                        let _ = resp.bytes().await;
-                        tracing::info!(
-                            client_id,
-                            org_id,
-                            "revoked the integration's authorizations"
-                        );
-                        return Attempt::Done(());
+            .run_simple(|_| async move {
+                let req = match build_request(
+                    self.http
+                        .delete(url.clone())
+                        .bearer_auth(token)
+                        .header(reqwest::header::ACCEPT, "application/json"),
+                    AUTHORIZATIONS_ENDPOINT,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                let resp = match guarded_execute(&self.http, gate.health(), req).await {
+                    Err(e) => return Attempt::Fail(e),
+                    Ok(Err(e)) => {
+                        return Attempt::Retry(network_error(AUTHORIZATIONS_ENDPOINT, &e));
                     }
-                    let status = resp.status().as_u16();
-                    let (tracking, wait) = answer_meta(&self.retry, &resp);
-                    let err = match resp.bytes().await {
-                        Err(e) => network_error(AUTHORIZATIONS_ENDPOINT, &e),
-                        Ok(body) => classify_admin_error(status, tracking, wait, &body, &secrets),
-                    };
-                    if err.class() == crate::ErrorClass::Transient {
-                        Attempt::Retry(err)
-                    } else {
-                        Attempt::Fail(err)
-                    }
+                    Ok(Ok(resp)) => resp,
+                };
+                if resp.status().is_success() {
+                    // Done server-side; a body (there should be none) does not matter.
+                    let _ = resp.bytes().await;
+                    tracing::info!(
+                        client_id,
+                        org_id,
+                        "revoked the integration's authorizations"
+                    );
+                    return Attempt::Done(());
                 }
-                .await;
-                ((), outcome)
+                let status = resp.status().as_u16();
+                let (tracking, wait) = answer_meta(&self.retry, &resp);
+                let err = match resp.bytes().await {
+                    Err(e) => network_error(AUTHORIZATIONS_ENDPOINT, &e),
+                    Ok(body) => classify_admin_error(status, tracking, wait, &body, &secrets),
+                };
+                if err.class() == crate::ErrorClass::Transient {
+                    Attempt::Retry(err)
+                } else {
+                    Attempt::Fail(err)
+                }
             })
             .await
     }
@@ -729,65 +725,58 @@ impl OAuthClient {
             }
         };
         driver
-            .run((), |_, ()| async move {
-                let outcome = async {
-                    let mut fields: Vec<(&str, &str)> = form.to_vec();
-                    let mut req = self.http.post(url.clone());
-                    match creds.auth {
-                        ClientAuth::Form => {
-                            fields.push(("client_id", &creds.client_id));
-                            fields.push(("client_secret", creds.client_secret.expose_secret()));
-                        }
-                        ClientAuth::Basic => {
-                            req = req.basic_auth(
-                                &creds.client_id,
-                                Some(creds.client_secret.expose_secret()),
-                            );
-                        }
+            .run_simple(|_| async move {
+                let mut fields: Vec<(&str, &str)> = form.to_vec();
+                let mut req = self.http.post(url.clone());
+                match creds.auth {
+                    ClientAuth::Form => {
+                        fields.push(("client_id", &creds.client_id));
+                        fields.push(("client_secret", creds.client_secret.expose_secret()));
                     }
-                    let req = match build_request(
-                        req.header(reqwest::header::ACCEPT, "application/json")
-                            .form(&fields),
-                        TOKEN_ENDPOINT,
-                    ) {
-                        Ok(r) => r,
-                        Err(e) => return Attempt::Fail(e),
-                    };
-                    let resp = match guarded_execute(&self.http, gate.health(), req).await {
-                        Err(e) => return Attempt::Fail(e),
-                        // A code is consumed only by a request that reached the server.
-                        Ok(Err(e)) => {
-                            return retry_if(
-                                scope == RetryScope::AllTransient || e.is_connect(),
-                                network_error(TOKEN_ENDPOINT, &e),
-                            );
-                        }
-                        Ok(Ok(resp)) => resp,
-                    };
-                    let status = resp.status().as_u16();
-                    let (tracking, wait) = answer_meta(&self.retry, &resp);
-                    match resp.bytes().await {
-                        Err(e) => retry_if(
-                            scope == RetryScope::AllTransient,
-                            network_error(TOKEN_ENDPOINT, &e),
-                        ),
-                        Ok(body) if (200..300).contains(&status) => {
-                            match TokenResponse::parse(&body) {
-                                Ok(t) => Attempt::Done(t),
-                                Err(e) => Attempt::Fail(e),
-                            }
-                        }
-                        Ok(body) => {
-                            let err = classify_token_error(status, tracking, wait, &body, secrets);
-                            let retryable = status_is_transient(status)
-                                && (scope == RetryScope::AllTransient
-                                    || matches!(status, 423 | 429));
-                            retry_if(retryable, err)
-                        }
+                    ClientAuth::Basic => {
+                        req = req.basic_auth(
+                            &creds.client_id,
+                            Some(creds.client_secret.expose_secret()),
+                        );
                     }
                 }
-                .await;
-                ((), outcome)
+                let req = match build_request(
+                    req.header(reqwest::header::ACCEPT, "application/json")
+                        .form(&fields),
+                    TOKEN_ENDPOINT,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                let resp = match guarded_execute(&self.http, gate.health(), req).await {
+                    Err(e) => return Attempt::Fail(e),
+                    // A code is consumed only by a request that reached the server.
+                    Ok(Err(e)) => {
+                        return retry_if(
+                            scope == RetryScope::AllTransient || e.is_connect(),
+                            network_error(TOKEN_ENDPOINT, &e),
+                        );
+                    }
+                    Ok(Ok(resp)) => resp,
+                };
+                let status = resp.status().as_u16();
+                let (tracking, wait) = answer_meta(&self.retry, &resp);
+                match resp.bytes().await {
+                    Err(e) => retry_if(
+                        scope == RetryScope::AllTransient,
+                        network_error(TOKEN_ENDPOINT, &e),
+                    ),
+                    Ok(body) if (200..300).contains(&status) => match TokenResponse::parse(&body) {
+                        Ok(t) => Attempt::Done(t),
+                        Err(e) => Attempt::Fail(e),
+                    },
+                    Ok(body) => {
+                        let err = classify_token_error(status, tracking, wait, &body, secrets);
+                        let retryable = status_is_transient(status)
+                            && (scope == RetryScope::AllTransient || matches!(status, 423 | 429));
+                        retry_if(retryable, err)
+                    }
+                }
             })
             .await
     }

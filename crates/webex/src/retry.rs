@@ -105,6 +105,23 @@ impl Driver<'_> {
         }
     }
 
+    /// [`Driver::run`] for callers without state between attempts.
+    ///
+    /// # Errors
+    ///
+    /// The error of the last attempt.
+    pub async fn run_simple<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        self.run((), |n, ()| {
+            let fut = attempt(n);
+            async move { ((), fut.await) }
+        })
+        .await
+    }
+
     fn close_gate_for(&self, err: &Error) {
         if let (Error::RateLimited { retry_after, .. }, Some(gate)) = (err, self.gate) {
             gate.block_for(*retry_after);
