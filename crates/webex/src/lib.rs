@@ -1,9 +1,11 @@
 //! Typed Webex client for wxvault.
 //!
 //! This crate speaks Webex and nothing else: OAuth (authorization code with PKCE, refresh),
-//! the Webex Contact Center APIs wxvault needs (tasks, captures, users), pre-signed media
-//! downloads, and the policy around them — error classification ([`Error::class`]),
-//! `Retry-After` parsing, the per-client-id [`http::RateGate`] and the [`http::RetryPolicy`].
+//! the Webex Contact Center APIs wxvault needs (tasks, captures, users), the Webex Calling
+//! converged recordings ([`calling::CallingClient`]), media downloads, and the policy around
+//! them — error classification ([`Error::class`]), `Retry-After` parsing, the per-client-id
+//! [`http::RateGate`] and the [`http::RetryPolicy`], applied by one retry driver to every
+//! request.
 //! It knows nothing of storage or databases: tokens come in through [`TokenProvider`], which
 //! the engine implements on top of its vault.
 //!
