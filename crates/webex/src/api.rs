@@ -1,9 +1,10 @@
 //! The one request loop every bearer-authenticated Webex API call goes through.
 //!
-//! Centralising it is what makes the policy uniform: rate gate before every send, 429 →
-//! `Retry-After` → gate, 5xx/network → backoff, 401 → one refresh and one retry, and the host
-//! breaker ([`crate::health::HostHealth`]) around every send so a host that is down is given up
-//! on once for the whole run.
+//! Retries are the shared driver's ([`crate::retry`]): rate gate before every send, 429 →
+//! `Retry-After` → gate, 5xx/network → backoff. This module adds what only bearer calls need:
+//! 401 → one refresh and one retry, 403 → [`Error::Forbidden`] naming the endpoint's
+//! [`Access`], and the host breaker ([`crate::health::HostHealth`]) around every send so a host
+//! that is down is given up on once for the whole run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,15 +13,17 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::error::{ErrorBody, WXCC_READ_SCOPE, status_is_transient, summarize_body};
+use crate::error::{Access, ErrorBody, status_is_transient, summarize_body};
 use crate::health::{HostHealth, host_key};
 use crate::http::{RateGate, RetryPolicy};
+use crate::retry::{Attempt, Driver};
 use crate::{Error, TokenProvider};
 
 /// A successful (or explicitly accepted) response, fully read.
 #[derive(Debug)]
 pub(crate) struct ApiResponse {
     pub status: u16,
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -39,6 +42,26 @@ pub(crate) fn tracking_id(headers: &HeaderMap, parsed: Option<&ErrorBody>) -> Op
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| parsed.and_then(|p| p.tracking_id.clone()))
+}
+
+/// A transport failure on `endpoint` as a (Transient) [`Error::Network`].
+pub(crate) fn network_error(endpoint: &str, e: &reqwest::Error) -> Error {
+    Error::Network {
+        endpoint: endpoint.to_owned(),
+        message: describe_transport(e),
+        timeout: e.is_timeout(),
+    }
+}
+
+/// A server's `Retry-After` on a non-429 answer (423, 503): parsed and clamped; `None` when
+/// absent or unreadable (the backoff applies then).
+pub(crate) fn server_retry_after(
+    policy: &RetryPolicy,
+    header: Option<&str>,
+) -> Option<std::time::Duration> {
+    header
+        .and_then(|v| crate::http::parse_retry_after(v, std::time::SystemTime::now()))
+        .map(|d| d.min(policy.max_retry_after))
 }
 
 /// Describes a reqwest transport error without echoing the URL (which may carry a signature).
@@ -131,151 +154,117 @@ impl ApiCaller {
         }
     }
 
-    /// Sends the request built by `build` (called once per attempt) with the bearer token.
+    /// Sends the request built by `build` (called once per attempt) with the bearer token,
+    /// through the shared retry driver ([`crate::retry`]).
     ///
     /// Returns the response for 2xx statuses and for any status listed in `accept`; every
-    /// other status becomes a classified [`Error`].
+    /// other status becomes a classified [`Error`]. A 401 refreshes the token once and retries
+    /// once; a 403 becomes [`Error::Forbidden`] naming `access`'s scope and role.
     pub async fn send<F>(
         &self,
         endpoint: &str,
+        access: &Access,
         accept: &[u16],
         build: F,
     ) -> Result<ApiResponse, Error>
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
-        let mut token: SecretString = self.tokens.access_token().await?;
-        let mut refreshed = false;
-        let mut attempt: u32 = 0;
-        let max_attempts = self.retry.max_attempts.max(1);
-        loop {
-            attempt += 1;
-            let req = build_request(
-                build(&self.http).bearer_auth(token.expose_secret()),
-                endpoint,
-            )?;
-            self.gate.ready().await;
-            // Refused while the host is known to be down: counted as nothing sent.
-            self.gate.health().admit(&host_key(req.url()))?;
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let sent = guarded_execute(&self.http, self.gate.health(), req).await?;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    let err = Error::Network {
-                        endpoint: endpoint.to_owned(),
-                        message: describe_transport(&e),
-                        timeout: e.is_timeout(),
-                    };
-                    if attempt >= max_attempts {
-                        return Err(err);
-                    }
-                    let delay = self.retry.backoff(attempt);
-                    // Not a warning: a host that stays down is reported once, by the breaker.
-                    tracing::debug!(endpoint, attempt, ?delay, error = %err, "retrying after network error");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let body = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    let err = Error::Network {
-                        endpoint: endpoint.to_owned(),
-                        message: describe_transport(&e),
-                        timeout: e.is_timeout(),
-                    };
-                    if attempt >= max_attempts {
-                        return Err(err);
-                    }
-                    let delay = self.retry.backoff(attempt);
-                    tracing::warn!(endpoint, attempt, ?delay, error = %err, "retrying after interrupted response");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-            };
-            if (200..300).contains(&status) || accept.contains(&status) {
-                return Ok(ApiResponse { status, body });
-            }
-            let parsed = ErrorBody::parse(&body);
-            let tracking = tracking_id(&headers, Some(&parsed));
-            let retry_after_header = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
-            match status {
-                401 if !refreshed => {
-                    tracing::info!(
+        let token: SecretString = self.tokens.access_token().await?;
+        let build = &build;
+        let driver = Driver {
+            what: endpoint,
+            gate: Some(&self.gate),
+            policy: &self.retry,
+            warn_on_failure: true,
+        };
+        driver
+            .run((token, false), |_, (mut token, mut refreshed)| async move {
+                let outcome = async {
+                    let req = match build_request(
+                        build(&self.http).bearer_auth(token.expose_secret()),
                         endpoint,
-                        tracking_id = tracking.as_deref(),
-                        "401: refreshing the access token and retrying once"
-                    );
-                    token = self.tokens.refresh_after_unauthorized(&token).await?;
-                    refreshed = true;
-                    // The 401 retry does not consume the transient-retry budget.
-                    attempt -= 1;
-                    continue;
-                }
-                401 => {
-                    let err = Error::Unauthorized {
-                        endpoint: endpoint.to_owned(),
-                        tracking_id: tracking,
-                        body: summarize_body(&body, &parsed, &[token.expose_secret()]),
+                    ) {
+                        Ok(r) => r,
+                        Err(e) => return Attempt::Fail(e),
                     };
-                    tracing::warn!(endpoint, tracking_id = err.tracking_id(), "{err}");
-                    return Err(err);
-                }
-                429 => {
-                    let wait = self.retry.retry_after_from_header(retry_after_header);
-                    self.gate.block_for(wait);
-                    if attempt >= max_attempts {
-                        let err = Error::RateLimited {
+                    // Refused while the host is known to be down: counted as nothing sent.
+                    if let Err(e) = self.gate.health().admit(&host_key(req.url())) {
+                        return Attempt::Fail(e);
+                    }
+                    self.calls.fetch_add(1, Ordering::Relaxed);
+                    let resp = match guarded_execute(&self.http, self.gate.health(), req).await {
+                        Err(e) => return Attempt::Fail(e),
+                        Ok(Err(e)) => return Attempt::Retry(network_error(endpoint, &e)),
+                        Ok(Ok(r)) => r,
+                    };
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    let body = match resp.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => return Attempt::Retry(network_error(endpoint, &e)),
+                    };
+                    if (200..300).contains(&status) || accept.contains(&status) {
+                        return Attempt::Done(ApiResponse {
+                            status,
+                            headers,
+                            body,
+                        });
+                    }
+                    let parsed = ErrorBody::parse(&body);
+                    let tracking = tracking_id(&headers, Some(&parsed));
+                    let retry_after_header = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+                    let summary = || summarize_body(&body, &parsed, &[token.expose_secret()]);
+                    let err = match status {
+                        401 if !refreshed => {
+                            tracing::info!(
+                                endpoint,
+                                tracking_id = tracking.as_deref(),
+                                "401: refreshing the access token and retrying once"
+                            );
+                            match self.tokens.refresh_after_unauthorized(&token).await {
+                                Ok(t) => token = t,
+                                Err(e) => return Attempt::Fail(e),
+                            }
+                            refreshed = true;
+                            // The 401 retry does not consume the transient-retry budget.
+                            return Attempt::Again;
+                        }
+                        401 => Error::Unauthorized {
                             endpoint: endpoint.to_owned(),
-                            retry_after: wait,
                             tracking_id: tracking,
-                        };
-                        tracing::warn!(endpoint, tracking_id = err.tracking_id(), "{err}");
-                        return Err(err);
+                            body: summary(),
+                        },
+                        429 => Error::RateLimited {
+                            endpoint: endpoint.to_owned(),
+                            retry_after: self.retry.retry_after_from_header(retry_after_header),
+                            tracking_id: tracking,
+                        },
+                        403 => Error::Forbidden {
+                            endpoint: endpoint.to_owned(),
+                            scope: access.scope,
+                            role: access.role,
+                            tracking_id: tracking,
+                            body: summary(),
+                        },
+                        _ => Error::Http {
+                            endpoint: endpoint.to_owned(),
+                            status,
+                            tracking_id: tracking,
+                            body: summary(),
+                            retry_after: server_retry_after(&self.retry, retry_after_header),
+                        },
+                    };
+                    if status_is_transient(status) {
+                        Attempt::Retry(err)
+                    } else {
+                        Attempt::Fail(err)
                     }
-                    tracing::warn!(
-                        endpoint,
-                        attempt,
-                        ?wait,
-                        tracking_id = tracking.as_deref(),
-                        "429: waiting for Retry-After through the shared rate gate"
-                    );
-                    continue;
                 }
-                _ => {}
-            }
-            let server_wait = retry_after_header
-                .and_then(|v| crate::http::parse_retry_after(v, std::time::SystemTime::now()))
-                .map(|d| d.min(self.retry.max_retry_after));
-            let err = match status {
-                403 => Error::Forbidden {
-                    endpoint: endpoint.to_owned(),
-                    scope: WXCC_READ_SCOPE,
-                    tracking_id: tracking,
-                    body: summarize_body(&body, &parsed, &[token.expose_secret()]),
-                },
-                _ => Error::Http {
-                    endpoint: endpoint.to_owned(),
-                    status,
-                    tracking_id: tracking,
-                    body: summarize_body(&body, &parsed, &[token.expose_secret()]),
-                    retry_after: server_wait,
-                },
-            };
-            if status_is_transient(status) && attempt < max_attempts {
-                let delay = server_wait
-                    .unwrap_or_default()
-                    .max(self.retry.backoff(attempt));
-                tracing::warn!(endpoint, attempt, ?delay, tracking_id = err.tracking_id(), error = %err, "retrying after server error");
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-            tracing::warn!(endpoint, status, tracking_id = err.tracking_id(), error = %err, "Webex API call failed");
-            return Err(err);
-        }
+                .await;
+                ((token, refreshed), outcome)
+            })
+            .await
     }
 
     pub fn calls(&self) -> u64 {

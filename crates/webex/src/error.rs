@@ -74,6 +74,38 @@ impl ReauthKind {
 /// The scope every WxCC endpoint wxvault uses requires (webex-api.md §2.2).
 pub const WXCC_READ_SCOPE: &str = "cjp:config_read";
 
+/// The scope that lists every user's converged recordings and gets their download links: the
+/// authorizing user must be a compliance officer (webex-api.md §3.1).
+pub const CALLING_COMPLIANCE_SCOPE: &str = "spark-compliance:recordings_read";
+
+/// The admin scope for converged recordings: lists and reads metadata but never gets download
+/// links (webex-api.md §3.1).
+pub const CALLING_ADMIN_SCOPE: &str = "spark-admin:recordings_read";
+
+/// What an endpoint needs from the grant: the scope and, in words, the user's role. A 403
+/// names both ([`Error::Forbidden`]), so the operator knows whom to reconnect the org with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The OAuth scope, e.g. [`WXCC_READ_SCOPE`].
+    pub scope: &'static str,
+    /// The role the authorizing user must hold, e.g. `a compliance officer`.
+    pub role: &'static str,
+}
+
+impl Access {
+    /// Every WxCC endpoint wxvault uses (webex-api.md §2.2).
+    pub const WXCC: Access = Access {
+        scope: WXCC_READ_SCOPE,
+        role: "a Contact Center administrator or supervisor",
+    };
+
+    /// The converged-recordings endpoints wxvault uses (webex-api.md §3.1).
+    pub const CALLING_COMPLIANCE: Access = Access {
+        scope: CALLING_COMPLIANCE_SCOPE,
+        role: "a compliance officer",
+    };
+}
+
 /// Errors from the Webex client. See the module docs for the classification table.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -160,12 +192,14 @@ pub enum Error {
     },
 
     /// HTTP 403: the grant lacks a scope or the authorizing user lacks a role.
-    #[error("{endpoint} returned 403 Forbidden{}: the grant lacks scope {scope} or the authorizing user is not a Contact Center administrator/supervisor; reconnect the org with an admin who has both ({body})", fmt_tracking(tracking_id.as_deref()))]
+    #[error("{endpoint} returned 403 Forbidden{}: the grant lacks scope {scope} or the authorizing user is not {role}; reconnect the org with a user who is {role} and grant {scope} ({body})", fmt_tracking(tracking_id.as_deref()))]
     Forbidden {
         /// Logical endpoint name.
         endpoint: String,
         /// The scope this endpoint needs.
         scope: &'static str,
+        /// The role the authorizing user needs, in words (see [`Access`]).
+        role: &'static str,
         /// Tracking id, if any.
         tracking_id: Option<String>,
         /// Short, redacted body.
@@ -226,9 +260,9 @@ pub enum Error {
         detail: String,
     },
 
-    /// The media host refused a pre-signed link (400/401/403): get a fresh link and retry.
+    /// The media host refused a link (400/401/403; 410 for Calling): get a fresh link and retry.
     #[error(
-        "media link for {location} was refused with HTTP {status} (expired or invalid pre-signed URL); re-query the captures for a fresh link"
+        "media link for {location} was refused with HTTP {status} (expired or invalid link); get a fresh one (WxCC: query the captures again; Calling: request the recording details again)"
     )]
     LinkExpired {
         /// Host and path of the link (never the signed query string).
@@ -731,11 +765,17 @@ mod tests {
         let forbidden = Error::Forbidden {
             endpoint: "POST /v1/captures/query".into(),
             scope: WXCC_READ_SCOPE,
+            role: Access::WXCC.role,
             tracking_id: None,
             body: String::new(),
         };
         assert_eq!(forbidden.class(), ErrorClass::Permanent);
         assert!(forbidden.to_string().contains("cjp:config_read"));
+        assert!(
+            forbidden
+                .to_string()
+                .contains("Contact Center administrator")
+        );
         let expired = Error::LinkExpired {
             location: "h/p".into(),
             status: 403,

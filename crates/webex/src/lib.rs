@@ -1,9 +1,11 @@
 //! Typed Webex client for wxvault.
 //!
 //! This crate speaks Webex and nothing else: OAuth (authorization code with PKCE, refresh),
-//! the Webex Contact Center APIs wxvault needs (tasks, captures, users), pre-signed media
-//! downloads, and the policy around them — error classification ([`Error::class`]),
-//! `Retry-After` parsing, the per-client-id [`http::RateGate`] and the [`http::RetryPolicy`].
+//! the Webex Contact Center APIs wxvault needs (tasks, captures, users), the Webex Calling
+//! converged recordings ([`calling::CallingClient`]), media downloads, and the policy around
+//! them — error classification ([`Error::class`]), `Retry-After` parsing, the per-client-id
+//! [`http::RateGate`] and the [`http::RetryPolicy`], applied by one retry driver to every
+//! request.
 //! It knows nothing of storage or databases: tokens come in through [`TokenProvider`], which
 //! the engine implements on top of its vault.
 //!
@@ -13,16 +15,24 @@
 //! [`wxcc::Rejected`] rather than failing a whole page.
 
 mod api;
+pub mod calling;
+
 mod error;
 pub mod health;
 pub mod http;
 mod json;
+mod link_header;
 mod link_policy;
 pub mod media;
 pub mod oauth;
+mod retry;
 pub mod wxcc;
 
-pub use error::{Error, ErrorClass, ReauthKind, WXCC_READ_SCOPE};
+pub use calling::CallingClient;
+pub use error::{
+    Access, CALLING_ADMIN_SCOPE, CALLING_COMPLIANCE_SCOPE, Error, ErrorClass, ReauthKind,
+    WXCC_READ_SCOPE,
+};
 pub use secrecy::{ExposeSecret, SecretString};
 
 /// Supplies bearer tokens to API clients.

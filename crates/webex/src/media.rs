@@ -15,13 +15,16 @@ use url::Url;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::Error;
-use crate::api::{build_request, describe_transport, guarded_execute};
+use crate::api::{build_request, describe_transport, guarded_execute, network_error};
 use crate::error::status_is_transient;
 use crate::health::HostHealth;
 use crate::http::RetryPolicy;
 use crate::link_policy::refusal_in;
 pub use crate::link_policy::{LinkPolicy, LinkRefused, PolicyResolver, is_public};
+use crate::retry::{Attempt, Driver};
 
 /// An open media download.
 pub struct MediaStream {
@@ -121,87 +124,129 @@ impl MediaClient {
     /// addresses, or a redirect; [`Error::HostUnreachable`] when the media host's breaker is
     /// open; [`Error::Http`] (Permanent) for other statuses such as 404 (object purged).
     pub async fn download(&self, url: &str) -> Result<MediaStream, Error> {
-        let location = redacted_location(url);
-        let endpoint = format!("GET media {location}");
+        let parsed = self.checked_link(url, "the capture's filePath")?;
+        match self.fetch(&parsed, None, WXCC_REFUSALS).await? {
+            Fetched::Media(m) => Ok(m),
+            Fetched::Refused(status) => Err(Error::LinkExpired {
+                location: redacted_location(url),
+                status,
+            }),
+        }
+    }
+
+    /// Parses `url` and checks it against the policy before anything is sent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `url` is not an http(s) URL (`what` says where it came
+    /// from); [`Error::MediaLinkRefused`] when the policy refuses it.
+    pub(crate) fn checked_link(&self, url: &str, what: &str) -> Result<Url, Error> {
         let parsed = Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| Error::InvalidRequest {
                 endpoint: "GET media".to_owned(),
-                reason: "the capture's filePath is not an http(s) URL".to_owned(),
+                reason: format!("{what} is not an http(s) URL"),
             })?;
         self.policy.check_url(&parsed).map_err(refused)?;
-        let retry = &self.retry;
-        let max_attempts = retry.max_attempts.max(1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let req = build_request(self.http.get(parsed.clone()), "GET media")?;
-            let sent = guarded_execute(&self.http, &self.health, req).await?;
-            let (err, wait) = match sent {
-                Err(e) => {
-                    if let Some(r) = refusal_in(&e) {
-                        return Err(refused(r));
-                    }
-                    (
-                        Error::Network {
-                            endpoint: endpoint.clone(),
-                            message: describe_transport(&e),
-                            timeout: e.is_timeout(),
-                        },
-                        None,
-                    )
-                }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if matches!(status, 200 | 203) {
-                        return open_stream(resp, location);
-                    }
-                    if matches!(status, 400 | 401 | 403) {
-                        return Err(Error::LinkExpired { location, status });
-                    }
-                    if resp.status().is_redirection() {
-                        return Err(redirect_refused(&parsed, &resp));
-                    }
-                    let server_wait = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(|v| {
-                            if status == 429 {
-                                retry.retry_after_from_header(Some(v))
-                            } else {
-                                crate::http::parse_retry_after(v, std::time::SystemTime::now())
-                                    .unwrap_or_default()
-                                    .min(retry.max_retry_after)
-                            }
-                        });
-                    let err = Error::Http {
-                        endpoint: endpoint.clone(),
-                        status,
-                        tracking_id: None,
-                        body: format!("media host answered {status}"),
-                        retry_after: server_wait,
-                    };
-                    if !status_is_transient(status) {
-                        return Err(err);
-                    }
-                    (err, server_wait)
-                }
-            };
-            if attempt >= max_attempts {
-                return Err(err);
-            }
-            let delay = wait.unwrap_or_default().max(retry.backoff(attempt));
-            if matches!(err, Error::Network { .. }) {
-                // A media host that stays down is reported once, by the breaker.
-                tracing::debug!(attempt, ?delay, error = %err, "retrying media download");
-            } else {
-                tracing::warn!(attempt, ?delay, error = %err, "retrying media download");
-            }
-            tokio::time::sleep(delay).await;
-        }
+        Ok(parsed)
     }
+
+    /// One GET of a checked link through the retry driver, optionally with a bearer token.
+    ///
+    /// A status in `refusals` is handed back as [`Fetched::Refused`] (the caller decides
+    /// between a bearer retry and [`Error::LinkExpired`]); 5xx/408/423/429 and network errors
+    /// are retried; a redirect is refused, never followed (least of all with a bearer).
+    pub(crate) async fn fetch(
+        &self,
+        link: &Url,
+        bearer: Option<&SecretString>,
+        refusals: &[u16],
+    ) -> Result<Fetched, Error> {
+        let location = redacted_location(link.as_str());
+        let endpoint = format!("GET media {location}");
+        let retry = &self.retry;
+        let driver = Driver {
+            what: &endpoint,
+            gate: None,
+            policy: retry,
+            warn_on_failure: false,
+        };
+        let (endpoint, location) = (&endpoint, &location);
+        driver
+            .run_simple(|_| async move {
+                let mut builder = self.http.get(link.clone());
+                if let Some(token) = bearer {
+                    builder = builder.bearer_auth(token.expose_secret());
+                }
+                let req = match build_request(builder, "GET media") {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                let resp = match guarded_execute(&self.http, &self.health, req).await {
+                    Err(e) => return Attempt::Fail(e),
+                    Ok(Err(e)) => {
+                        if let Some(r) = refusal_in(&e) {
+                            return Attempt::Fail(refused(r));
+                        }
+                        return Attempt::Retry(network_error(endpoint, &e));
+                    }
+                    Ok(Ok(resp)) => resp,
+                };
+                let status = resp.status().as_u16();
+                if matches!(status, 200 | 203) {
+                    return match open_stream(resp, location.clone()) {
+                        Ok(m) => Attempt::Done(Fetched::Media(m)),
+                        Err(e) => Attempt::Fail(e),
+                    };
+                }
+                if refusals.contains(&status) {
+                    return Attempt::Done(Fetched::Refused(status));
+                }
+                if resp.status().is_redirection() {
+                    return Attempt::Fail(redirect_refused(link, &resp));
+                }
+                let header = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok());
+                // Media hosts are outside the Webex API rate limit: a 429 here is waited out
+                // by this request alone, not through a client id's gate.
+                let server_wait = match (status, header) {
+                    (429, Some(v)) => Some(retry.retry_after_from_header(Some(v))),
+                    (_, Some(v)) => Some(
+                        crate::http::parse_retry_after(v, std::time::SystemTime::now())
+                            .unwrap_or_default()
+                            .min(retry.max_retry_after),
+                    ),
+                    (_, None) => None,
+                };
+                let err = Error::Http {
+                    endpoint: endpoint.to_owned(),
+                    status,
+                    tracking_id: None,
+                    body: format!("media host answered {status}"),
+                    retry_after: server_wait,
+                };
+                if status_is_transient(status) {
+                    Attempt::Retry(err)
+                } else {
+                    Attempt::Fail(err)
+                }
+            })
+            .await
+    }
+}
+
+/// Statuses with which a pre-signed WxCC capture link is refused when expired or invalid.
+const WXCC_REFUSALS: &[u16] = &[400, 401, 403];
+
+/// The outcome of [`MediaClient::fetch`].
+pub(crate) enum Fetched {
+    /// The media, length-checked while it is read.
+    Media(MediaStream),
+    /// The host refused the link with this status.
+    Refused(u16),
 }
 
 fn refused(r: LinkRefused) -> Error {

@@ -16,9 +16,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::api::{build_request, describe_transport, guarded_execute, tracking_id};
+use crate::api::{build_request, guarded_execute, network_error, server_retry_after, tracking_id};
 use crate::error::{ErrorBody, redact_body, status_is_transient, summarize_body};
 use crate::http::{RateGates, RetryPolicy};
+use crate::retry::{Attempt, Driver};
 use crate::{Error, ReauthKind, json};
 
 const TOKEN_ENDPOINT: &str = "POST /v1/access_token";
@@ -645,28 +646,34 @@ impl OAuthClient {
             .append_pair("orgId", org_id);
         let token = access_token.expose_secret();
         let secrets = [token];
-        let gate = self.gates.gate(client_id);
-        let max_attempts = self.retry.max_attempts.max(1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let req = build_request(
-                self.http
-                    .delete(url.clone())
-                    .bearer_auth(token)
-                    .header(reqwest::header::ACCEPT, "application/json"),
-                AUTHORIZATIONS_ENDPOINT,
-            )?;
-            gate.ready().await;
-            let sent = guarded_execute(&self.http, gate.health(), req).await?;
-            let network = |e: &reqwest::Error| Error::Network {
-                endpoint: AUTHORIZATIONS_ENDPOINT.to_owned(),
-                message: describe_transport(e),
-                timeout: e.is_timeout(),
-            };
-            let err = match sent {
-                Err(e) => network(&e),
-                Ok(resp) if resp.status().is_success() => {
+        let gate_arc = self.gates.gate(client_id);
+        let (gate, url): (&crate::http::RateGate, &Url) = (&gate_arc, &url);
+        let driver = Driver {
+            what: AUTHORIZATIONS_ENDPOINT,
+            gate: Some(gate),
+            policy: &self.retry,
+            warn_on_failure: true,
+        };
+        driver
+            .run_simple(|_| async move {
+                let req = match build_request(
+                    self.http
+                        .delete(url.clone())
+                        .bearer_auth(token)
+                        .header(reqwest::header::ACCEPT, "application/json"),
+                    AUTHORIZATIONS_ENDPOINT,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                let resp = match guarded_execute(&self.http, gate.health(), req).await {
+                    Err(e) => return Attempt::Fail(e),
+                    Ok(Err(e)) => {
+                        return Attempt::Retry(network_error(AUTHORIZATIONS_ENDPOINT, &e));
+                    }
+                    Ok(Ok(resp)) => resp,
+                };
+                if resp.status().is_success() {
                     // Done server-side; a body (there should be none) does not matter.
                     let _ = resp.bytes().await;
                     tracing::info!(
@@ -674,60 +681,21 @@ impl OAuthClient {
                         org_id,
                         "revoked the integration's authorizations"
                     );
-                    return Ok(());
+                    return Attempt::Done(());
                 }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let tracking = tracking_id(resp.headers(), None);
-                    let retry_after_header = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    match resp.bytes().await {
-                        Err(e) => network(&e),
-                        Ok(body) => {
-                            let wait = if status == 429 {
-                                Some(
-                                    self.retry
-                                        .retry_after_from_header(retry_after_header.as_deref()),
-                                )
-                            } else {
-                                retry_after_header
-                                    .as_deref()
-                                    .and_then(|v| {
-                                        crate::http::parse_retry_after(
-                                            v,
-                                            std::time::SystemTime::now(),
-                                        )
-                                    })
-                                    .map(|d| d.min(self.retry.max_retry_after))
-                            };
-                            classify_admin_error(status, tracking, wait, &body, &secrets)
-                        }
-                    }
+                let status = resp.status().as_u16();
+                let (tracking, wait) = answer_meta(&self.retry, &resp);
+                let err = match resp.bytes().await {
+                    Err(e) => network_error(AUTHORIZATIONS_ENDPOINT, &e),
+                    Ok(body) => classify_admin_error(status, tracking, wait, &body, &secrets),
+                };
+                if err.class() == crate::ErrorClass::Transient {
+                    Attempt::Retry(err)
+                } else {
+                    Attempt::Fail(err)
                 }
-            };
-            if let Error::RateLimited { retry_after, .. } = &err {
-                // The shared gate makes the next attempt (and every other call of this client
-                // id) wait out the Retry-After, with jitter.
-                gate.block_for(*retry_after);
-            }
-            if err.class() != crate::ErrorClass::Transient || attempt >= max_attempts {
-                tracing::warn!(tracking_id = err.tracking_id(), error = %err, "admin revocation failed");
-                return Err(err);
-            }
-            if let Error::RateLimited { retry_after, .. } = &err {
-                tracing::warn!(attempt, wait = ?retry_after, tracking_id = err.tracking_id(), "admin revocation rate limited (429): waiting at the shared rate gate");
-                continue;
-            }
-            let delay = err
-                .retry_after()
-                .unwrap_or_default()
-                .max(self.retry.backoff(attempt));
-            log_retry("admin revocation", attempt, delay, &err);
-            tokio::time::sleep(delay).await;
-        }
+            })
+            .await
     }
 
     async fn token_request(
@@ -740,113 +708,97 @@ impl OAuthClient {
         let url = endpoint_url(&self.api_base, "v1/access_token")?;
         let mut secrets: Vec<&str> = request_secrets.to_vec();
         secrets.push(creds.client_secret.expose_secret());
-        let gate = self.gates.gate(&creds.client_id);
-        let max_attempts = self.retry.max_attempts.max(1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut fields: Vec<(&str, &str)> = form.to_vec();
-            let mut req = self.http.post(url.clone());
-            match creds.auth {
-                ClientAuth::Form => {
-                    fields.push(("client_id", &creds.client_id));
-                    fields.push(("client_secret", creds.client_secret.expose_secret()));
-                }
-                ClientAuth::Basic => {
-                    req =
-                        req.basic_auth(&creds.client_id, Some(creds.client_secret.expose_secret()));
-                }
+        let gate_arc = self.gates.gate(&creds.client_id);
+        let (gate, url, secrets): (&crate::http::RateGate, &Url, &[&str]) =
+            (&gate_arc, &url, &secrets);
+        let driver = Driver {
+            what: TOKEN_ENDPOINT,
+            gate: Some(gate),
+            policy: &self.retry,
+            warn_on_failure: true,
+        };
+        let retry_if = |retryable: bool, err: Error| {
+            if retryable {
+                Attempt::Retry(err)
+            } else {
+                Attempt::Fail(err)
             }
-            let req = build_request(
-                req.header(reqwest::header::ACCEPT, "application/json")
-                    .form(&fields),
-                TOKEN_ENDPOINT,
-            )?;
-            gate.ready().await;
-            let sent = guarded_execute(&self.http, gate.health(), req).await?;
-            let (retryable, err) = match sent {
-                Err(e) => (
-                    scope == RetryScope::AllTransient || e.is_connect(),
-                    Error::Network {
-                        endpoint: TOKEN_ENDPOINT.to_owned(),
-                        message: describe_transport(&e),
-                        timeout: e.is_timeout(),
-                    },
-                ),
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let tracking = tracking_id(resp.headers(), None);
-                    let retry_after_header = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    match resp.bytes().await {
-                        Err(e) => (
-                            scope == RetryScope::AllTransient,
-                            Error::Network {
-                                endpoint: TOKEN_ENDPOINT.to_owned(),
-                                message: describe_transport(&e),
-                                timeout: e.is_timeout(),
-                            },
-                        ),
-                        Ok(body) if (200..300).contains(&status) => {
-                            return TokenResponse::parse(&body);
-                        }
-                        Ok(body) => {
-                            let wait = match status {
-                                429 => Some(
-                                    self.retry
-                                        .retry_after_from_header(retry_after_header.as_deref()),
-                                ),
-                                _ => retry_after_header
-                                    .as_deref()
-                                    .and_then(|v| {
-                                        crate::http::parse_retry_after(
-                                            v,
-                                            std::time::SystemTime::now(),
-                                        )
-                                    })
-                                    .map(|d| d.min(self.retry.max_retry_after)),
-                            };
-                            let err = classify_token_error(status, tracking, wait, &body, &secrets);
-                            let retryable = status_is_transient(status)
-                                && (scope == RetryScope::AllTransient
-                                    || matches!(status, 423 | 429));
-                            (retryable, err)
-                        }
+        };
+        driver
+            .run_simple(|_| async move {
+                let mut fields: Vec<(&str, &str)> = form.to_vec();
+                let mut req = self.http.post(url.clone());
+                match creds.auth {
+                    ClientAuth::Form => {
+                        fields.push(("client_id", &creds.client_id));
+                        fields.push(("client_secret", creds.client_secret.expose_secret()));
+                    }
+                    ClientAuth::Basic => {
+                        req = req.basic_auth(
+                            &creds.client_id,
+                            Some(creds.client_secret.expose_secret()),
+                        );
                     }
                 }
-            };
-            if let Error::RateLimited { retry_after, .. } = &err {
-                gate.block_for(*retry_after);
-            }
-            if !retryable || attempt >= max_attempts {
-                tracing::warn!(tracking_id = err.tracking_id(), error = %err, "token endpoint call failed");
-                return Err(err);
-            }
-            if let Error::RateLimited { retry_after, .. } = &err {
-                tracing::warn!(attempt, wait = ?retry_after, tracking_id = err.tracking_id(), "token endpoint rate limited (429): waiting at the shared rate gate");
-                continue;
-            }
-            let delay = match err.retry_after() {
-                Some(d) => d + crate::http::random_up_to((d / 10).min(Duration::from_secs(1))),
-                None => self.retry.backoff(attempt),
-            };
-            log_retry("token endpoint", attempt, delay, &err);
-            tokio::time::sleep(delay).await;
-        }
+                let req = match build_request(
+                    req.header(reqwest::header::ACCEPT, "application/json")
+                        .form(&fields),
+                    TOKEN_ENDPOINT,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                let resp = match guarded_execute(&self.http, gate.health(), req).await {
+                    Err(e) => return Attempt::Fail(e),
+                    // A code is consumed only by a request that reached the server.
+                    Ok(Err(e)) => {
+                        return retry_if(
+                            scope == RetryScope::AllTransient || e.is_connect(),
+                            network_error(TOKEN_ENDPOINT, &e),
+                        );
+                    }
+                    Ok(Ok(resp)) => resp,
+                };
+                let status = resp.status().as_u16();
+                let (tracking, wait) = answer_meta(&self.retry, &resp);
+                match resp.bytes().await {
+                    Err(e) => retry_if(
+                        scope == RetryScope::AllTransient,
+                        network_error(TOKEN_ENDPOINT, &e),
+                    ),
+                    Ok(body) if (200..300).contains(&status) => match TokenResponse::parse(&body) {
+                        Ok(t) => Attempt::Done(t),
+                        Err(e) => Attempt::Fail(e),
+                    },
+                    Ok(body) => {
+                        let err = classify_token_error(status, tracking, wait, &body, secrets);
+                        let retryable = status_is_transient(status)
+                            && (scope == RetryScope::AllTransient || matches!(status, 423 | 429));
+                        retry_if(retryable, err)
+                    }
+                }
+            })
+            .await
     }
 }
 
-/// One line per retry: a warning for answers from the server, debug for transport failures
-/// (a host that stays down is reported once, by the breaker).
-fn log_retry(what: &str, attempt: u32, delay: Duration, err: &Error) {
-    if matches!(err, Error::Network { .. }) {
-        tracing::debug!(attempt, ?delay, error = %err, "retrying {what}");
+/// The tracking id and the wait a non-2xx answer asks for: a 429's `Retry-After` (defaulted
+/// when absent or garbage), or a 423/503's when present.
+fn answer_meta(
+    policy: &RetryPolicy,
+    resp: &reqwest::Response,
+) -> (Option<String>, Option<Duration>) {
+    let tracking = tracking_id(resp.headers(), None);
+    let header = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok());
+    let wait = if resp.status().as_u16() == 429 {
+        Some(policy.retry_after_from_header(header))
     } else {
-        tracing::warn!(attempt, ?delay, tracking_id = err.tracking_id(), error = %err, "retrying {what}");
-    }
+        server_retry_after(policy, header)
+    };
+    (tracking, wait)
 }
 
 #[cfg(test)]

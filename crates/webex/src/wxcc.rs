@@ -14,7 +14,7 @@ use crate::api::ApiCaller;
 use crate::http::{RateGate, RetryPolicy};
 use crate::media::{LinkPolicy, MediaClient};
 use crate::oauth::endpoint_url;
-use crate::{Error, TokenProvider, json};
+use crate::{Access, Error, TokenProvider, json};
 
 const TASKS: &str = "GET /v1/tasks";
 const CAPTURES: &str = "POST /v1/captures/query";
@@ -324,7 +324,9 @@ impl WxccClient {
         ];
         let resp = self
             .api
-            .send(TASKS, &[], |c| c.get(url.clone()).query(&query))
+            .send(TASKS, &Access::WXCC, &[], |c| {
+                c.get(url.clone()).query(&query)
+            })
             .await?;
         parse_tasks_page(&resp.body)
     }
@@ -448,7 +450,9 @@ impl WxccClient {
         let url = self.url("v1/captures/query")?;
         let resp = self
             .api
-            .send(CAPTURES, &[], |c| c.post(url.clone()).json(&body))
+            .send(CAPTURES, &Access::WXCC, &[], |c| {
+                c.post(url.clone()).json(&body)
+            })
             .await?;
         parse_captures(&resp.body)
     }
@@ -466,7 +470,7 @@ impl WxccClient {
             .extend([self.org_id.as_str(), "user", "by-ci-user-id", ci_user_id]);
         let resp = self
             .api
-            .send(USER_BY_CI, &[404], |c| c.get(url.clone()))
+            .send(USER_BY_CI, &Access::WXCC, &[404], |c| c.get(url.clone()))
             .await?;
         if resp.status == 404 {
             return Ok(None);
@@ -534,7 +538,9 @@ impl WxccClient {
                 ];
                 let resp = self
                     .api
-                    .send(USERS_V2, &[], |c| c.get(url.clone()).query(&query))
+                    .send(USERS_V2, &Access::WXCC, &[], |c| {
+                        c.get(url.clone()).query(&query)
+                    })
                     .await?;
                 let parsed = parse_users_page(&resp.body, page)?;
                 let got = parsed.users.len();
