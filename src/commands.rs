@@ -253,7 +253,7 @@ fn check_window(from: Option<(&str, i64)>, to: Option<(&str, i64)>, now: i64) ->
     if f > now {
         bail!(
             "--from {from_text} is in the future (now is {}): there is nothing to archive yet; give a --from in the past",
-            engine::wxcc::rfc3339(now)
+            engine::clock::rfc3339(now)
         );
     }
     match to {

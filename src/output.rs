@@ -118,30 +118,48 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn print_sync_report(report: &SyncReport) {
-    let rows: Vec<Vec<String>> = report
-        .orgs
-        .iter()
-        .map(|o| {
-            vec![
-                o.org.clone(),
-                match &o.outcome {
-                    OrgOutcome::Ok => "ok".into(),
-                    OrgOutcome::NeedsReauth(_) => "NEEDS REAUTH".into(),
-                    OrgOutcome::Failed(_) => "FAILED".into(),
-                    OrgOutcome::Skipped(_) => "skipped".into(),
-                },
-                o.tasks_seen.to_string(),
-                o.archived.to_string(),
-                human_bytes(o.bytes),
-                o.already_archived.to_string(),
-                o.pending_capture.to_string(),
-                o.absent.to_string(),
-                o.missing.len().to_string(),
-                (o.failed.len() as u64 + o.transient_left).to_string(),
-                o.api_calls.to_string(),
-            ]
-        })
-        .collect();
+    let outcome = |o: &OrgOutcome| -> String {
+        match o {
+            OrgOutcome::Ok => "ok".into(),
+            OrgOutcome::NeedsReauth(_) => "NEEDS REAUTH".into(),
+            OrgOutcome::Failed(_) => "FAILED".into(),
+            OrgOutcome::Skipped(_) => "skipped".into(),
+        }
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for o in &report.orgs {
+        rows.push(vec![
+            o.org.clone(),
+            outcome(&o.outcome),
+            o.tasks_seen.to_string(),
+            o.archived.to_string(),
+            human_bytes(o.bytes),
+            o.already_archived.to_string(),
+            o.pending_capture.to_string(),
+            o.absent.to_string(),
+            o.missing.len().to_string(),
+            (o.failed.len() as u64 + o.transient_left).to_string(),
+            o.api_calls.to_string(),
+        ]);
+        // One line per source when the org has several, so both are visible side by side.
+        if o.sources.len() > 1 {
+            for s in &o.sources {
+                rows.push(vec![
+                    format!("  {}", s.source),
+                    outcome(&s.outcome),
+                    "-".into(),
+                    s.archived.to_string(),
+                    human_bytes(s.bytes),
+                    s.already_archived.to_string(),
+                    "-".into(),
+                    s.absent.to_string(),
+                    "-".into(),
+                    (s.failed + s.transient_left).to_string(),
+                    s.api_calls.to_string(),
+                ]);
+            }
+        }
+    }
     table(
         &[
             "org",
@@ -185,6 +203,18 @@ pub fn print_sync_report(report: &SyncReport) {
             println!(
                 "{}: {} item(s) in Webex responses could not be read (see the log)",
                 o.org, o.malformed
+            );
+        }
+        if o.awaiting_metadata > 0 {
+            println!(
+                "{}: {} recording(s) archived as audio; their sidecars wait for Webex's metadata (retried on the next runs)",
+                o.org, o.awaiting_metadata
+            );
+        }
+        if o.outside_window > 0 {
+            println!(
+                "{}: {} listed item(s) outside the requested window or filters were dropped",
+                o.org, o.outside_window
             );
         }
         let earlier: Vec<&String> = o
@@ -250,28 +280,43 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
         println!("no orgs yet: add one with `wxvault org add`, or try `wxvault demo`");
         return;
     }
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
-            vec![
-                v.org.name.clone(),
-                match (&v.secrets, &v.org.status) {
-                    (SecretsHealth::Unreadable { .. }, _) => "SECRETS UNREADABLE".into(),
-                    (_, OrgStatus::Active) => "active".into(),
-                    (_, OrgStatus::NeedsReauth { .. }) => "NEEDS REAUTH".into(),
-                },
-                ago(now_ms, v.org.access_expires_at_ms),
-                ago(now_ms, v.org.refresh_expires_at_ms),
-                v.last_window_end.clone().unwrap_or_else(|| "-".into()),
-                v.counts.archived.to_string(),
-                (v.counts.in_progress + v.counts.pending_capture).to_string(),
-                v.counts.absent.to_string(),
-                v.counts.capture_never_requested.to_string(),
-                v.counts.missing.to_string(),
-                v.counts.failed.to_string(),
-            ]
-        })
-        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for v in views {
+        rows.push(vec![
+            v.org.name.clone(),
+            match (&v.secrets, &v.org.status) {
+                (SecretsHealth::Unreadable { .. }, _) => "SECRETS UNREADABLE".into(),
+                (_, OrgStatus::Active) => "active".into(),
+                (_, OrgStatus::NeedsReauth { .. }) => "NEEDS REAUTH".into(),
+            },
+            ago(now_ms, v.org.access_expires_at_ms),
+            ago(now_ms, v.org.refresh_expires_at_ms),
+            v.last_window_end.clone().unwrap_or_else(|| "-".into()),
+            v.counts.archived.to_string(),
+            (v.counts.in_progress + v.counts.pending_capture).to_string(),
+            v.counts.absent.to_string(),
+            v.counts.capture_never_requested.to_string(),
+            v.counts.missing.to_string(),
+            v.counts.failed.to_string(),
+        ]);
+        if v.sources.len() > 1 {
+            for s in &v.sources {
+                rows.push(vec![
+                    format!("  {}{}", s.source, if s.enabled { "" } else { " (off)" }),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    s.last_window_end.clone().unwrap_or_else(|| "-".into()),
+                    s.counts.archived.to_string(),
+                    (s.counts.in_progress + s.counts.pending_capture).to_string(),
+                    (s.counts.absent + s.counts.recordings_absent).to_string(),
+                    s.counts.capture_never_requested.to_string(),
+                    s.counts.missing.to_string(),
+                    s.counts.failed.to_string(),
+                ]);
+            }
+        }
+    }
     table(
         &[
             "org",

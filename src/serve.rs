@@ -95,7 +95,7 @@ pub async fn invite(config: Config, cmd: InviteCommand) -> Result<u8> {
                         i.org_name,
                         i.status,
                         i.sources.join(","),
-                        engine::wxcc::rfc3339(i.expires_at_ms)
+                        engine::clock::rfc3339(i.expires_at_ms)
                     );
                 }
             }
@@ -160,7 +160,7 @@ async fn create(
             "org": issued.invite.org_name,
             "sources": issued.invite.sources,
             "region": issued.invite.region,
-            "expires_at": engine::wxcc::rfc3339(issued.invite.expires_at_ms),
+            "expires_at": engine::clock::rfc3339(issued.invite.expires_at_ms),
             "link": link,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -181,7 +181,7 @@ async fn create(
         }
         println!(
             "Expires {}. It works once and is shown only now:\n\n{link}\n",
-            engine::wxcc::rfc3339(issued.invite.expires_at_ms)
+            engine::clock::rfc3339(issued.invite.expires_at_ms)
         );
         println!(
             "Send it to an administrator of the org's Webex Contact Center; `wxvault serve` must be running at that address."

@@ -323,6 +323,7 @@ async fn a_never_requested_task_left_missing_by_an_older_version_becomes_absent(
         .vault
         .upsert_task(
             &acme,
+            "wxcc",
             &vault::TaskUpsert {
                 task_id: never.task_id.clone(),
                 created_ms: never.created_ms,
@@ -336,6 +337,7 @@ async fn a_never_requested_task_left_missing_by_an_older_version_becomes_absent(
         .vault
         .set_task_state(
             &acme,
+            "wxcc",
             &never.task_id,
             vault::TaskState::Missing,
             Some("Webex never said whether a capture was requested, and none appeared within 48 h"),

@@ -159,6 +159,56 @@ pub fn wxcc_audio(
     )))
 }
 
+/// Key of a Webex Calling recording:
+/// `<org_id>/calling/<YYYY>/<MM>/<DD>/<recording_id>/<recording_id>.<ext>`.
+///
+/// The date is the recording's `timeRecorded` (epoch milliseconds) in UTC.
+///
+/// # Errors
+/// [`ArchiveError::InvalidKey`] as for [`wxcc_audio`].
+pub fn calling_audio(
+    org_id: &str,
+    recorded_ms: i64,
+    recording_id: &str,
+    ext: &str,
+) -> Result<ObjectKey, ArchiveError> {
+    validate_id(org_id)?;
+    validate_id(recording_id)?;
+    validate_ext(ext)?;
+    let (year, month, day) = utc_date(recorded_ms)?;
+    Ok(ObjectKey(format!(
+        "{org_id}/calling/{year:04}/{month:02}/{day:02}/{recording_id}/{recording_id}.{ext}"
+    )))
+}
+
+/// A file that belongs with a recording (its transcript): the audio key with its extension
+/// replaced by `<suffix>.<ext>`, e.g. `….transcript.vtt`.
+///
+/// # Errors
+/// [`ArchiveError::InvalidKey`] for a suffix or extension outside `[A-Za-z0-9]`.
+pub fn companion_of(audio: &ObjectKey, suffix: &str, ext: &str) -> Result<ObjectKey, ArchiveError> {
+    validate_ext(ext)?;
+    if suffix.is_empty() || !suffix.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(invalid(suffix, "suffix must be ASCII letters or digits"));
+    }
+    let stem = sidecar_for(audio);
+    let stem = stem.as_str().strip_suffix(".json").unwrap_or(stem.as_str());
+    Ok(ObjectKey(format!("{stem}.{suffix}.{ext}")))
+}
+
+/// Year, month and day (UTC) of a recording time `ms`, within years 0–9999.
+fn utc_date(ms: i64) -> Result<(i32, u8, u8), ArchiveError> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| invalid(&ms.to_string(), "recording time out of range"))?;
+    if !(0..=9999).contains(&t.year()) {
+        return Err(invalid(
+            &ms.to_string(),
+            "recording time outside years 0-9999",
+        ));
+    }
+    Ok((t.year(), u8::from(t.month()), t.day()))
+}
+
 /// The sidecar key of an audio object: same path, extension replaced by
 /// `.json` (appended if the last segment has none).
 pub fn sidecar_for(audio: &ObjectKey) -> ObjectKey {
@@ -192,6 +242,28 @@ pub fn ext_from_file_name(file_name: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calling_keys_follow_the_layout_contract() {
+        // 2024-10-04T16:20:20Z
+        let k = calling_audio("org-1", 1_728_058_820_000, "ea0efc7c-f83a", "mp3").unwrap();
+        assert_eq!(
+            k.as_str(),
+            "org-1/calling/2024/10/04/ea0efc7c-f83a/ea0efc7c-f83a.mp3"
+        );
+        assert_eq!(
+            sidecar_for(&k).as_str(),
+            "org-1/calling/2024/10/04/ea0efc7c-f83a/ea0efc7c-f83a.json"
+        );
+        let t = companion_of(&k, "transcript", "vtt").unwrap();
+        assert_eq!(
+            t.as_str(),
+            "org-1/calling/2024/10/04/ea0efc7c-f83a/ea0efc7c-f83a.transcript.vtt"
+        );
+        assert!(calling_audio("org-1", 0, "../x", "mp3").is_err());
+        assert!(calling_audio("org-1", 0, "x", "json").is_err());
+        assert!(companion_of(&k, "a/b", "vtt").is_err());
+    }
 
     // 2024-03-05T23:59:59.999Z
     const T: i64 = 1_709_683_199_999;

@@ -32,3 +32,11 @@ impl<F: Fn() -> i64 + Send + Sync> Clock for FnClock<F> {
 
 /// Shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// RFC 3339 UTC with millisecond precision.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -25,6 +25,8 @@ pub struct Config {
     #[serde(default)]
     pub wxcc: WxccConfig,
     #[serde(default)]
+    pub calling: crate::source::calling::CallingConfig,
+    #[serde(default)]
     pub vault: VaultConfig,
     #[serde(default)]
     pub sync: SyncConfig,
@@ -637,6 +639,9 @@ impl Config {
             if v == 0 || v > 24 * 365 {
                 return Err(bad(key, &v.to_string(), "must be between 1 and 8760"));
             }
+        }
+        if let Err((key, value, why)) = self.calling.check() {
+            return Err(bad(key, &value, &why));
         }
         if self.sync.rescan_days > 3650 {
             return Err(bad(

@@ -53,6 +53,18 @@ pub enum OrgError {
         #[source]
         source: archive::ArchiveError,
     },
+    /// The org's settings make the source unusable (a region without a configured API base).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Webex answers, but will not let this grant archive a source's recordings until an
+    /// administrator changes something (the message says what). Never retried by itself.
+    #[error("{source_label}: {message}")]
+    NotPermitted {
+        /// The source, as operators call it.
+        source_label: &'static str,
+        /// What is refused and what to change.
+        message: String,
+    },
 }
 
 fn db_message(op: &str, e: &vault::VaultError) -> String {
@@ -74,6 +86,7 @@ impl OrgError {
             OrgError::Database { .. } => ErrorClass::Permanent,
             OrgError::Storage { source, .. } if source.is_transient() => ErrorClass::Transient,
             OrgError::Storage { .. } => ErrorClass::Permanent,
+            OrgError::Config(_) | OrgError::NotPermitted { .. } => ErrorClass::Permanent,
         }
     }
 

@@ -29,9 +29,9 @@ use tokio::sync::oneshot;
 use vault::{Lease, LeaseAcquire, LeaseHolder, LeaseRenewal, Org, Vault};
 
 use crate::clock::SharedClock;
+use crate::clock::rfc3339;
 use crate::report::{OrgOutcome, OrgReport};
 use crate::sync::Engine;
-use crate::wxcc::rfc3339;
 
 /// The lease scope of `wxvault sync` (the scale-out work adds per-source scopes).
 pub const SYNC_SCOPE: &str = "sync";

@@ -14,9 +14,9 @@ use vault::{Org, OrgStatus};
 use webex::ErrorClass;
 
 use crate::Engine;
+use crate::clock::rfc3339;
 use crate::error::EngineError;
 use crate::tokens::OrgTokens;
-use crate::wxcc::rfc3339;
 
 const DAY_MS: i64 = 24 * 3_600_000;
 /// An idle org's grant is refreshed at least this often.

@@ -13,31 +13,51 @@ use webex::oauth::{ClientAuth, ClientCredentials, Pkce, TokenResponse};
 use crate::Engine;
 use crate::error::EngineError;
 
-/// The sources wxvault can harvest today.
-pub const KNOWN_SOURCES: &[&str] = &["wxcc"];
-
-/// Scopes a set of sources needs, with the reason shown to whoever consents.
+/// Scopes a set of sources needs, with the reason shown to whoever consents (from each
+/// source's registration, [`crate::source::REGISTRY`]).
 ///
 /// # Errors
 /// [`EngineError::Usage`] naming an unknown source.
 pub fn scopes_for(sources: &[String]) -> Result<Vec<(&'static str, &'static str)>, EngineError> {
-    let mut out = Vec::new();
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for s in sources {
-        match s.as_str() {
-            "wxcc" => out.push((
-                "cjp:config_read",
-                "list Contact Center tasks and download their recordings",
-            )),
-            other => {
-                return Err(EngineError::Usage(format!(
-                    "unknown source {other:?}; wxvault archives: {}",
-                    KNOWN_SOURCES.join(", ")
-                )));
+        let spec = crate::source::spec(s).ok_or_else(|| {
+            EngineError::Usage(format!(
+                "unknown source {s:?}; wxvault archives: {}",
+                crate::source::known_names().join(", ")
+            ))
+        })?;
+        for scope in spec.scopes {
+            if !out.iter().any(|(have, _)| have == scope) {
+                out.push((scope, spec.consent_reason));
             }
         }
     }
-    out.dedup_by_key(|(scope, _)| *scope);
     Ok(out)
+}
+
+/// What to do about `missing` scopes of an org with `sources`: one line per source that needs
+/// one of them.
+pub fn missing_scope_advice(sources: &[String], missing: &[String]) -> Vec<String> {
+    sources
+        .iter()
+        .filter_map(|s| crate::source::spec(s))
+        .filter(|spec| spec.scopes.iter().any(|sc| missing.iter().any(|m| m == sc)))
+        .map(|spec| {
+            let lacking: Vec<&str> = spec
+                .scopes
+                .iter()
+                .copied()
+                .filter(|sc| missing.iter().any(|m| m == sc))
+                .collect();
+            format!(
+                "{} needs {}: {}",
+                spec.label,
+                lacking.join(", "),
+                spec.missing_scope_hint
+            )
+        })
+        .collect()
 }
 
 /// One authorization in progress. Holds the PKCE verifier; dropped after one callback.

@@ -48,6 +48,56 @@ pub struct OrgReport {
     pub window_problems: u64,
     /// The newest of them, with state and reason.
     pub window_problem_items: Vec<String>,
+    /// Recordings whose audio is stored while their sidecar waits for Webex (Calling metadata
+    /// not ready yet); retried by later runs, not a problem.
+    pub awaiting_metadata: u64,
+    /// Listed items outside the requested window or filters (a next link that dropped them),
+    /// dropped and counted.
+    pub outside_window: u64,
+    /// Per source, in registry order (additive: the fields above are the org's totals).
+    pub sources: Vec<SourceReport>,
+}
+
+/// One source's part of an org's run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SourceReport {
+    pub source: String,
+    pub outcome: OrgOutcome,
+    pub window_from: String,
+    pub window_to: String,
+    pub archived: u64,
+    pub already_archived: u64,
+    pub bytes: u64,
+    pub absent: u64,
+    pub awaiting_metadata: u64,
+    pub transient_left: u64,
+    pub malformed: u64,
+    pub outside_window: u64,
+    /// Failed and missing items of this run.
+    pub failed: u64,
+    pub api_calls: u64,
+}
+
+impl SourceReport {
+    /// The summary of `part`, one source's counters.
+    pub fn from_part(source: &str, part: &OrgReport, outcome: OrgOutcome, api_calls: u64) -> Self {
+        SourceReport {
+            source: source.to_owned(),
+            outcome,
+            window_from: part.window_from.clone(),
+            window_to: part.window_to.clone(),
+            archived: part.archived,
+            already_archived: part.already_archived,
+            bytes: part.bytes,
+            absent: part.absent,
+            awaiting_metadata: part.awaiting_metadata,
+            transient_left: part.transient_left,
+            malformed: part.malformed,
+            outside_window: part.outside_window,
+            failed: (part.failed.len() + part.missing.len()) as u64,
+            api_calls,
+        }
+    }
 }
 
 impl OrgReport {
@@ -63,6 +113,8 @@ impl OrgReport {
         self.capture_never_requested += o.capture_never_requested;
         self.malformed += o.malformed;
         self.transient_left += o.transient_left;
+        self.awaiting_metadata += o.awaiting_metadata;
+        self.outside_window += o.outside_window;
         self.missing.extend(o.missing.iter().cloned());
         self.failed.extend(o.failed.iter().cloned());
     }

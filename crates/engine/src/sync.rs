@@ -11,15 +11,15 @@ use vault::{Counts, Failure, Keyring, Org, OrgStatus, Vault};
 use webex::ErrorClass;
 use webex::http::{RateGates, RetryPolicy};
 use webex::oauth::OAuthClient;
-use webex::wxcc::{WxccClient, api_base_for_region};
 
 use crate::clock::SharedClock;
+use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::error::{EngineError, OrgError};
 use crate::progress::{NoProgress, Progress};
-use crate::report::{OrgOutcome, OrgReport, SyncReport};
+use crate::report::{OrgOutcome, OrgReport, SourceReport, SyncReport};
+use crate::source::{DEFAULT_SOURCE, OrgRun};
 use crate::tokens::OrgTokens;
-use crate::wxcc::{WxccHarvest, rfc3339};
 
 /// Failed or missing items of a window named in the run summary (all are counted).
 const PROBLEMS_LISTED: i64 = 20;
@@ -47,6 +47,19 @@ pub struct OrgStatusView {
     pub failures: Vec<Failure>,
     /// Whether this process's master key opens the org's stored secrets.
     pub secrets: SecretsHealth,
+    /// The same counts and cursor per source (the org's sources first, then any other source
+    /// that still has items in the ledger). Additive: the fields above are the org's totals.
+    pub sources: Vec<SourceStatus>,
+}
+
+/// One source of one org as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    /// Whether the org is currently set to harvest this source.
+    pub enabled: bool,
+    pub counts: Counts,
+    pub last_window_end: Option<String>,
 }
 
 /// Whether the master key opens an org's stored secrets: with the wrong key an org recorded as
@@ -209,71 +222,77 @@ impl Engine {
             report.outcome = OrgOutcome::NeedsReauth(reason.clone());
             return report;
         }
-        // Webex may list a task a little after its createdTime: a default window ends slightly
-        // in the past so the next run's window still covers tasks indexed late.
+        // Webex may list an item a little after its creation time: a default window ends
+        // slightly in the past so the next run's window still covers items indexed late.
         let to = opts.to_ms.unwrap_or(now - SETTLE_LAG_MS).min(now);
-        let from = match opts.from_ms {
-            Some(f) => f,
-            None => match self.vault.last_window_end(&org, "wxcc").await {
-                Ok(Some(end)) => end,
-                Ok(None) => {
-                    now - i64::try_from(self.config.sync.first_lookback_hours).unwrap_or(24)
-                        * 3_600_000
-                }
-                Err(e) => {
-                    let e = OrgError::db("reading the harvest cursor")(e);
-                    report.outcome = OrgOutcome::Failed(format!("org {}: {e}", org.name));
-                    return report;
-                }
-            },
-        };
-        report.window_from = rfc3339(from);
-        report.window_to = rfc3339(to);
         let tokens =
             match OrgTokens::load(self.vault.clone(), oauth, org.clone(), self.clock.clone()).await
             {
                 Ok(t) => t,
                 Err(e) => {
+                    report.window_from = rfc3339(opts.from_ms.unwrap_or(to).min(to));
+                    report.window_to = rfc3339(to);
                     report.outcome =
                         OrgOutcome::Failed(format!("cannot read the org's secrets: {e}"));
                     return report;
                 }
             };
-        let base = match api_base_for_region(&self.config.wxcc.api_base, &org.region) {
-            Ok(b) => b,
-            Err(e) => {
-                report.outcome =
-                    OrgOutcome::Failed(format!("[wxcc] api_base for region {}: {e}", org.region));
-                return report;
+        let run = Arc::new(OrgRun {
+            vault: self.vault.clone(),
+            archive: self.archive.clone(),
+            http: self.http.clone(),
+            gates: self.gates.clone(),
+            retry: self.retry.clone(),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            progress: self.progress.clone(),
+            org: org.clone(),
+            tokens: tokens.clone(),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        });
+        lease.stop_on_loss(run.stop.clone());
+        let names = org_sources(&org);
+        // Sources run side by side; one source's refusal never stops the other.
+        let parts = join_all(
+            names
+                .iter()
+                .map(|name| self.sync_source(run.clone(), name, opts, now, to)),
+        )
+        .await;
+        let mut from_all: Option<i64> = None;
+        let mut first_error: Option<(String, OrgError)> = None;
+        for (name, from, part, api_calls, result) in parts {
+            from_all = Some(from_all.map_or(from, |f| f.min(from)));
+            report.absorb(&part);
+            report.api_calls += api_calls;
+            let outcome = match &result {
+                Ok(()) => OrgOutcome::Ok,
+                Err(e) => OrgOutcome::Failed(e.to_string()),
+            };
+            report
+                .sources
+                .push(SourceReport::from_part(&name, &part, outcome, api_calls));
+            if let Err(e) = result {
+                // A refused grant outranks any other error: it changes the org's status.
+                let replace = match &first_error {
+                    None => true,
+                    Some((_, prev)) => {
+                        e.class() == ErrorClass::Reauth && prev.class() != ErrorClass::Reauth
+                    }
+                };
+                if replace {
+                    first_error = Some((name, e));
+                }
             }
-        };
-        let client = Arc::new(WxccClient::new(
-            self.http.clone(),
-            base,
-            org.org_id.clone(),
-            tokens.clone(),
-            self.gates.gate(&org.client_id),
-            self.retry.clone(),
-        ));
-        let harvest = WxccHarvest::new(
-            self.vault.clone(),
-            self.archive.clone(),
-            client.clone(),
-            self.http.clone(),
-            self.retry.clone(),
-            self.config.clone(),
-            self.clock.clone(),
-            self.progress.clone(),
-            org.clone(),
-        );
-        lease.stop_on_loss(harvest.stop_handle());
-        let result = harvest.run(from.min(to), to, &mut report).await;
-        report.api_calls = client.api_calls();
+        }
+        let from = from_all.unwrap_or(to).min(to);
+        report.window_from = rfc3339(from);
+        report.window_to = rfc3339(to);
         // Items of this window that failed or went missing, in this run or an earlier one: they
         // keep the exit code at 2 until `wxvault retry` puts them back (or a late capture lands).
         match self
             .vault
-            .problems_in_window(&org, from.min(to), to, PROBLEMS_LISTED)
+            .problems_in_window(&org, from, to, PROBLEMS_LISTED)
             .await
         {
             Ok(p) => {
@@ -288,32 +307,14 @@ impl Engine {
                 tracing::warn!(org = %org.name, "could not list the window's failed items: {e}")
             }
         }
-        if let Err(e) = result {
-            let msg = format!("org {}: {e}", org.name);
+        if let Some((source, e)) = first_error {
+            let msg = if names.len() > 1 {
+                format!("org {} ({source}): {e}", org.name)
+            } else {
+                format!("org {}: {e}", org.name)
+            };
             report.outcome = match e.class() {
-                ErrorClass::Reauth => {
-                    let fresh = tokens.org().await;
-                    match fresh.status {
-                        OrgStatus::NeedsReauth { reason } => OrgOutcome::NeedsReauth(reason),
-                        OrgStatus::Active => {
-                            let reason = format!(
-                                "{msg}. Webex rejected a freshly refreshed token: the grant no longer authorizes this call. \
-                                 Likely causes: {}. Fix: have an admin of that org reconnect it.",
-                                crate::tokens::REAUTH_CAUSES
-                            );
-                            let _ = self
-                                .vault
-                                .set_org_status(
-                                    &org,
-                                    OrgStatus::NeedsReauth {
-                                        reason: reason.clone(),
-                                    },
-                                )
-                                .await;
-                            OrgOutcome::NeedsReauth(reason)
-                        }
-                    }
-                }
+                ErrorClass::Reauth => self.reauth_outcome(&org, &tokens, &msg).await,
                 ErrorClass::Transient | ErrorClass::Permanent => OrgOutcome::Failed(msg.clone()),
             };
             tracing::error!("{msg}");
@@ -323,6 +324,74 @@ impl Engine {
                 .await;
         }
         report
+    }
+
+    /// One source of one org: its window (from its own cursor), its harvest and its counters.
+    async fn sync_source(
+        &self,
+        run: Arc<OrgRun>,
+        name: &str,
+        opts: &SyncOptions,
+        now: i64,
+        to: i64,
+    ) -> (String, i64, OrgReport, u64, Result<(), OrgError>) {
+        let mut part = OrgReport::default();
+        let from = match opts.from_ms {
+            Some(f) => f,
+            None => match self.vault.last_window_end(&run.org, name).await {
+                Ok(Some(end)) => end,
+                Ok(None) => {
+                    now - i64::try_from(self.config.sync.first_lookback_hours).unwrap_or(24)
+                        * 3_600_000
+                }
+                Err(e) => {
+                    let e = OrgError::db("reading the harvest cursor")(e);
+                    return (name.to_owned(), to, part, 0, Err(e));
+                }
+            },
+        }
+        .min(to);
+        part.window_from = rfc3339(from);
+        part.window_to = rfc3339(to);
+        let Some(spec) = crate::source::spec(name) else {
+            let e = OrgError::Config(format!(
+                "unknown source {name:?} for org {}; set it with `wxvault org sources {} wxcc,calling`",
+                run.org.name, run.org.name
+            ));
+            return (name.to_owned(), from, part, 0, Err(e));
+        };
+        let source = match (spec.start)(run) {
+            Ok(s) => s,
+            Err(e) => return (name.to_owned(), from, part, 0, Err(e)),
+        };
+        let result = source.harvest(from, to, &mut part).await;
+        (name.to_owned(), from, part, source.api_calls(), result)
+    }
+
+    /// The org's outcome after Webex refused its grant: `needs_reauth` with the likely causes,
+    /// recorded on the org unless the token manager already did.
+    async fn reauth_outcome(&self, org: &Org, tokens: &OrgTokens, msg: &str) -> OrgOutcome {
+        let fresh = tokens.org().await;
+        match fresh.status {
+            OrgStatus::NeedsReauth { reason } => OrgOutcome::NeedsReauth(reason),
+            OrgStatus::Active => {
+                let reason = format!(
+                    "{msg}. Webex rejected a freshly refreshed token: the grant no longer authorizes this call. \
+                     Likely causes: {}. Fix: have an admin of that org reconnect it.",
+                    crate::tokens::REAUTH_CAUSES
+                );
+                let _ = self
+                    .vault
+                    .set_org_status(
+                        org,
+                        OrgStatus::NeedsReauth {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                OrgOutcome::NeedsReauth(reason)
+            }
+        }
     }
 
     /// `wxvault retry`: puts the selected orgs' failed recordings and failed or missing tasks
@@ -363,7 +432,34 @@ impl Engine {
         let mut out = Vec::new();
         for org in self.vault.orgs().await? {
             let counts = self.vault.counts(&org).await?;
-            let last = self.vault.last_window_end(&org, "wxcc").await?;
+            let mut by_source = self.vault.counts_by_source(&org).await?;
+            let mut sources = Vec::new();
+            let mut last: Option<i64> = None;
+            let mut all_started = true;
+            let enabled = org_sources(&org);
+            let others: Vec<String> = by_source
+                .keys()
+                .filter(|k| !enabled.contains(k))
+                .cloned()
+                .collect();
+            for name in enabled.iter().chain(others.iter()) {
+                let cursor = self.vault.last_window_end(&org, name).await?;
+                let is_enabled = enabled.contains(name);
+                if is_enabled {
+                    match cursor {
+                        Some(c) => last = Some(last.map_or(c, |l| l.min(c))),
+                        None => all_started = false,
+                    }
+                }
+                sources.push(SourceStatus {
+                    source: name.clone(),
+                    enabled: is_enabled,
+                    counts: by_source.remove(name).unwrap_or_default(),
+                    last_window_end: cursor.map(rfc3339),
+                });
+            }
+            // The org is synced up to where its least advanced source is.
+            let last = if all_started { last } else { None };
             let failures = self.vault.failures(&org, 20).await?;
             let secrets = match self.vault.org_secrets(&org).await {
                 Ok(_) => SecretsHealth::Readable,
@@ -384,8 +480,18 @@ impl Engine {
                 last_window_end: last.map(rfc3339),
                 failures,
                 secrets,
+                sources,
             });
         }
         Ok(out)
+    }
+}
+
+/// The sources an org harvests: its configured ones, or WxCC for orgs that name none.
+pub fn org_sources(org: &Org) -> Vec<String> {
+    if org.sources.is_empty() {
+        vec![DEFAULT_SOURCE.to_owned()]
+    } else {
+        org.sources.clone()
     }
 }

@@ -361,6 +361,32 @@ impl Vault {
         }
         Ok(())
     }
+
+    /// Replaces the sources an org is harvested for (names are checked by the caller). Items
+    /// already in the ledger stay, whatever their source.
+    ///
+    /// # Errors
+    /// [`VaultError::NotFound`] for an unknown org, [`VaultError::Db`] on database failure.
+    pub async fn set_org_sources(&self, org: &Org, sources: &[String]) -> Result<(), VaultError> {
+        let json = serde_json::to_string(sources).map_err(|e| {
+            VaultError::Invalid(format!("org {}: sources cannot be encoded: {e}", org.name))
+        })?;
+        let done =
+            sqlx::query("UPDATE orgs SET sources_json = $2, updated_at_ms = $3 WHERE id = $1")
+                .bind(org.id)
+                .bind(json)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await
+                .map_err(VaultError::db(format!(
+                    "setting sources of org {}",
+                    org.name
+                )))?;
+        if done.rows_affected() == 0 {
+            return Err(VaultError::NotFound(format!("org {}", org.name)));
+        }
+        Ok(())
+    }
 }
 
 /// Seals one org secret with `ring` (from [`Vault::begin_sealing`]), bound to org and field.

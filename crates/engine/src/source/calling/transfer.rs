@@ -1,0 +1,302 @@
+//! One Calling recording through the pipeline: details (the link) just before the transfer,
+//! the audio, the transcript when configured, then the metadata for the sidecar.
+
+use archive::layout::{self, ObjectKey};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use vault::RecordingRow;
+use webex::calling::RecordingDetails;
+use webex::media::MediaStream;
+
+use super::{CallingHarvest, SOURCE, SPEC};
+use crate::error::OrgError;
+use crate::pipeline::{ItemError, Pipeline, StoredAudio, Transfer, classify};
+
+/// Start of the reason of a recording whose details carry no audio link (see
+/// [`CallingHarvest::judge_missing_links`]).
+pub(super) const NO_LINK: &str = "Webex gives no audio download link for this recording";
+/// A link that expires sooner than this is renewed before the transfer starts.
+const EXPIRY_MARGIN_MS: i64 = 60_000;
+/// The sidecar schema, shared with WxCC sidecars.
+const SCHEMA: &str = "wxvault.recording.v1";
+
+pub(super) struct CallingTransfer<'a> {
+    harvest: &'a CallingHarvest,
+    id: String,
+    /// The list item as stored in the ledger.
+    listed: Value,
+    recorded_ms: i64,
+    ext: String,
+    declared: Option<u64>,
+    details: Option<RecordingDetails>,
+    /// A fresh details call was made after a refused link.
+    refreshed: bool,
+}
+
+impl<'a> CallingTransfer<'a> {
+    pub(super) fn new(harvest: &'a CallingHarvest, row: &RecordingRow) -> Result<Self, ItemError> {
+        let listed: Value = serde_json::from_str(&row.attributes_json).unwrap_or(Value::Null);
+        let ext = row
+            .file_name
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .filter(|f| {
+                !f.is_empty()
+                    && f.len() <= 10
+                    && f.chars().all(|c| c.is_ascii_alphanumeric())
+                    && f != "json"
+            })
+            .unwrap_or_else(|| "mp3".to_owned());
+        let declared = listed.get("sizeBytes").and_then(Value::as_u64);
+        Ok(CallingTransfer {
+            harvest,
+            id: row.recording_id.clone(),
+            listed,
+            recorded_ms: row.task_created_ms,
+            ext,
+            declared,
+            details: None,
+            refreshed: false,
+        })
+    }
+
+    fn cfg(&self) -> &super::CallingConfig {
+        &self.harvest.run.config.calling
+    }
+
+    /// Asks for the details (and with them a link valid for 3 h) and judges them: a recording
+    /// that is no longer there, empty, or withheld from this grant never reaches the download.
+    async fn resolve(&mut self) -> Result<(), ItemError> {
+        let details = self
+            .harvest
+            .client
+            .details(&self.id)
+            .await
+            .map_err(classify)?;
+        let status = details.recording.status.as_deref().unwrap_or("available");
+        let wanted = status.eq_ignore_ascii_case("available")
+            || (status.eq_ignore_ascii_case("purged") && self.cfg().include_purged);
+        if !wanted {
+            return Err(ItemError::Absent(format!(
+                "Webex now reports status {status:?} for this recording (listed as available); nothing to archive"
+            )));
+        }
+        if let Some(size) = details.recording.size_bytes {
+            if size == 0 {
+                return Err(ItemError::Absent(
+                    "Webex reports a size of 0 bytes; nothing to archive".into(),
+                ));
+            }
+            self.declared = Some(size);
+        }
+        if details.audio_link.is_none() {
+            let org = self.harvest.run.tokens.org().await;
+            let scopes = org.scopes.unwrap_or_default();
+            if !scopes
+                .split_whitespace()
+                .any(|s| s == webex::CALLING_COMPLIANCE_SCOPE)
+            {
+                // The grant can list but never download: one error for the org.
+                return Err(ItemError::Org(OrgError::NotPermitted {
+                    source_label: SPEC.label,
+                    message: format!(
+                        "the grant lists recordings but Webex gives download links only to compliance officers, and it lacks {scope} (granted: {granted}). Fix: have a user with the Compliance Officer role in Control Hub reconnect the org (`wxvault connect --sources calling` or an invite link) so the grant carries {scope}. Nothing was marked failed.",
+                        scope = webex::CALLING_COMPLIANCE_SCOPE,
+                        granted = if scopes.is_empty() {
+                            "unknown".to_owned()
+                        } else {
+                            scopes.clone()
+                        },
+                    ),
+                }));
+            }
+            return Err(ItemError::Permanent(format!(
+                "{NO_LINK} (the details carry no temporaryDirectDownloadLinks.audioDownloadLink)"
+            )));
+        }
+        self.harvest
+            .link_seen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.details = Some(details);
+        Ok(())
+    }
+
+    fn link_is_fresh(&self, now: i64) -> bool {
+        self.details.as_ref().is_some_and(|d| {
+            d.audio_link.is_some() && d.expiration_ms.is_none_or(|e| e - EXPIRY_MARGIN_MS > now)
+        })
+    }
+
+    /// The details object as received, without its links.
+    async fn details_json(&mut self) -> Result<Value, ItemError> {
+        if self.details.is_none() {
+            // Stored by an earlier run (metadata was late): the details are asked for again.
+            let details = self
+                .harvest
+                .client
+                .details(&self.id)
+                .await
+                .map_err(classify)?;
+            self.details = Some(details);
+        }
+        Ok(self
+            .details
+            .as_ref()
+            .map_or(Value::Null, |d| d.raw_without_links.clone()))
+    }
+
+    /// How long ago (engine clock) the recording was created, for the metadata grace.
+    fn age_ms(&self, now: i64) -> i64 {
+        let created = self
+            .listed
+            .get("createTime")
+            .and_then(Value::as_str)
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map_or(self.recorded_ms, |t| {
+                i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(self.recorded_ms)
+            });
+        now - created
+    }
+}
+
+#[async_trait]
+impl Transfer for CallingTransfer<'_> {
+    fn recording_id(&self) -> &str {
+        &self.id
+    }
+
+    fn audio_key(&self) -> Result<ObjectKey, String> {
+        layout::calling_audio(
+            &self.harvest.run.org.org_id,
+            self.recorded_ms,
+            &self.id,
+            &self.ext,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn declared_size(&self) -> Option<u64> {
+        self.declared
+    }
+
+    async fn download(&mut self) -> Result<MediaStream, ItemError> {
+        let now = self.harvest.run.clock.now_ms();
+        if !self.link_is_fresh(now) {
+            self.resolve().await?;
+        }
+        let link = self
+            .details
+            .as_ref()
+            .and_then(|d| d.audio_link.clone())
+            .ok_or_else(|| ItemError::Permanent(format!("{NO_LINK}")))?;
+        match self.harvest.client.download(&link).await {
+            Ok(m) => Ok(m),
+            // Refused again with a fresh link: the reason is recorded and the item fails.
+            Err(e) if e.is_link_expired() && self.refreshed => Err(ItemError::Permanent(format!(
+                "the download link was refused again after fresh details were asked for: {e}"
+            ))),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn refresh_link(&mut self) -> Result<(), ItemError> {
+        self.refreshed = true;
+        self.resolve().await
+    }
+
+    async fn after_audio(
+        &mut self,
+        pipeline: &Pipeline,
+        audio: &StoredAudio,
+    ) -> Result<(), ItemError> {
+        if !self.cfg().transcripts {
+            return Ok(());
+        }
+        let archive = &self.harvest.run.archive;
+        let storage =
+            |key: &ObjectKey, e| crate::pipeline::storage_failed(format!("reading {key}"), e);
+        for ext in ["vtt", "txt"] {
+            let key = layout::companion_of(&audio.key, "transcript", ext)
+                .map_err(|e| ItemError::Permanent(e.to_string()))?;
+            if archive
+                .head(&key)
+                .await
+                .map_err(|e| storage(&key, e))?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        let now = self.harvest.run.clock.now_ms();
+        if !self.link_is_fresh(now) {
+            self.resolve().await?;
+        }
+        let Some(link) = self
+            .details
+            .as_ref()
+            .and_then(|d| d.transcript_link.clone())
+        else {
+            return Ok(());
+        };
+        let media = self
+            .harvest
+            .client
+            .download(&link)
+            .await
+            .map_err(classify)?;
+        let vtt = media
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/vtt"));
+        let key = layout::companion_of(&audio.key, "transcript", if vtt { "vtt" } else { "txt" })
+            .map_err(|e| ItemError::Permanent(e.to_string()))?;
+        pipeline.store_stream(&key, media, None).await?;
+        Ok(())
+    }
+
+    async fn sidecar(
+        &mut self,
+        audio: &StoredAudio,
+        archived_at: &str,
+    ) -> Result<Option<Value>, ItemError> {
+        let now = self.harvest.run.clock.now_ms();
+        let grace_ms = i64::try_from(self.cfg().metadata_grace_hours).unwrap_or(24) * 3_600_000;
+        let (metadata, reason) = match self.harvest.client.metadata(&self.id).await {
+            Ok(Some(m)) => (m, None),
+            Ok(None) if self.age_ms(now) < grace_ms => return Ok(None),
+            Ok(None) => (
+                Value::Null,
+                Some(format!(
+                    "Webex had no metadata for this recording {} h after it was created (GET /v1/convergedRecordings/{{id}}/metadata answered 204)",
+                    self.cfg().metadata_grace_hours
+                )),
+            ),
+            Err(e) => match classify(e) {
+                // Refused for this recording alone: the audio is kept, the sidecar says why.
+                ItemError::Permanent(why) => {
+                    (Value::Null, Some(format!("metadata refused: {why}")))
+                }
+                other => return Err(other),
+            },
+        };
+        let recording = self.details_json().await?;
+        let mut sidecar = json!({
+            "schema": SCHEMA,
+            "source": SOURCE,
+            "org_id": self.harvest.run.org.org_id,
+            "recording_id": self.id,
+            "recording": recording,
+            "metadata": metadata,
+            "sha256": audio.sha256,
+            "size_bytes": audio.size,
+            "object_key": audio.key.as_str(),
+            "archived_at": archived_at,
+        });
+        if let (Some(reason), Value::Object(m)) = (reason, &mut sidecar) {
+            m.insert("metadata_reason".into(), json!(reason));
+        }
+        Ok(Some(sidecar))
+    }
+}
