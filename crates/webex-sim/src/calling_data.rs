@@ -157,8 +157,14 @@ pub(crate) fn gen_calling(
         } else {
             *rng.pick(OWNER_TYPES)
         };
+        // An org without agents has no users to own recordings.
+        let owner_type = if owner_type == "user" && agents.is_empty() {
+            "callQueue"
+        } else {
+            owner_type
+        };
         let (owner_id, owner_name, owner_email) = match owner_type {
-            "user" if !agents.is_empty() => {
+            "user" => {
                 let a = rng.pick(agents);
                 (
                     a.ci_user_id.clone(),
@@ -290,5 +296,34 @@ pub(crate) fn calling_manifest(recs: &[CallingRec]) -> CallingManifest {
                     .unwrap_or_default(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: i64 = 1_750_000_000_123;
+
+    fn ids(seed: u64) -> Vec<(String, i64, u64)> {
+        let spec = DatasetSpec::small().with_calling(10);
+        gen_calling(&spec, seed, 0, START, &[])
+            .iter()
+            .map(|r| (r.id.clone(), r.create_ms, r.size()))
+            .collect()
+    }
+
+    #[test]
+    fn seeded_sorted_whole_seconds() {
+        assert_eq!(ids(3), ids(3));
+        assert_ne!(ids(3), ids(4));
+        let recs = gen_calling(&DatasetSpec::small().with_calling(10), 3, 0, START, &[]);
+        assert!(recs.windows(2).all(|w| w[0].create_ms >= w[1].create_ms));
+        assert!(recs.iter().all(|r| r.create_ms % 1_000 == 0));
+        // No agents: user owners fall back to call queues rather than panicking.
+        assert!(
+            recs.iter()
+                .all(|r| r.owner_type != "user" || r.owner_email.is_some())
+        );
     }
 }
