@@ -145,6 +145,12 @@ pub struct DatasetSpec {
     pub exact_recordings: Option<u32>,
     /// One extra task with a single recording of this many bytes.
     pub large_recording_bytes: Option<u64>,
+    /// Webex Calling converged recordings per org, generated on their own
+    /// random stream so the WxCC data is the same whatever this is. With
+    /// [`Self::edge_cases`], the first is zero bytes long and the second has
+    /// no transcript.
+    #[serde(default)]
+    pub calling_per_org: u32,
 }
 
 impl DatasetSpec {
@@ -163,11 +169,12 @@ impl DatasetSpec {
             edge_cases: true,
             exact_recordings: None,
             large_recording_bytes: None,
+            calling_per_org: 0,
         }
     }
 
     /// Demo dataset: 1 org, 1 day, ~150 telephony tasks (plus a few chats and
-    /// emails), small WAVs, every edge case.
+    /// emails), small WAVs, every edge case, and 12 Webex Calling recordings.
     #[must_use]
     pub fn demo() -> Self {
         Self {
@@ -182,6 +189,7 @@ impl DatasetSpec {
             edge_cases: true,
             exact_recordings: None,
             large_recording_bytes: None,
+            calling_per_org: 12,
         }
     }
 
@@ -204,6 +212,7 @@ impl DatasetSpec {
             edge_cases: false,
             exact_recordings: Some(recordings),
             large_recording_bytes: None,
+            calling_per_org: 0,
         }
     }
 
@@ -213,6 +222,13 @@ impl DatasetSpec {
     #[must_use]
     pub fn with_large_recording(mut self, bytes: u64) -> Self {
         self.large_recording_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets [`Self::calling_per_org`]: `n` Webex Calling recordings per org.
+    #[must_use]
+    pub fn with_calling(mut self, n: u32) -> Self {
+        self.calling_per_org = n;
         self
     }
 }
@@ -243,6 +259,20 @@ pub struct Faults {
     /// Task ids whose captures are not listed yet, whatever their availability time (a capture
     /// Webex produces late, after re-processing); removing an id makes them appear.
     pub withheld_task_ids: Vec<String>,
+    /// Webex Calling list: `Link: rel="next"` URLs keep only `max` and the cursor,
+    /// dropping `from`/`to`/`status`/`serviceType`/`format` (webex-api.md §3.8). A
+    /// client that does not add them back gets the defaults (available, both
+    /// service types, the 7 days before now) from the cursor on.
+    pub drop_filters_in_next_link: bool,
+    /// Webex Calling metadata answers 204 with no body until `createTime` plus
+    /// this many seconds on the simulator clock.
+    pub calling_metadata_not_ready_secs: u64,
+    /// Overrides the 3 h lifetime of Calling download links (`0` = already expired).
+    pub calling_url_expiry_secs: Option<u64>,
+    /// Calling download links point at the main (Webex API) host and need
+    /// `Authorization: Bearer <valid token of the org>` there (401 without),
+    /// instead of the ticket-only media host that refuses any `Authorization`.
+    pub calling_media_requires_bearer: bool,
 }
 
 /// What the consent page answers.

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use crate::calling_data::{CallingRec, gen_calling};
 use crate::config::DatasetSpec;
 use crate::model::{ExpectedRecording, ExpectedTask, Manifest, SimOrg};
 use crate::rng::{SplitMix64, mix2};
@@ -122,6 +123,10 @@ pub(crate) struct Dataset {
     pub recordings: HashMap<String, (usize, usize, usize)>,
     /// Task id → (org, task) indexes.
     pub tasks: HashMap<String, (usize, usize)>,
+    /// Per org (same order as `orgs`): Webex Calling recordings, newest first.
+    pub calling: Vec<Vec<CallingRec>>,
+    /// Calling recording id → (org, index in `calling[org]`).
+    pub calling_index: HashMap<String, (usize, usize)>,
 }
 
 /// Recording layout of one task before times are assigned.
@@ -296,10 +301,23 @@ impl Dataset {
                 }
             }
         }
+        let calling: Vec<Vec<CallingRec>> = orgs
+            .iter()
+            .zip(0u32..)
+            .map(|(org, o)| gen_calling(spec, seed, o, start_ms, &org.agents))
+            .collect();
+        let mut calling_index = HashMap::new();
+        for (oi, recs) in calling.iter().enumerate() {
+            for (i, r) in recs.iter().enumerate() {
+                calling_index.insert(r.id.clone(), (oi, i));
+            }
+        }
         Self {
             orgs,
             recordings,
             tasks,
+            calling,
+            calling_index,
         }
     }
 

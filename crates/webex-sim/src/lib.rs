@@ -3,8 +3,12 @@
 //! It is written from `webex-api.md` alone and deliberately shares no types
 //! with the `webex` client crate: if both sides read a field the same wrong
 //! way, tests against the simulator would still pass. One loopback server
-//! stands in for every host: `webexapis.com` (OAuth), `api.wxcc-*.cisco.com`
-//! (tasks, captures, users) and the S3 media bucket (pre-signed WAV links).
+//! stands in for every host: `webexapis.com` (OAuth, Webex Calling converged
+//! recordings), `api.wxcc-*.cisco.com` (tasks, captures, users) and the S3
+//! media bucket (pre-signed WAV links). A second listener plays the Webex
+//! Calling download host (`*.dmz.webex.com`): 127.0.0.2 on the same port when
+//! it can be bound, else 127.0.0.2 on its own port, else a second port on the
+//! main address ([`SimServer::calling_media_url`]).
 //!
 //! * **Deterministic**: ids, names, times (relative to [`SimConfig::start_ms`])
 //!   and audio bytes derive from [`SimConfig::seed`]; [`SimHandle::manifest`]
@@ -45,13 +49,62 @@
 //! `POST /_sim/grant {"clientId","orgId","scopes":[..]}`,
 //! `POST /_sim/revoke {"orgId"}`,
 //! `POST /_sim/consent {"mode":"approve|deny|blocked|interactive"}`.
+//!
+//! # Webex Calling converged recordings (webex-api.md §3)
+//!
+//! [`DatasetSpec::calling_per_org`] (or [`DatasetSpec::with_calling`]; 0 in
+//! `small()`/`bench()`, 12 in `demo()`) recordings per org, on their own random
+//! stream, so the WxCC dataset is identical with or without them. They spread
+//! over the dataset's days; fixed patterns make some `purged`, a few `deleted`,
+//! a quarter `customerAssist`, and owners of every type (`user` owners are the
+//! org's agents); the newest is created a few minutes after the start and is
+//! hidden until then. With `edge_cases`, the first is zero bytes long and the
+//! second has no transcript. Audio is real CBR 32 kbit/s, 32 kHz stereo MPEG-1
+//! Layer III from LAME (caller left, agent right, the WAV speech model): a few
+//! template clips are encoded once per process and each recording serves an
+//! ID3v2 tag naming it followed by one template, so bytes and sha256 differ per
+//! recording. Transcripts are small WebVTT files. [`SimHandle::calling_manifest`]
+//! / `GET /_sim/calling/manifest?orgId=` is the ground truth.
+//!
+//! * `GET /v1/admin/convergedRecordings` needs `spark-admin:recordings_read` or
+//!   `spark-compliance:recordings_read`. `max` 1–100 (default 10), `from`/`to`
+//!   ISO 8601 applied to `createTime` (from inclusive, to exclusive; defaults
+//!   per §3.2; a span over 30 days is 400), `status` (`available` default,
+//!   `deleted`, `purged` = 403 without the compliance scope), `serviceType`,
+//!   `format=MP3`. Newest `createTime` first; more pages through
+//!   `Link: <…&cursor=…>; rel="next"`, absent on the last page. Items never carry
+//!   links.
+//! * `GET /v1/convergedRecordings/{id}`: the list fields plus, for compliance
+//!   scope in orgs without Prevent Downloading, `temporaryDirectDownloadLinks`
+//!   (`audioDownloadLink`, `transcriptDownloadLink` when there is one,
+//!   `expiration` 3 h after the request). Purged recordings are 404 for admins.
+//! * `GET /v1/convergedRecordings/{id}/metadata`: the §3.4 body (`version` "1.2");
+//!   `showAllTypes=true` adds `callActivity`; 204 while not ready.
+//! * Media: `GET /nbr/MultiThreadDownloadServlet?type=calling&orgId&recordUUID&
+//!   fileType&ticket&timestamp` on the media host. The ticket is signed and
+//!   carries the expiry (403 when forged or expired); any `Authorization` header
+//!   is a 400 counted in [`Stats::calling_media_with_authorization`]. The same
+//!   path on the main host needs `Authorization: Bearer` of the org (401
+//!   without); links point there when [`Faults::calling_media_requires_bearer`].
+//! * Knobs: [`Faults::drop_filters_in_next_link`],
+//!   [`Faults::calling_metadata_not_ready_secs`],
+//!   [`Faults::calling_url_expiry_secs`], and `error_5xx_rate`, `rate_429_rate`,
+//!   `latency_ms` (API and media) and `truncate_rate` (media). Prevent
+//!   Downloading: [`SimHandle::set_prevent_downloading`] or
+//!   `POST /_sim/calling/prevent_downloading {"orgId","on":true}`.
+//! * Counters in `/_sim/stats` `by_endpoint`: `calling_list`, `calling_details`,
+//!   `calling_metadata`, `calling_media`.
 
 mod admin;
+mod calling;
+mod calling_data;
+mod calling_media;
 mod config;
 mod dataset;
 mod http;
 mod media;
 mod model;
+mod mp3;
 mod oauth;
 mod rng;
 mod rsql;
@@ -64,6 +117,9 @@ pub use config::{
     BLOCKED_PAGE_TEXT, ConsentMode, DEFAULT_REGISTERED_SCOPES, DatasetSpec, Faults,
     ParseConsentModeError, SimClient, SimConfig,
 };
-pub use model::{ExpectedRecording, ExpectedTask, GrantTokens, Manifest, SimOrg, Stats};
+pub use model::{
+    CallingManifest, ExpectedCallingRecording, ExpectedRecording, ExpectedTask, GrantTokens,
+    Manifest, SimOrg, Stats,
+};
 pub use server::{SimHandle, SimServer};
 pub use wav::TalkSpan;

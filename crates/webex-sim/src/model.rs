@@ -98,11 +98,54 @@ pub struct ExpectedRecording {
     pub talk_spans: Vec<TalkSpan>,
 }
 
+/// Ground truth of one org's Webex Calling converged recordings, separate from
+/// the WxCC [`Manifest`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CallingManifest {
+    /// Every recording of the org (every status, including those created after
+    /// the simulator start), newest `createTime` first.
+    pub recordings: Vec<ExpectedCallingRecording>,
+}
+
+/// One Calling recording and the exact bytes its audio link serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedCallingRecording {
+    /// Recording id (`id`).
+    pub id: String,
+    /// `available`, `deleted` or `purged` (purged: compliance scope only).
+    pub status: String,
+    /// `calling` or `customerAssist`.
+    pub service_type: String,
+    /// `user`, `place`, `virtualLine` or `callQueue`.
+    pub owner_type: String,
+    /// `ownerId`.
+    pub owner_id: String,
+    /// `timeRecorded`, epoch ms.
+    pub time_recorded_ms: i64,
+    /// `createTime`, epoch ms; the API hides the recording before it.
+    pub create_time_ms: i64,
+    /// `durationSeconds`.
+    pub duration_seconds: u64,
+    /// `sizeBytes`: the exact length of the served MP3 (0 for the zero-size edge case).
+    pub size_bytes: u64,
+    /// Lowercase hex sha256 of the served MP3.
+    pub sha256: String,
+    /// Whether details carry a `transcriptDownloadLink`.
+    pub has_transcript: bool,
+    /// Lowercase hex sha256 of the WebVTT transcript, when there is one.
+    pub transcript_sha256: Option<String>,
+    /// Who talks when (caller = left channel, agent = right channel), relative to
+    /// the input audio; a decoder adds the encoder delay (about 50 ms).
+    pub talk_spans: Vec<TalkSpan>,
+}
+
 /// Request counters since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Requests per endpoint: `access_token`, `authorize`, `authorize_decision`,
-    /// `authorizations` (admin revocation), `tasks`, `captures`, `users`, `media`.
+    /// `authorizations` (admin revocation), `tasks`, `captures`, `users`, `media`,
+    /// and for Webex Calling `calling_list`, `calling_details`, `calling_metadata`,
+    /// `calling_media` (both media hosts).
     pub by_endpoint: BTreeMap<String, u64>,
     /// 429 answers (real budget exhausted or injected).
     pub throttled_429: u64,
@@ -110,4 +153,8 @@ pub struct Stats {
     pub injected_5xx: u64,
     /// Media body bytes handed to the network.
     pub media_bytes: u64,
+    /// Requests to the Calling media host that carried an `Authorization`
+    /// header (answered 400): a client leaking its bearer token off Webex.
+    #[serde(default)]
+    pub calling_media_with_authorization: u64,
 }

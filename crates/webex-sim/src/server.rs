@@ -18,14 +18,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::calling_data::calling_manifest;
+use crate::calling_media::SERVLET;
 use crate::config::{ConsentMode, Faults, SimConfig};
 use crate::dataset::Dataset;
 use crate::http::parse_pairs;
 use crate::media::BUCKET;
-use crate::model::{GrantTokens, Manifest, SimOrg, Stats};
+use crate::model::{CallingManifest, GrantTokens, Manifest, SimOrg, Stats};
 use crate::oauth::grantable;
 use crate::state::{Shared, lock};
-use crate::{admin, media, oauth, wxcc};
+use crate::{admin, calling, calling_media, media, oauth, wxcc};
 
 /// A running simulator bound to a loopback port.
 #[derive(Debug)]
@@ -52,6 +54,15 @@ impl SimServer {
         };
         let base_url = Url::parse(&format!("http://{host}:{}/", local.port()))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let media_listener = bind_media_host(local).await?;
+        let media_local = media_listener.local_addr()?;
+        let media_host = if media_local.is_ipv6() {
+            format!("[{}]", media_local.ip())
+        } else {
+            media_local.ip().to_string()
+        };
+        let calling_media_url = Url::parse(&format!("http://{media_host}:{}/", media_local.port()))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let start_ms = config.start_ms.unwrap_or_else(|| {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             now * 1_000
@@ -61,23 +72,45 @@ impl SimServer {
         let data = tokio::task::spawn_blocking(move || Dataset::generate(&spec, seed, start_ms))
             .await
             .map_err(std::io::Error::other)?;
-        let shared = Arc::new(Shared::new(config, data, start_ms, base_url));
+        let shared = Arc::new(Shared::new(
+            config,
+            data,
+            start_ms,
+            base_url,
+            calling_media_url,
+        ));
         let app = router(Arc::clone(&shared));
+        let media_app = Router::new()
+            .route(SERVLET, get(calling_media::media_ticket))
+            .with_state(Arc::clone(&shared));
         let (tx, rx) = oneshot::channel::<()>();
+        let (media_tx, media_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = rx.await;
+                let _ = media_tx.send(());
             });
-            if let Err(e) = serve.await {
+            let media = axum::serve(media_listener, media_app).with_graceful_shutdown(async move {
+                let _ = media_rx.await;
+            });
+            let (main, media) = tokio::join!(serve, media);
+            if let Err(e) = main.and(media) {
                 tracing::warn!(error = %e, "webex-sim server stopped with an error");
             }
         });
-        tracing::info!(url = %shared.base_url, "webex-sim listening");
+        tracing::info!(url = %shared.base_url, media = %shared.calling_media_url, "webex-sim listening");
         Ok(SimServer {
             handle: SimHandle { shared },
             stop: Some(tx),
             task: Some(task),
         })
+    }
+
+    /// Base URL of the Webex Calling media host (ticket-only download links),
+    /// e.g. `http://127.0.0.2:41234/`.
+    #[must_use]
+    pub fn calling_media_url(&self) -> Url {
+        self.handle.shared.calling_media_url.clone()
     }
 
     /// Base URL of every simulated host, e.g. `http://127.0.0.1:41234/`.
@@ -114,6 +147,24 @@ impl Drop for SimServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Binds the Calling media host: 127.0.0.2 on the main port if free, else on a
+/// free port; where 127.0.0.2 is not a local address (e.g. macOS without an
+/// alias), a second port on the main address.
+async fn bind_media_host(main: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let alt = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    for port in [main.port(), 0] {
+        if let Ok(l) = tokio::net::TcpListener::bind((alt, port)).await {
+            return Ok(l);
+        }
+    }
+    let ip = if main.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        main.ip()
+    };
+    tokio::net::TcpListener::bind((ip, 0)).await
 }
 
 /// Cloneable handle for tests and tools to steer the simulator.
@@ -193,6 +244,35 @@ impl SimHandle {
         self.shared.data.manifest(org_id)
     }
 
+    /// Ground truth of one org's Webex Calling recordings (empty for unknown orgs).
+    /// The first call hashes every recording of the org.
+    #[must_use]
+    pub fn calling_manifest(&self, org_id: &str) -> CallingManifest {
+        match self.shared.data.org(org_id) {
+            Some((oi, _)) => calling_manifest(&self.shared.data.calling[oi]),
+            None => CallingManifest {
+                recordings: Vec::new(),
+            },
+        }
+    }
+
+    /// Turns the org's Prevent Downloading setting on or off: while on, Calling
+    /// details carry no `temporaryDirectDownloadLinks` (links already handed out keep working).
+    pub fn set_prevent_downloading(&self, org_id: &str, on: bool) {
+        let mut set = lock(&self.shared.prevent_downloading);
+        if on {
+            set.insert(org_id.to_owned());
+        } else {
+            set.remove(org_id);
+        }
+    }
+
+    /// Base URL of the Webex Calling media host.
+    #[must_use]
+    pub fn calling_media_url(&self) -> Url {
+        self.shared.calling_media_url.clone()
+    }
+
     /// Request counters.
     #[must_use]
     pub fn stats(&self) -> Stats {
@@ -221,6 +301,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             &format!("/{BUCKET}/{{org}}/{{task}}/{{rec}}/{{file}}"),
             get(media::media),
+        )
+        .route("/v1/admin/convergedRecordings", get(calling::list))
+        .route("/v1/convergedRecordings/{id}", get(calling::details))
+        .route(
+            "/v1/convergedRecordings/{id}/metadata",
+            get(calling::metadata),
+        )
+        .route(SERVLET, get(calling_media::media_bearer))
+        .route("/_sim/calling/manifest", get(ctl_calling_manifest))
+        .route(
+            "/_sim/calling/prevent_downloading",
+            post(ctl_prevent_downloading),
         )
         .route("/_sim/orgs", get(ctl_orgs))
         .route("/_sim/manifest", get(ctl_manifest))
@@ -275,6 +367,48 @@ async fn ctl_manifest(State(s): St, RawQuery(q): RawQuery) -> Response {
         Ok(m) => axum::Json(m).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+async fn ctl_calling_manifest(State(s): St, RawQuery(q): RawQuery) -> Response {
+    let p = parse_pairs(q.as_deref());
+    let Some(org) = p.get("orgId").cloned() else {
+        return bad_request("orgId is required");
+    };
+    if s.data.org(&org).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "unknown orgId" })),
+        )
+            .into_response();
+    }
+    let h = handle(&s);
+    match tokio::task::spawn_blocking(move || h.calling_manifest(&org)).await {
+        Ok(m) => axum::Json(m).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PreventReq {
+    org_id: String,
+    on: bool,
+}
+
+async fn ctl_prevent_downloading(State(s): St, body: axum::body::Bytes) -> Response {
+    let req = match parse_json::<PreventReq>(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if s.data.org(&req.org_id).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "unknown orgId" })),
+        )
+            .into_response();
+    }
+    handle(&s).set_prevent_downloading(&req.org_id, req.on);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn ctl_stats(State(s): St) -> Response {

@@ -1,6 +1,6 @@
 //! Mutable simulator state shared by every handler: clock, grants, limiter, counters.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -446,6 +446,10 @@ const ENDPOINTS: &[&str] = &[
     "captures",
     "users",
     "media",
+    "calling_list",
+    "calling_details",
+    "calling_metadata",
+    "calling_media",
 ];
 
 /// Everything the handlers share.
@@ -461,11 +465,21 @@ pub(crate) struct Shared {
     rng: Mutex<SplitMix64>,
     pub stats: Mutex<Stats>,
     pub base_url: Url,
+    /// Base URL of the Calling media host (a second listener, normally on 127.0.0.2).
+    pub calling_media_url: Url,
+    /// Orgs with Prevent Downloading on: Calling details carry no links.
+    pub prevent_downloading: Mutex<HashSet<String>>,
     pub sign_key: [u8; 32],
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: SimConfig, data: Dataset, start_ms: i64, base_url: Url) -> Self {
+    pub(crate) fn new(
+        cfg: SimConfig,
+        data: Dataset,
+        start_ms: i64,
+        base_url: Url,
+        calling_media_url: Url,
+    ) -> Self {
         let mut key_rng = SplitMix64::new(mix2(cfg.seed, 0x5349_474E));
         let mut sign_key = [0u8; 32];
         for c in sign_key.chunks_mut(8) {
@@ -483,6 +497,8 @@ impl Shared {
                 ..Stats::default()
             }),
             base_url,
+            calling_media_url,
+            prevent_downloading: Mutex::new(HashSet::new()),
             sign_key,
             data,
             cfg,
