@@ -105,6 +105,10 @@ pub enum OrgCommand {
     /// Remove an org: revokes its grant at Webex where the token allows it, then deletes its
     /// secrets and ledger here. Archived recordings stay where they are.
     Remove(OrgRemoveArgs),
+    /// Change what an org is archived for (wxcc, calling or both). Items already archived stay;
+    /// a source added later starts from its own first lookback. Says which scopes the org's grant
+    /// still lacks for the new sources and how to fix that.
+    Sources(OrgSourcesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +197,18 @@ pub struct OrgAddArgs {
     /// The org id, when it cannot be read from the token's last `_` segment.
     #[arg(long)]
     pub org_id: Option<String>,
+    /// What the org is archived for: wxcc, calling, or both (wxcc,calling).
+    #[arg(long, value_delimiter = ',', default_value = "wxcc")]
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OrgSourcesArgs {
+    /// The org's name.
+    pub name: String,
+    /// The sources to archive from now on: wxcc, calling, or both (wxcc,calling).
+    #[arg(value_delimiter = ',')]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -287,6 +303,9 @@ pub struct SimServeArgs {
     /// Turn the 300 requests/minute per client id limit off.
     #[arg(long)]
     pub no_rate_limit: bool,
+    /// Webex Calling recordings per org (added to any preset; the demo preset has 12).
+    #[arg(long)]
+    pub calling: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -9,8 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use vault::NewOrg;
 
 use crate::cli::{
-    Cli, ClientAuthArg, Command, KeysCommand, OrgAddArgs, OrgCommand, OrgRemoveArgs, RetryArgs,
-    SimCommand, SyncArgs,
+    Cli, ClientAuthArg, Command, KeysCommand, OrgAddArgs, OrgCommand, OrgRemoveArgs,
+    OrgSourcesArgs, RetryArgs, SimCommand, SyncArgs,
 };
 use crate::output;
 
@@ -37,6 +37,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Org(OrgCommand::Remove(args)) => org_remove(&load_config()?, args).await,
         Command::Keys(KeysCommand::Rotate(j)) => {
             keys_rotate(&load_config()?, j.json).await.map(|()| 0)
+        }
+        Command::Org(OrgCommand::Sources(args)) => {
+            org_sources(&load_config()?, args).await.map(|()| 0)
         }
         Command::Org(OrgCommand::List(j)) => org_list(&load_config()?, j.json).await.map(|()| 0),
         Command::Sync(args) => sync(&load_config()?, args).await,
@@ -145,6 +148,7 @@ pub fn read_secret(var: &str, prompt: &str, required: bool) -> Result<Option<Sec
 }
 
 async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
+    let sources = engine::source::parse_sources(&args.sources).map_err(anyhow::Error::msg)?;
     let region =
         engine::regions::check(&args.region, args.region_unlisted).map_err(anyhow::Error::msg)?;
     let client_secret =
@@ -208,15 +212,61 @@ async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
                 ClientAuthArg::Form => "form".into(),
                 ClientAuthArg::Basic => "basic".into(),
             },
-            sources: vec!["wxcc".into()],
+            sources: sources.clone(),
             tokens,
         })
         .await
         .with_context(|| format!("adding org {}", args.name))?;
     println!(
-        "added org {} (org id {}, region {}); Webex accepted its grant (refreshed once); secrets stored encrypted",
-        org.name, org.org_id, org.region
+        "added org {} (org id {}, region {}, sources {}); Webex accepted its grant (refreshed once); secrets stored encrypted",
+        org.name,
+        org.org_id,
+        org.region,
+        sources.join(",")
     );
+    print_scope_advice(&org, &sources);
+    Ok(())
+}
+
+/// Says which scopes the org's grant lacks for `sources` and how to fix it (nothing when Webex
+/// did not report the granted scopes, or none is missing).
+fn print_scope_advice(org: &vault::Org, sources: &[String]) {
+    let Some(granted) = org.scopes.as_deref() else {
+        return;
+    };
+    let granted: Vec<&str> = granted.split_whitespace().collect();
+    let needed = engine::onboard::scopes_for(sources).unwrap_or_default();
+    let missing: Vec<String> = needed
+        .iter()
+        .map(|(s, _)| (*s).to_owned())
+        .filter(|s| !granted.contains(&s.as_str()))
+        .collect();
+    for line in engine::onboard::missing_scope_advice(sources, &missing) {
+        println!("warning: org {}: the grant lacks a scope: {line}", org.name);
+    }
+}
+
+/// `wxvault org sources NAME LIST`.
+async fn org_sources(config: &Config, args: OrgSourcesArgs) -> Result<()> {
+    let sources = engine::source::parse_sources(&args.sources).map_err(anyhow::Error::msg)?;
+    let engine = open_engine(config.clone()).await?;
+    let org = engine
+        .select_orgs(std::slice::from_ref(&args.name))
+        .await?
+        .remove(0);
+    engine
+        .vault
+        .set_org_sources(&org, &sources)
+        .await
+        .with_context(|| format!("setting the sources of org {}", org.name))?;
+    let msg = format!(
+        "sources changed from {} to {}",
+        engine::sync::org_sources(&org).join(","),
+        sources.join(",")
+    );
+    let _ = engine.vault.record_event(Some(&org), "sources", &msg).await;
+    println!("org {}: {msg}", org.name);
+    print_scope_advice(&org, &sources);
     Ok(())
 }
 

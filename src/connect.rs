@@ -197,6 +197,9 @@ pub async fn run(config: Config, mut args: ConnectArgs) -> Result<u8> {
             connected.missing.join(", "),
             org.name
         );
+        for line in engine::onboard::missing_scope_advice(&org.sources, &connected.missing) {
+            println!("  {line}");
+        }
         return Ok(2);
     }
     println!("Next: `wxvault sync --org {}`.", org.name);

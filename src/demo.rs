@@ -31,6 +31,9 @@ pub async fn sim_serve(args: SimServeArgs) -> Result<()> {
     if let Some(b) = args.large_recording_bytes {
         dataset = dataset.with_large_recording(b);
     }
+    if let Some(n) = args.calling {
+        dataset = dataset.with_calling(n);
+    }
     let config = SimConfig {
         seed: args.seed,
         dataset,

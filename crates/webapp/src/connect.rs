@@ -544,8 +544,10 @@ pub(crate) async fn callback(
             &connected.org,
             "missing_scope",
             &format!(
-                "connected, but Webex did not grant {}; add the scope to the integration in the developer portal, then re-connect",
-                connected.missing.join(", ")
+                "connected, but Webex did not grant {}; add the scope to the integration in the developer portal, then re-connect. {}",
+                connected.missing.join(", "),
+                engine::onboard::missing_scope_advice(&connected.org.sources, &connected.missing)
+                    .join(" ")
             ),
         );
         app.engine.notify(&[notice]).await;
