@@ -265,6 +265,7 @@ pub fn print_orgs(orgs: &[Org]) {
                 o.org_id.clone(),
                 o.region.clone(),
                 o.client_id.clone(),
+                engine::sync::org_sources(o).join(","),
                 match &o.status {
                     OrgStatus::Active => "active".into(),
                     OrgStatus::NeedsReauth { .. } => "needs_reauth".into(),
@@ -272,7 +273,10 @@ pub fn print_orgs(orgs: &[Org]) {
             ]
         })
         .collect();
-    table(&["org", "org id", "region", "client id", "status"], &rows);
+    table(
+        &["org", "org id", "region", "client id", "sources", "status"],
+        &rows,
+    );
 }
 
 pub fn print_status(views: &[OrgStatusView], now_ms: i64) {

@@ -13,6 +13,7 @@ mod lifecycle;
 mod promises;
 mod recheck;
 mod serve;
+mod sources_cli;
 mod storage;
 mod sync;
 mod vault_state;
