@@ -23,6 +23,9 @@ use crate::progress::Progress;
 use crate::report::OrgReport;
 use crate::tokens::OrgTokens;
 
+/// Builds a source for one org's run.
+pub type StartFn = fn(Arc<OrgRun>) -> Result<Box<dyn Source>, OrgError>;
+
 /// A recording source as the registry knows it.
 pub struct SourceSpec {
     /// Name in `--sources`, the ledger, object keys and sidecars.
@@ -36,7 +39,7 @@ pub struct SourceSpec {
     /// What to tell the operator when a connected grant lacks one of `scopes`.
     pub missing_scope_hint: &'static str,
     /// Builds the source for one org's run.
-    pub start: fn(Arc<OrgRun>) -> Result<Box<dyn Source>, OrgError>,
+    pub start: StartFn,
 }
 
 /// Every source wxvault knows, in the order they run and are shown.

@@ -190,7 +190,7 @@ impl Transfer for CallingTransfer<'_> {
             .details
             .as_ref()
             .and_then(|d| d.audio_link.clone())
-            .ok_or_else(|| ItemError::Permanent(format!("{NO_LINK}")))?;
+            .ok_or_else(|| ItemError::Permanent(NO_LINK.to_owned()))?;
         match self.harvest.client.download(&link).await {
             Ok(m) => Ok(m),
             // Refused again with a fresh link: the reason is recorded and the item fails.
