@@ -87,21 +87,39 @@ impl Env {
 
     /// `wxvault org add` for sim org `org_id` with a freshly issued grant. Returns the grant.
     pub async fn add_org(&self, name: &str, org_id: &str) -> webex_sim::GrantTokens {
+        let (grant, out) = self
+            .add_org_with(name, org_id, &[], &["cjp:config_read"])
+            .await;
+        assert_ok(&out, "org add");
+        grant
+    }
+
+    /// `wxvault org add` with `extra` arguments (e.g. `--sources`) and a grant of `scopes`;
+    /// returns the grant and what the command said.
+    pub async fn add_org_with(
+        &self,
+        name: &str,
+        org_id: &str,
+        extra: &[&str],
+        scopes: &[&str],
+    ) -> (webex_sim::GrantTokens, Output) {
         let grant = self
             .handle()
-            .issue_grant(&self.client.client_id, org_id, &["cjp:config_read"]);
+            .issue_grant(&self.client.client_id, org_id, scopes);
+        let mut args = vec![
+            "org",
+            "add",
+            "--name",
+            name,
+            "--region",
+            "us1",
+            "--client-id",
+            &self.client.client_id,
+        ];
+        args.extend_from_slice(extra);
         let out = self
             .run(
-                &[
-                    "org",
-                    "add",
-                    "--name",
-                    name,
-                    "--region",
-                    "us1",
-                    "--client-id",
-                    &self.client.client_id,
-                ],
+                &args,
                 &[
                     ("WXVAULT_CLIENT_SECRET", &self.client.client_secret),
                     ("WXVAULT_REFRESH_TOKEN", &grant.refresh_token),
@@ -109,8 +127,7 @@ impl Env {
                 ],
             )
             .await;
-        assert_ok(&out, "org add");
-        grant
+        (grant, out)
     }
 
     /// Sync over the whole dataset span (the last `days` days up to the sim's now).

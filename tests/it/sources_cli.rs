@@ -5,30 +5,10 @@ use webex_sim::DatasetSpec;
 
 use crate::harness::{Env, assert_ok, text};
 
-/// `org add` for `org_id` with `sources` and a grant of `scopes`.
+/// `org add` for `org_id` with `sources` and a grant of `scopes`; what it said.
 async fn add(env: &Env, name: &str, org_id: &str, sources: &str, scopes: &[&str]) -> String {
-    let grant = env
-        .handle()
-        .issue_grant(&env.client.client_id, org_id, scopes);
-    let out = env
-        .run(
-            &[
-                "org",
-                "add",
-                "--name",
-                name,
-                "--region",
-                "us1",
-                "--client-id",
-                &env.client.client_id,
-                "--sources",
-                sources,
-            ],
-            &[
-                ("WXVAULT_CLIENT_SECRET", &env.client.client_secret),
-                ("WXVAULT_REFRESH_TOKEN", &grant.refresh_token),
-            ],
-        )
+    let (_, out) = env
+        .add_org_with(name, org_id, &["--sources", sources], scopes)
         .await;
     assert_ok(&out, "org add");
     text(&out)
@@ -96,27 +76,12 @@ async fn sources_are_chosen_changed_and_checked_against_the_grant() {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert!(text(&out).contains("wxcc, calling"), "{}", text(&out));
     }
-    let grant =
-        env.handle()
-            .issue_grant(&env.client.client_id, &orgs[1].org_id, &["cjp:config_read"]);
-    let out = env
-        .run(
-            &[
-                "org",
-                "add",
-                "--name",
-                "x",
-                "--region",
-                "us1",
-                "--client-id",
-                &env.client.client_id,
-                "--sources",
-                "wxcc,meetings",
-            ],
-            &[
-                ("WXVAULT_CLIENT_SECRET", &env.client.client_secret),
-                ("WXVAULT_REFRESH_TOKEN", &grant.refresh_token),
-            ],
+    let (_, out) = env
+        .add_org_with(
+            "x",
+            &orgs[1].org_id,
+            &["--sources", "wxcc,meetings"],
+            &["cjp:config_read"],
         )
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
