@@ -145,8 +145,9 @@ pub struct InviteCreateArgs {
     /// The name the org will be registered under (an existing name re-connects that org).
     #[arg(long)]
     pub name: String,
-    /// What the org will be archived for (decides the scopes asked for).
-    #[arg(long, value_delimiter = ',', default_value = "wxcc")]
+    /// What the org will be archived for: wxcc, calling, or both (wxcc,calling); decides the
+    /// scopes asked for. Default: wxcc for a new org, an existing org's current sources.
+    #[arg(long, value_delimiter = ',')]
     pub sources: Vec<String>,
     /// The org's WxCC region; without it the customer admin picks it on the connect page.
     #[arg(long)]
@@ -237,8 +238,9 @@ pub struct ConnectArgs {
     /// How to send the client secret to the token endpoint.
     #[arg(long, value_enum, default_value_t = ClientAuthArg::Form)]
     pub client_auth: ClientAuthArg,
-    /// What the org will be archived for (decides the scopes asked for).
-    #[arg(long, value_delimiter = ',', default_value = "wxcc")]
+    /// What the org will be archived for: wxcc, calling, or both (wxcc,calling); decides the
+    /// scopes asked for. Default: wxcc for a new org, an existing org's current sources.
+    #[arg(long, value_delimiter = ',')]
     pub sources: Vec<String>,
     /// Loopback port for the redirect URI http://localhost:PORT/callback; it must be registered
     /// on the integration.

@@ -225,6 +225,7 @@ async fn org_add(config: &Config, args: OrgAddArgs) -> Result<()> {
         sources.join(",")
     );
     print_scope_advice(&org, &sources);
+    check_sources(&engine, &org).await;
     Ok(())
 }
 
@@ -244,6 +245,33 @@ fn print_scope_advice(org: &vault::Org, sources: &[String]) {
     for line in engine::onboard::missing_scope_advice(sources, &missing) {
         println!("warning: org {}: the grant lacks a scope: {line}", org.name);
     }
+}
+
+/// Runs each source's check of the org's grant and prints what it found; false when one of
+/// them says the grant cannot serve its source (the message says what to change).
+pub async fn check_sources(engine: &engine::Engine, org: &vault::Org) -> bool {
+    let results = match engine.probe_org(org).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("warning: org {}: could not check its grant: {e}", org.name);
+            return false;
+        }
+    };
+    let mut ok = true;
+    for r in results {
+        match r.outcome {
+            Ok(seen) => println!("checked {}: {seen}", r.source),
+            Err(e) if e.class() == webex::ErrorClass::Transient => println!(
+                "warning: org {}: {} could not be checked now ({e}); the first sync will tell",
+                org.name, r.source
+            ),
+            Err(e) => {
+                ok = false;
+                println!("warning: org {}: {}: {e}", org.name, r.source);
+            }
+        }
+    }
+    ok
 }
 
 /// `wxvault org sources NAME LIST`.
@@ -267,6 +295,11 @@ async fn org_sources(config: &Config, args: OrgSourcesArgs) -> Result<()> {
     let _ = engine.vault.record_event(Some(&org), "sources", &msg).await;
     println!("org {}: {msg}", org.name);
     print_scope_advice(&org, &sources);
+    let org = engine
+        .select_orgs(std::slice::from_ref(&args.name))
+        .await?
+        .remove(0);
+    check_sources(&engine, &org).await;
     Ok(())
 }
 

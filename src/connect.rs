@@ -24,6 +24,11 @@ pub async fn run(config: Config, mut args: ConnectArgs) -> Result<u8> {
         args.region =
             Some(engine::regions::check(r, args.region_unlisted).map_err(anyhow::Error::msg)?);
     }
+    // Checked before anything else: an unknown or repeated source is a usage error.
+    let requested = (!args.sources.is_empty())
+        .then(|| engine::source::parse_sources(&args.sources))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let engine = crate::commands::open_engine(config).await?;
     let existing = engine.vault.org_by_name(&args.name).await?;
     let mut new_secret = None;
@@ -55,7 +60,11 @@ pub async fn run(config: Config, mut args: ConnectArgs) -> Result<u8> {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
                 .map(secrecy::SecretString::from);
-            let target = ConnectTarget::for_org(org);
+            let mut target = ConnectTarget::for_org(org);
+            target.sources = match &requested {
+                Some(s) => s.clone(),
+                None => engine::sync::org_sources(org),
+            };
             println!(
                 "Re-authorizing org {} (Webex org {}).",
                 org.name, org.org_id
@@ -78,7 +87,9 @@ pub async fn run(config: Config, mut args: ConnectArgs) -> Result<u8> {
                     ClientAuthArg::Form => ClientAuth::Form,
                     ClientAuthArg::Basic => ClientAuth::Basic,
                 },
-                sources: args.sources.clone(),
+                sources: requested
+                    .clone()
+                    .unwrap_or_else(|| vec![engine::source::DEFAULT_SOURCE.to_owned()]),
             };
             (target, secret)
         }
@@ -200,6 +211,9 @@ pub async fn run(config: Config, mut args: ConnectArgs) -> Result<u8> {
         for line in engine::onboard::missing_scope_advice(&org.sources, &connected.missing) {
             println!("  {line}");
         }
+        return Ok(2);
+    }
+    if !crate::commands::check_sources(&engine, org).await {
         return Ok(2);
     }
     println!("Next: `wxvault sync --org {}`.", org.name);

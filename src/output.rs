@@ -298,7 +298,7 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
             v.last_window_end.clone().unwrap_or_else(|| "-".into()),
             v.counts.archived.to_string(),
             (v.counts.in_progress + v.counts.pending_capture).to_string(),
-            v.counts.absent.to_string(),
+            (v.counts.absent + v.counts.recordings_absent).to_string(),
             v.counts.capture_never_requested.to_string(),
             v.counts.missing.to_string(),
             v.counts.failed.to_string(),

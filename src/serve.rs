@@ -116,7 +116,10 @@ async fn create(
     args: InviteCreateArgs,
     now: i64,
 ) -> Result<()> {
-    let scopes = scopes_for(&args.sources)?;
+    let requested = (!args.sources.is_empty())
+        .then(|| engine::source::parse_sources(&args.sources))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let region = args
         .region
         .as_deref()
@@ -128,6 +131,12 @@ async fn create(
         bail!("--ttl-hours must be between 1 and 2160 (90 days)");
     }
     let existing = engine.vault.org_by_name(args.name.trim()).await?;
+    // Default: what an existing org is archived for already, else Contact Center.
+    let sources = requested.unwrap_or_else(|| match &existing {
+        Some(org) => engine::sync::org_sources(org),
+        None => vec![engine::source::DEFAULT_SOURCE.to_owned()],
+    });
+    let scopes = scopes_for(&sources)?;
     if let (Some(org), Some(r)) = (&existing, &region)
         && *r != org.region
     {
@@ -142,7 +151,7 @@ async fn create(
         .create_invite(
             NewInvite {
                 org_name: args.name.trim().to_string(),
-                sources: args.sources.clone(),
+                sources: sources.clone(),
                 created_by: "operator (cli)".into(),
                 ttl_ms: i64::try_from(hours)? * 3_600_000,
                 client_id: existing.as_ref().map(|o| o.client_id.clone()),

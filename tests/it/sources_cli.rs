@@ -42,6 +42,9 @@ async fn sources_are_chosen_changed_and_checked_against_the_grant() {
         !said.contains("cjp:config_read:"),
         "wxcc is not missing anything: {said}"
     );
+    // The check after adding: WxCC works, Calling is refused for the missing scope.
+    assert!(said.contains("checked wxcc: Webex lists"), "{said}");
+    assert!(said.contains("warning: org both: calling:"), "{said}");
     let list = org_list(&env).await;
     let sources = |name: &str| -> Vec<String> {
         list.as_array()
@@ -150,4 +153,43 @@ async fn sync_and_status_show_each_source_of_an_org() {
         shown.contains("  calling") && shown.contains("  wxcc"),
         "{shown}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grant_is_checked_for_downloads_when_calling_is_added() {
+    let env = Env::start(DatasetSpec::small().with_calling(6)).await;
+    let orgs = env.handle().orgs();
+    // Admin scope lists but never gets links: said at once, with what to change.
+    let said = add(
+        &env,
+        "admin",
+        &orgs[0].org_id,
+        "calling",
+        &["spark-admin:recordings_read"],
+    )
+    .await;
+    assert!(said.contains("warning: org admin: calling:"), "{said}");
+    assert!(said.contains("Compliance Officer"), "{said}");
+    // A compliance officer's grant downloads.
+    let said = add(
+        &env,
+        "officer",
+        &orgs[1].org_id,
+        "calling",
+        &["spark-compliance:recordings_read"],
+    )
+    .await;
+    assert!(
+        said.contains(
+            "checked calling: Webex lists the org's Calling recordings and gives download links"
+        ),
+        "{said}"
+    );
+    // Prevent Downloading on: the same check says so.
+    env.handle().set_prevent_downloading(&orgs[1].org_id, true);
+    let out = env
+        .run(&["org", "sources", "officer", "calling"], &[])
+        .await;
+    assert_ok(&out, "org sources");
+    assert!(text(&out).contains("Prevent Downloading"), "{}", text(&out));
 }

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod onboard;
 pub mod pipeline;
+pub mod probe;
 pub mod progress;
 pub mod regions;
 pub mod report;

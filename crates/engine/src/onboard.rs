@@ -408,8 +408,25 @@ impl Engine {
                         existing.name, existing.client_id
                     )));
                 }
-                let org = self.vault.save_tokens(&existing, &update).await?;
+                let mut org = self.vault.save_tokens(&existing, &update).await?;
                 self.vault.set_org_status(&org, OrgStatus::Active).await?;
+                // A re-connect for other sources (`--sources`, an invite naming them) changes
+                // what the org is archived for, once Webex has granted the connection.
+                if !target.sources.is_empty() && target.sources != org.sources {
+                    self.vault.set_org_sources(&org, &target.sources).await?;
+                    self.vault
+                        .record_event(
+                            Some(&org),
+                            "sources",
+                            &format!(
+                                "sources changed from {} to {} through {via}",
+                                org.sources.join(","),
+                                target.sources.join(",")
+                            ),
+                        )
+                        .await?;
+                    org.sources = target.sources.clone();
+                }
                 self.vault
                     .record_event(
                         Some(&org),

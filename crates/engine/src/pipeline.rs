@@ -211,15 +211,27 @@ impl Pipeline {
                 audio
             }
         };
-        item.after_audio(self, &audio).await?;
         let archived_at = crate::clock::rfc3339(self.run.clock.now_ms());
-        let Some(sidecar) = item.sidecar(&audio, &archived_at).await? else {
-            if row.state != RecordingState::Stored {
-                self.mark_stored(item.recording_id(), &audio).await?;
-            }
-            return Ok(Finished::Waiting);
+        let sidecar = match item.after_audio(self, &audio).await {
+            Ok(()) => item.sidecar(&audio, &archived_at).await,
+            Err(e) => Err(e),
         };
-        let sidecar_key = layout::sidecar_for(&key);
+        let sidecar = match sidecar {
+            Ok(Some(sidecar)) => sidecar,
+            // No sidecar yet, or not in this attempt: the verified audio is recorded as `stored`
+            // first, so a later run only needs the sidecar (never the download again).
+            other => {
+                if row.state != RecordingState::Stored {
+                    self.mark_stored(item.recording_id(), &audio).await?;
+                }
+                return match other {
+                    Ok(_) => Ok(Finished::Waiting),
+                    Err(e) => Err(e),
+                };
+            }
+        };
+        // Next to the audio as stored (its key is in the ledger), whatever the item says now.
+        let sidecar_key = layout::sidecar_for(&audio.key);
         self.put_sidecar(&sidecar_key, &sidecar).await?;
         if row.state == RecordingState::Stored {
             let id = item.recording_id().to_owned();
@@ -356,7 +368,8 @@ impl Pipeline {
     }
 
     /// Audio and sidecar both in storage while the ledger still says `ready`: the run that wrote
-    /// them died before its ledger write. Hashes the audio and records it as archived.
+    /// them died before its ledger write. Hashes the audio and records it as archived; returns
+    /// its size.
     ///
     /// # Errors
     /// Storage and database failures, as the org's.
@@ -364,7 +377,7 @@ impl Pipeline {
         &self,
         recording_id: &str,
         audio: &ObjectKey,
-    ) -> Result<bool, OrgError> {
+    ) -> Result<Option<u64>, OrgError> {
         let sidecar = layout::sidecar_for(audio);
         let storage = |e: ArchiveError| OrgError::Storage {
             what: format!("reading {sidecar}"),
@@ -378,10 +391,10 @@ impl Pipeline {
             .map_err(storage)?
             .is_none()
         {
-            return Ok(false);
+            return Ok(None);
         }
         let Some((sha, size)) = self.run.archive.sha256_of(audio).await.map_err(storage)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let items = [Archived {
             recording_id: recording_id.to_owned(),
@@ -397,7 +410,7 @@ impl Pipeline {
                     .mark_recordings_archived(&self.run.org, self.source, &items)
             })
             .await?;
-        Ok(true)
+        Ok(Some(size))
     }
 
     /// One unfinished recording whose source no longer lists it: counts an attempt, and fails it
@@ -411,6 +424,23 @@ impl Pipeline {
         why: &str,
         report: &mut OrgReport,
     ) -> Result<(), OrgError> {
+        self.note_attempt_or(id, why, report, |attempts| {
+            format!("gave up after {attempts} attempts; last error: {why}")
+        })
+        .await
+    }
+
+    /// [`Self::note_attempt`] with the failure reason built by `final_reason(attempts)`.
+    ///
+    /// # Errors
+    /// Database failures, as the org's.
+    pub async fn note_attempt_or(
+        &self,
+        id: &str,
+        why: &str,
+        report: &mut OrgReport,
+        final_reason: impl FnOnce(i64) -> String,
+    ) -> Result<(), OrgError> {
         let attempts = self
             .run
             .db("counting a failed attempt", || {
@@ -420,8 +450,7 @@ impl Pipeline {
             })
             .await?;
         if attempts >= self.run.config.sync.max_attempts {
-            let why = format!("gave up after {attempts} attempts; last error: {why}");
-            self.fail(id, &why, report).await?;
+            self.fail(id, &final_reason(attempts), report).await?;
         } else {
             tracing::warn!(org = %self.run.org.name, source = self.source, recording = %id, "will retry: {why}");
             report.transient_left += 1;

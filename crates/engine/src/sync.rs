@@ -237,19 +237,7 @@ impl Engine {
                     return report;
                 }
             };
-        let run = Arc::new(OrgRun {
-            vault: self.vault.clone(),
-            archive: self.archive.clone(),
-            http: self.http.clone(),
-            gates: self.gates.clone(),
-            retry: self.retry.clone(),
-            config: self.config.clone(),
-            clock: self.clock.clone(),
-            progress: self.progress.clone(),
-            org: org.clone(),
-            tokens: tokens.clone(),
-            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        });
+        let run = self.org_run(&org, tokens.clone());
         lease.stop_on_loss(run.stop.clone());
         let names = org_sources(&org);
         // Sources run side by side; one source's refusal never stops the other.
@@ -267,12 +255,25 @@ impl Engine {
             report.api_calls += api_calls;
             let outcome = match &result {
                 Ok(()) => OrgOutcome::Ok,
+                Err(e) if e.class() == ErrorClass::Reauth => OrgOutcome::NeedsReauth(e.to_string()),
                 Err(e) => OrgOutcome::Failed(e.to_string()),
             };
             report
                 .sources
                 .push(SourceReport::from_part(&name, &part, outcome, api_calls));
             if let Err(e) = result {
+                // Every failed source is recorded (status, dashboard and notices read the
+                // events); the org's outcome below carries the weightiest one.
+                let msg = if names.len() > 1 {
+                    format!("org {} ({name}): {e}", org.name)
+                } else {
+                    format!("org {}: {e}", org.name)
+                };
+                tracing::error!("{msg}");
+                let _ = self
+                    .vault
+                    .record_event(Some(&org), "sync_failed", &msg)
+                    .await;
                 // A refused grant outranks any other error: it changes the org's status.
                 let replace = match &first_error {
                     None => true,
@@ -315,15 +316,27 @@ impl Engine {
             };
             report.outcome = match e.class() {
                 ErrorClass::Reauth => self.reauth_outcome(&org, &tokens, &msg).await,
-                ErrorClass::Transient | ErrorClass::Permanent => OrgOutcome::Failed(msg.clone()),
+                ErrorClass::Transient | ErrorClass::Permanent => OrgOutcome::Failed(msg),
             };
-            tracing::error!("{msg}");
-            let _ = self
-                .vault
-                .record_event(Some(&org), "sync_failed", &msg)
-                .await;
         }
         report
+    }
+
+    /// The handles one org's run shares across its sources.
+    pub(crate) fn org_run(&self, org: &Org, tokens: Arc<OrgTokens>) -> Arc<OrgRun> {
+        Arc::new(OrgRun {
+            vault: self.vault.clone(),
+            archive: self.archive.clone(),
+            http: self.http.clone(),
+            gates: self.gates.clone(),
+            retry: self.retry.clone(),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            progress: self.progress.clone(),
+            org: org.clone(),
+            tokens,
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
     }
 
     /// One source of one org: its window (from its own cursor), its harvest and its counters.
@@ -489,9 +502,15 @@ impl Engine {
 
 /// The sources an org harvests: its configured ones, or WxCC for orgs that name none.
 pub fn org_sources(org: &Org) -> Vec<String> {
-    if org.sources.is_empty() {
-        vec![DEFAULT_SOURCE.to_owned()]
-    } else {
-        org.sources.clone()
+    let mut out: Vec<String> = Vec::new();
+    for s in &org.sources {
+        // Never one source twice (it would be harvested twice at once).
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
     }
+    if out.is_empty() {
+        out.push(DEFAULT_SOURCE.to_owned());
+    }
+    out
 }

@@ -15,8 +15,9 @@ const RECORDING_COLUMNS: &str = "recording_id, task_id, task_created_ms, file_na
 
 impl Vault {
     /// Records a recording of `source` as `ready`, or refreshes a known one's metadata. Never
-    /// changes a known recording's state (so `stored`/`done`/`absent` never regress). Returns
-    /// the stored row.
+    /// changes a known recording's state (so `stored`/`done`/`absent` never regress), nor, once
+    /// it is past `ready`, the time and file name its object key was built from. Returns the
+    /// stored row.
     ///
     /// # Errors
     /// [`VaultError::Db`] on database failure.
@@ -69,8 +70,11 @@ impl Vault {
                    state_changed_ms) \
                  VALUES {} \
                  ON CONFLICT (org, source, recording_id) DO UPDATE SET \
-                   task_created_ms = excluded.task_created_ms, \
-                   file_name = COALESCE(excluded.file_name, recordings.file_name), \
+                   task_created_ms = CASE WHEN recordings.state = $3 \
+                     THEN excluded.task_created_ms ELSE recordings.task_created_ms END, \
+                   file_name = CASE WHEN recordings.state = $3 \
+                     THEN COALESCE(excluded.file_name, recordings.file_name) \
+                     ELSE recordings.file_name END, \
                    attributes_json = excluded.attributes_json, \
                    updated_ms = excluded.updated_ms \
                  RETURNING {RECORDING_COLUMNS}",

@@ -410,7 +410,13 @@ pub(crate) async fn callback(
             }
             let secrets = app.engine.vault.org_secrets(org).await?;
             stored_before = Some(secrets.access_token);
-            (ConnectTarget::for_org(org), secrets.client_secret)
+            let mut target = ConnectTarget::for_org(org);
+            if let Some(i) = &invite {
+                // The operator's re-connect link may name other sources: the org takes them
+                // once Webex grants the connection.
+                target.sources = i.sources.clone();
+            }
+            (target, secrets.client_secret)
         }
         None => {
             let Some(integration) = app

@@ -118,9 +118,9 @@ impl CallingClient {
     }
 
     /// Every recording of `q` (webex-api.md §3.2, §3.8): `max=100`, ISO 8601 `from`/`to`,
-    /// pages followed through `Link: rel="next"`. Each item is checked against the window by
-    /// `createTime` (else `timeRecorded`; an item with neither is kept, the server's filter
-    /// being all there is) and against `status`/`serviceType`. `from_ms >= to_ms` returns an
+    /// pages followed through `Link: rel="next"`. Each item is checked against the window: it
+    /// is kept when its `createTime` or its `timeRecorded` falls inside (an item with neither
+    /// is kept, the server's filter being all there is) and against `status`/`serviceType`. `from_ms >= to_ms` returns an
     /// empty listing without a request. Keep windows at 30 days or less (1 day in practice).
     ///
     /// # Errors
@@ -130,6 +130,20 @@ impl CallingClient {
     /// object with an `items` array, or when a next link loops, leaves the API host, or never
     /// ends; [`Error::InvalidRequest`] for a window outside the years 0000–9999.
     pub async fn list(&self, q: &ListQuery) -> Result<Listing, Error> {
+        self.list_pages(q, MAX_PAGES).await
+    }
+
+    /// The first page of `q` only (up to 100 recordings), as [`Self::list`] reads it: enough to
+    /// check, when an org is connected, that the grant can list and download.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::list`].
+    pub async fn list_first_page(&self, q: &ListQuery) -> Result<Listing, Error> {
+        self.list_pages(q, 1).await
+    }
+
+    async fn list_pages(&self, q: &ListQuery, page_limit: u32) -> Result<Listing, Error> {
         let mut listing = Listing::default();
         if q.from_ms >= q.to_ms {
             return Ok(listing);
@@ -192,8 +206,11 @@ impl CallingClient {
                     listing.duplicates += 1;
                     continue;
                 }
-                let at = rec.create_time_ms.or(rec.time_recorded_ms);
-                if at.is_some_and(|t| t < q.from_ms || t >= q.to_ms) {
+                // Which time Webex's from/to filter uses is not documented: an item is in the
+                // window when either of its times is (de-duplication makes the overlap safe).
+                let times = [rec.create_time_ms, rec.time_recorded_ms];
+                let mut known = times.iter().flatten().peekable();
+                if known.peek().is_some() && !known.any(|t| (q.from_ms..q.to_ms).contains(t)) {
                     listing.outside_window += 1;
                     continue;
                 }
@@ -206,6 +223,7 @@ impl CallingClient {
                 listing.items.push(rec);
             }
             next = match next_link(&resp.headers) {
+                Some(_) if listing.pages >= page_limit => None,
                 Some(link) => Some(self.next_page_url(&page_url, &link, &filters)?),
                 None => None,
             };

@@ -106,6 +106,12 @@ pub trait Source: Send + Sync {
     ) -> Result<(), OrgError>;
     /// API calls this source made (for the economy figures).
     fn api_calls(&self) -> u64;
+    /// Checks, right after the org is connected, with a call or two, that the grant can do what
+    /// this source needs; says what was checked.
+    ///
+    /// # Errors
+    /// What Webex refused, as for a harvest.
+    async fn probe(&self) -> Result<String, OrgError>;
 }
 
 /// Everything one org's run shares across its sources.

@@ -90,6 +90,16 @@ impl Source for WxccHarvest {
     fn api_calls(&self) -> u64 {
         self.client.api_calls()
     }
+
+    /// Lists the last hour's tasks: one call that needs `cjp:config_read` and the role.
+    async fn probe(&self) -> Result<String, OrgError> {
+        let now = self.run.clock.now_ms();
+        let listing = self.client.list_tasks(now - 3_600_000, now).await?;
+        Ok(format!(
+            "Webex lists the org's Contact Center tasks ({} in the last hour)",
+            listing.tasks.len()
+        ))
+    }
 }
 
 impl WxccHarvest {
@@ -662,13 +672,16 @@ impl WxccHarvest {
                 .pipeline
                 .adopt_existing(&r.recording_id, &audio)
                 .await?
+                .is_some()
             {
                 report.archived += 1;
                 continue;
             }
             let why = "the capture is no longer listed by Webex (purged by retention?)";
             self.pipeline
-                .note_attempt(&r.recording_id, why, report)
+                .note_attempt_or(&r.recording_id, why, report, |attempts| {
+                    format!("{why}; gave up after {attempts} checks")
+                })
                 .await?;
         }
         Ok(())

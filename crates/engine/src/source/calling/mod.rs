@@ -8,6 +8,7 @@
 //! when the sidecar is written with `"metadata": null` and the reason.
 
 pub mod config;
+mod probe;
 mod transfer;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::progress::ProgressEvent;
 use crate::report::OrgReport;
 use crate::source::{OrgRun, Source, SourceSpec};
 
+use crate::pipeline::Transfer;
 pub use config::CallingConfig;
 use transfer::{CallingTransfer, NO_LINK};
 
@@ -67,8 +69,11 @@ pub struct CallingHarvest {
     /// Set once an org-level error is seen in this source.
     halted: AtomicBool,
     /// Whether any details answer of this run carried an audio link: without one, a missing
-    /// link means the org withholds them all (Prevent Downloading), not this one recording.
+    /// link may mean the org withholds them all (Prevent Downloading), not this one recording.
     link_seen: AtomicBool,
+    /// A recording of this run's listing that is archived already: proof of whether the grant
+    /// still gets links when none of the unfinished ones does.
+    known_good: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -89,6 +94,10 @@ impl Source for CallingHarvest {
     fn api_calls(&self) -> u64 {
         self.client.api_calls()
     }
+
+    async fn probe(&self) -> Result<String, OrgError> {
+        self.probe_grant().await
+    }
 }
 
 impl CallingHarvest {
@@ -100,6 +109,7 @@ impl CallingHarvest {
             client,
             halted: AtomicBool::new(false),
             link_seen: AtomicBool::new(false),
+            known_good: std::sync::Mutex::new(None),
         }
     }
 
@@ -119,12 +129,22 @@ impl CallingHarvest {
     ) -> Result<(), OrgError> {
         let window = self.window_ms();
         let mut start = from_ms;
+        let mut listing_error = None;
         while start < to_ms && !self.stopped() {
             let end = (start + window).min(to_ms);
-            self.list_window(start, end, report).await?;
+            if let Err(e) = self.list_window(start, end, report).await {
+                // What was listed before is still archived; the error then stops this source.
+                self.halted.store(true, Ordering::Relaxed);
+                listing_error = Some(e);
+                break;
+            }
             start = end;
         }
-        self.process_unfinished(report).await?;
+        let processed = self.process_unfinished(report).await;
+        if let Some(e) = listing_error {
+            return Err(e);
+        }
+        processed?;
         if !self.stopped() {
             self.run
                 .record_windows(SOURCE, from_ms, to_ms, window, report)
@@ -188,10 +208,16 @@ impl CallingHarvest {
                             .upsert_recordings(&self.run.org, SOURCE, &upserts)
                     })
                     .await?;
-                report.already_archived += rows
+                let done: Vec<&RecordingRow> = rows
                     .iter()
                     .filter(|r| r.state == RecordingState::Done)
-                    .count() as u64;
+                    .collect();
+                report.already_archived += done.len() as u64;
+                if let (Some(r), Ok(mut good)) = (done.first(), self.known_good.lock())
+                    && good.is_none()
+                {
+                    *good = Some(r.recording_id.clone());
+                }
                 self.run.progress.event(
                     &self.run.org.name,
                     ProgressEvent::TasksListed(listing.items.len() as u64),
@@ -217,6 +243,8 @@ impl CallingHarvest {
         let concurrency = (self.run.config.sync.batch_concurrency
             * self.run.config.sync.downloads_per_batch)
             .max(1);
+        // Recordings without a link while no recording of this run got one: judged at the end.
+        let mut held: Vec<String> = Vec::new();
         for chunk in rows.chunks(CHUNK) {
             if self.stopped() {
                 break;
@@ -234,18 +262,50 @@ impl CallingHarvest {
                     .buffer_unordered(concurrency)
                     .collect()
                     .await;
-            let outcomes = self.judge_missing_links(outcomes).await;
-            let result = self.pipeline.settle(outcomes, report).await;
-            if let Err(e) = result {
+            let outcomes = self.hold_missing_links(outcomes, &mut held);
+            if let Err(e) = self.pipeline.settle(outcomes, report).await {
                 self.halted.store(true, Ordering::Relaxed);
                 return Err(e);
             }
         }
-        Ok(())
+        if held.is_empty() || self.run.stopped() {
+            return Ok(());
+        }
+        let verdict = self.judge_missing_links(&held).await;
+        let outcomes = held
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| match &verdict {
+                Ok(reason) => (id, Err(ItemError::Permanent(reason.clone()))),
+                Err(_) if i > 0 => (id, Err(ItemError::Skipped)),
+                Err(e) => (
+                    id,
+                    Err(ItemError::Org(OrgError::NotPermitted {
+                        source_label: SPEC.label,
+                        message: e.clone(),
+                    })),
+                ),
+            })
+            .collect();
+        let result = self.pipeline.settle(outcomes, report).await;
+        if result.is_err() {
+            self.halted.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     async fn transfer(&self, row: RecordingRow) -> Result<Finished, ItemError> {
         let mut item = CallingTransfer::new(self, &row)?;
+        if row.state == RecordingState::Ready
+            && let Ok(key) = item.audio_key()
+            && let Some(size) = self
+                .pipeline
+                .adopt_existing(&row.recording_id, &key)
+                .await?
+        {
+            // Audio and sidecar were written by a run that died before its ledger write.
+            return Ok(Finished::Marked(size));
+        }
         let result = self.pipeline.transfer(&mut item, row).await;
         if let Err(ItemError::Org(_)) = &result {
             self.halted.store(true, Ordering::Relaxed);
@@ -253,42 +313,50 @@ impl CallingHarvest {
         result
     }
 
-    /// Recordings whose details carried no audio link although the grant may download: when no
-    /// recording of this run got a link, Webex withholds them all (Prevent Downloading), which
-    /// is one org-level error and leaves the items as they are; otherwise each fails alone with
-    /// the reason.
-    async fn judge_missing_links(
+    /// Takes out of `outcomes` the recordings whose details carried no audio link while no
+    /// recording of this run has got one yet (`held`, left as they are until judged); once one
+    /// has, a missing link is that recording's own failure.
+    fn hold_missing_links(
         &self,
         outcomes: Vec<(String, Result<Finished, ItemError>)>,
+        held: &mut Vec<String>,
     ) -> Vec<(String, Result<Finished, ItemError>)> {
         if self.link_seen.load(Ordering::Relaxed) {
             return outcomes;
         }
-        let any = outcomes
-            .iter()
-            .any(|(_, r)| matches!(r, Err(ItemError::Permanent(why)) if why.starts_with(NO_LINK)));
-        if !any {
-            return outcomes;
-        }
-        self.halted.store(true, Ordering::Relaxed);
-        let org_error = OrgError::NotPermitted {
-            source_label: SPEC.label,
-            message: format!(
-                "Webex lists this org's recordings but gives no download link for any of them, although the grant has {}. Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording) for wxvault to archive them. Nothing was marked failed; the next run tries again.",
-                webex::CALLING_COMPLIANCE_SCOPE
-            ),
-        };
-        let mut first = Some(org_error);
         outcomes
             .into_iter()
             .map(|(id, r)| match r {
-                Err(ItemError::Permanent(why)) if why.starts_with(NO_LINK) => match first.take() {
-                    Some(e) => (id, Err(ItemError::Org(e))),
-                    // Left untouched: settle reports the org's error once.
-                    None => (id, Err(ItemError::Skipped)),
-                },
+                Err(ItemError::Permanent(why)) if why.starts_with(NO_LINK) => {
+                    held.push(id.clone());
+                    (id, Err(ItemError::Skipped))
+                }
                 other => (id, other),
             })
             .collect()
+    }
+
+    /// Whether recordings without a link are withheld alone (`Ok`, the reason each fails with)
+    /// or because the org withholds every link (`Err`, the org-level message). Decided by a
+    /// link seen later in this run, else by asking for the details of a recording archived
+    /// before: if that one gets no link either, downloads are prevented for the org.
+    async fn judge_missing_links(&self, held: &[String]) -> Result<String, String> {
+        let alone = format!(
+            "{NO_LINK} while others of the org do: Prevent Downloading is probably on for its owner; turn it off in Control Hub for that user, then `wxvault retry`"
+        );
+        if self.link_seen.load(Ordering::Relaxed) {
+            return Ok(alone);
+        }
+        let known = self.known_good.lock().ok().and_then(|g| g.clone());
+        if let Some(id) = known
+            && let Ok(details) = self.client.details(&id).await
+            && details.audio_link.is_some()
+        {
+            return Ok(alone);
+        }
+        Err(format!(
+            "Webex lists this org's recordings but gives no download link for them ({} waiting), although the grant may download: Prevent Downloading is on for the org or its users, or the authorizing user lost the Compliance Officer role. An administrator must turn Prevent Downloading off in Control Hub (Services › Calling › Call Recording), or a Compliance Officer reconnect the org. Nothing was marked failed; the next run tries again.",
+            held.len()
+        ))
     }
 }

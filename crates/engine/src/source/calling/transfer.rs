@@ -67,12 +67,15 @@ impl<'a> CallingTransfer<'a> {
     /// Asks for the details (and with them a link valid for 3 h) and judges them: a recording
     /// that is no longer there, empty, or withheld from this grant never reaches the download.
     async fn resolve(&mut self) -> Result<(), ItemError> {
-        let details = self
-            .harvest
-            .client
-            .details(&self.id)
-            .await
-            .map_err(classify)?;
+        let details = match self.harvest.client.details(&self.id).await {
+            Ok(d) => d,
+            Err(e) if e.status() == Some(404) => {
+                return Err(ItemError::Absent(format!(
+                    "Webex no longer knows this recording (details answered 404: deleted since it was listed); nothing to archive ({e})"
+                )));
+            }
+            Err(e) => return Err(classify(e)),
+        };
         let status = details.recording.status.as_deref().unwrap_or("available");
         let wanted = status.eq_ignore_ascii_case("available")
             || (status.eq_ignore_ascii_case("purged") && self.cfg().include_purged);
@@ -91,25 +94,24 @@ impl<'a> CallingTransfer<'a> {
         }
         if details.audio_link.is_none() {
             let org = self.harvest.run.tokens.org().await;
-            let scopes = org.scopes.unwrap_or_default();
-            if !scopes
-                .split_whitespace()
-                .any(|s| s == webex::CALLING_COMPLIANCE_SCOPE)
-            {
+            let lacks_scope = org.scopes.as_deref().is_some_and(|granted| {
+                !granted
+                    .split_whitespace()
+                    .any(|s| s == webex::CALLING_COMPLIANCE_SCOPE)
+            });
+            if lacks_scope {
                 // The grant can list but never download: one error for the org.
                 return Err(ItemError::Org(OrgError::NotPermitted {
                     source_label: SPEC.label,
                     message: format!(
                         "the grant lists recordings but Webex gives download links only to compliance officers, and it lacks {scope} (granted: {granted}). Fix: have a user with the Compliance Officer role in Control Hub reconnect the org (`wxvault connect --sources calling` or an invite link) so the grant carries {scope}. Nothing was marked failed.",
                         scope = webex::CALLING_COMPLIANCE_SCOPE,
-                        granted = if scopes.is_empty() {
-                            "unknown".to_owned()
-                        } else {
-                            scopes.clone()
-                        },
+                        granted = org.scopes.unwrap_or_default(),
                     ),
                 }));
             }
+            // Withheld for this recording or for the whole org: the harvest decides which
+            // (`CallingHarvest::judge_missing_links`).
             return Err(ItemError::Permanent(format!(
                 "{NO_LINK} (the details carry no temporaryDirectDownloadLinks.audioDownloadLink)"
             )));
@@ -131,18 +133,80 @@ impl<'a> CallingTransfer<'a> {
     async fn details_json(&mut self) -> Result<Value, ItemError> {
         if self.details.is_none() {
             // Stored by an earlier run (metadata was late): the details are asked for again.
-            let details = self
+            match self
                 .harvest
                 .client
                 .details(&self.id)
                 .await
-                .map_err(classify)?;
-            self.details = Some(details);
+                .map_err(classify)
+            {
+                Ok(details) => self.details = Some(details),
+                // Deleted or refused since its audio was archived: the sidecar keeps what the
+                // listing said (the audio is verified and stays).
+                Err(ItemError::Permanent(why)) => {
+                    tracing::info!(org = %self.harvest.run.org.name, recording = %self.id, "details refused ({why}); the sidecar keeps the listed record");
+                    return Ok(self.listed.clone());
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(self
             .details
             .as_ref()
             .map_or(Value::Null, |d| d.raw_without_links.clone()))
+    }
+
+    /// Downloads the transcript next to the audio unless one is there already; one fresh
+    /// details call when its link was refused as stale.
+    async fn store_transcript(
+        &mut self,
+        pipeline: &Pipeline,
+        audio: &StoredAudio,
+    ) -> Result<(), ItemError> {
+        let archive = &self.harvest.run.archive;
+        for ext in ["vtt", "txt"] {
+            let key = layout::companion_of(&audio.key, "transcript", ext)
+                .map_err(|e| ItemError::Permanent(e.to_string()))?;
+            let found = archive
+                .head(&key)
+                .await
+                .map_err(|e| crate::pipeline::storage_failed(format!("reading {key}"), e))?;
+            if found.is_some() {
+                return Ok(());
+            }
+        }
+        let mut refreshed = false;
+        loop {
+            let now = self.harvest.run.clock.now_ms();
+            if !self.link_is_fresh(now) {
+                self.resolve().await?;
+            }
+            let Some(link) = self
+                .details
+                .as_ref()
+                .and_then(|d| d.transcript_link.clone())
+            else {
+                return Ok(());
+            };
+            let media = match self.harvest.client.download(&link).await {
+                Ok(m) => m,
+                Err(e) if e.is_link_expired() && !refreshed => {
+                    refreshed = true;
+                    self.resolve().await?;
+                    continue;
+                }
+                Err(e) => return Err(classify(e)),
+            };
+            let vtt = media
+                .content_type
+                .as_deref()
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/vtt"));
+            let key =
+                layout::companion_of(&audio.key, "transcript", if vtt { "vtt" } else { "txt" })
+                    .map_err(|e| ItemError::Permanent(e.to_string()))?;
+            pipeline.store_stream(&key, media, None).await?;
+            return Ok(());
+        }
     }
 
     /// How long ago (engine clock) the recording was created, for the metadata grace.
@@ -206,54 +270,34 @@ impl Transfer for CallingTransfer<'_> {
         self.resolve().await
     }
 
+    /// The transcript, when configured and Webex offers one with the details of this run (a
+    /// recording stored by an earlier run is not asked about again). Its problems never cost
+    /// the recording: they are logged and recorded, and only our storage failing stops the org.
     async fn after_audio(
         &mut self,
         pipeline: &Pipeline,
         audio: &StoredAudio,
     ) -> Result<(), ItemError> {
-        if !self.cfg().transcripts {
+        if !self.cfg().transcripts || self.details.is_none() {
             return Ok(());
         }
-        let archive = &self.harvest.run.archive;
-        let storage =
-            |key: &ObjectKey, e| crate::pipeline::storage_failed(format!("reading {key}"), e);
-        for ext in ["vtt", "txt"] {
-            let key = layout::companion_of(&audio.key, "transcript", ext)
-                .map_err(|e| ItemError::Permanent(e.to_string()))?;
-            if archive
-                .head(&key)
-                .await
-                .map_err(|e| storage(&key, e))?
-                .is_some()
-            {
-                return Ok(());
+        match self.store_transcript(pipeline, audio).await {
+            Ok(()) => Ok(()),
+            Err(ItemError::Org(e)) => Err(ItemError::Org(e)),
+            Err(e) => {
+                let msg = format!(
+                    "org {}: the transcript of Calling recording {} was not archived: {e:?}",
+                    self.harvest.run.org.name, self.id
+                );
+                tracing::warn!("{msg}");
+                let run = &self.harvest.run;
+                let _ = run
+                    .vault
+                    .record_event(Some(&run.org), "transcript_failed", &msg)
+                    .await;
+                Ok(())
             }
         }
-        let now = self.harvest.run.clock.now_ms();
-        if !self.link_is_fresh(now) {
-            self.resolve().await?;
-        }
-        let Some(link) = self
-            .details
-            .as_ref()
-            .and_then(|d| d.transcript_link.clone())
-        else {
-            return Ok(());
-        };
-        let media = self
-            .harvest
-            .client
-            .download(&link)
-            .await
-            .map_err(classify)?;
-        let vtt = media
-            .content_type
-            .as_deref()
-            .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/vtt"));
-        let key = layout::companion_of(&audio.key, "transcript", if vtt { "vtt" } else { "txt" })
-            .map_err(|e| ItemError::Permanent(e.to_string()))?;
-        pipeline.store_stream(&key, media, None).await?;
-        Ok(())
     }
 
     async fn sidecar(
@@ -274,9 +318,11 @@ impl Transfer for CallingTransfer<'_> {
                 )),
             ),
             Err(e) => match classify(e) {
-                // Refused for this recording alone: the audio is kept, the sidecar says why.
+                // Refused or unreadable for this recording alone: asked again on later runs
+                // while within the grace; after it, the sidecar says why (the audio is kept).
+                ItemError::Permanent(_) if self.age_ms(now) < grace_ms => return Ok(None),
                 ItemError::Permanent(why) => {
-                    (Value::Null, Some(format!("metadata refused: {why}")))
+                    (Value::Null, Some(format!("metadata not available: {why}")))
                 }
                 other => return Err(other),
             },
