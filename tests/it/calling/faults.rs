@@ -343,6 +343,10 @@ async fn a_link_needing_the_bearer_gets_it_only_on_a_configured_bearer_host() {
     for f in &o.failed {
         assert!(f.contains("HTTP 401") && f.contains("refused again"), "{f}");
         assert!(
+            f.contains("bearer_hosts") && f.contains("127.0.0.1"),
+            "the reason says the token was withheld from that host and how to allow it: {f}"
+        );
+        assert!(
             !f.contains("ticket="),
             "no signed query string in reasons: {f}"
         );
@@ -381,4 +385,44 @@ async fn a_link_needing_the_bearer_gets_it_only_on_a_configured_bearer_host() {
     assert_calling_archive(&env, &sim_org.org_id, &expected, false);
     let counts = engine.vault.counts_by_source(&org).await.unwrap()["calling"].clone();
     assert_eq!(counts.failed, 0, "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_refused_even_when_fresh_fails_after_one_fresh_details_call() {
+    // Every link is already expired when handed out: one fresh details call per recording,
+    // then the recording fails with the reason; no further calls.
+    let faults = Faults {
+        calling_url_expiry_secs: Some(0),
+        ..Faults::default()
+    };
+    let env = calling_env(2, 8, faults, "").await;
+    let h = env.handle();
+    let engine = engine_on_sim_clock(&env).await;
+    let sim_org = h.orgs()[0].clone();
+    add_org_with(
+        &env,
+        &engine,
+        "acme",
+        &sim_org.org_id,
+        &["calling"],
+        &[COMPLIANCE],
+    )
+    .await;
+    let t0 = h.now_ms();
+    let from = t0 - 2 * DAY;
+    let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);
+    let expected = archivable(&listed);
+    let report = engine.sync(&window(from, t0)).await.unwrap();
+    let o = &report.orgs[0];
+    assert_eq!(o.archived, 0, "{o:#?}");
+    assert_eq!(o.failed.len(), expected.len(), "{o:#?}");
+    for f in &o.failed {
+        assert!(f.contains("HTTP 403") && f.contains("refused again"), "{f}");
+    }
+    assert_eq!(hits(&h, "calling_media"), 2 * expected.len() as u64);
+    assert_eq!(
+        hits(&h, "calling_details"),
+        2 * expected.len() as u64 + (listed.len() - expected.len()) as u64,
+        "one details call for the link, one fresh one after the refusal"
+    );
 }

@@ -182,3 +182,55 @@ async fn with_both_sources_a_refused_grant_stops_only_its_source() {
         .count();
     assert_eq!(wxcc_objects, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_known_scopes_a_missing_link_is_not_blamed_on_the_grant_alone() {
+    // An org whose granted scopes were never recorded (imported before scopes were kept), with
+    // a compliance grant and Prevent Downloading on: the error must not claim the scope is
+    // missing, and must name both possible fixes.
+    let env = calling_env(2, 20, Faults::default(), "").await;
+    let h = env.handle();
+    let engine = engine_on_sim_clock(&env).await;
+    let sim_org = h.orgs()[0].clone();
+    let grant = h.issue_grant(&env.client.client_id, &sim_org.org_id, &[COMPLIANCE]);
+    let org = engine
+        .vault
+        .add_org(vault::NewOrg {
+            name: "acme".into(),
+            org_id: sim_org.org_id.clone(),
+            region: "us1".into(),
+            client_id: env.client.client_id.clone(),
+            client_secret: secrecy::SecretString::from(env.client.client_secret.clone()),
+            client_auth: "form".into(),
+            sources: vec!["calling".into()],
+            tokens: vault::TokenUpdate {
+                scopes: None,
+                ..token_update(&env, &grant, &[])
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .vault
+            .org_by_name("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .scopes,
+        None
+    );
+    h.set_prevent_downloading(&sim_org.org_id, true);
+    let t0 = h.now_ms();
+    let report = engine.sync(&window(t0 - 2 * DAY, t0)).await.unwrap();
+    let o = &report.orgs[0];
+    let why = failed_reason(&o.outcome);
+    assert!(!why.contains("lacks"), "the scopes are not known: {why}");
+    assert!(
+        why.contains("Prevent Downloading") && why.contains(COMPLIANCE),
+        "both causes and their fixes: {why}"
+    );
+    assert!(o.failed.is_empty(), "{o:#?}");
+    let counts = engine.vault.counts_by_source(&org).await.unwrap()["calling"].clone();
+    assert_eq!(counts.failed, 0, "{counts:?}");
+}

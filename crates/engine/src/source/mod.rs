@@ -36,8 +36,11 @@ pub struct SourceSpec {
     /// What to tell the operator when a connected grant lacks one of `scopes`.
     pub missing_scope_hint: &'static str,
     /// Builds the source for one org's run.
-    pub start: fn(Arc<OrgRun>) -> Result<Box<dyn Source>, OrgError>,
+    pub start: StartFn,
 }
+
+/// How a [`SourceSpec`] builds its source for one org's run.
+pub type StartFn = fn(Arc<OrgRun>) -> Result<Box<dyn Source>, OrgError>;
 
 /// Every source wxvault knows, in the order they run and are shown.
 pub const REGISTRY: &[&SourceSpec] = &[&wxcc::SPEC, &calling::SPEC];

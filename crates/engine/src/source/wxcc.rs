@@ -44,7 +44,7 @@ pub static SPEC: SourceSpec = SourceSpec {
     scopes: &[webex::WXCC_READ_SCOPE],
     consent_reason: "list Contact Center tasks and download their recordings",
     missing_scope_hint: "reconnect the org with an administrator of Webex Contact Center, and make sure the integration is registered with cjp:config_read",
-    start: start,
+    start,
 };
 
 fn start(run: Arc<OrgRun>) -> Result<Box<dyn Source>, OrgError> {

@@ -271,12 +271,27 @@ impl CallingHarvest {
             return outcomes;
         }
         self.halted.store(true, Ordering::Relaxed);
-        let org_error = OrgError::NotPermitted {
-            source_label: SPEC.label,
-            message: format!(
+        let scopes_known = self
+            .run
+            .tokens
+            .org()
+            .await
+            .scopes
+            .is_some_and(|s| !s.trim().is_empty());
+        let message = if scopes_known {
+            format!(
                 "Webex lists this org's recordings but gives no download link for any of them, although the grant has {}. Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording) for wxvault to archive them. Nothing was marked failed; the next run tries again.",
                 webex::CALLING_COMPLIANCE_SCOPE
-            ),
+            )
+        } else {
+            format!(
+                "Webex lists this org's recordings but gives no download link for any of them, and wxvault does not know which scopes the org's grant carries. Either the grant does not carry {scope} (have a user with the Compliance Officer role in Control Hub reconnect the org: `wxvault connect --sources calling` or an invite link), or Prevent Downloading is on for the org or its users (an administrator must turn it off in Control Hub, Services › Calling › Call Recording). Nothing was marked failed; the next run tries again.",
+                scope = webex::CALLING_COMPLIANCE_SCOPE
+            )
+        };
+        let org_error = OrgError::NotPermitted {
+            source_label: SPEC.label,
+            message,
         };
         let mut first = Some(org_error);
         outcomes
