@@ -426,3 +426,62 @@ async fn a_link_refused_even_when_fresh_fails_after_one_fresh_details_call() {
         "one details call for the link, one fresh one after the refusal"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_5xx_429_and_truncated_downloads() {
+    // Both service types this time; transient faults on every endpoint and the media host.
+    let extra = "\n[calling]\nservice_types = [\"calling\", \"customerAssist\"]\n";
+    let env = calling_env(2, 40, Faults::default(), extra).await;
+    let h = env.handle();
+    let engine = engine_on_sim_clock(&env).await;
+    let sim_org = h.orgs()[0].clone();
+    add_org_with(
+        &env,
+        &engine,
+        "acme",
+        &sim_org.org_id,
+        &["calling"],
+        &[COMPLIANCE],
+    )
+    .await;
+    let t0 = h.now_ms();
+    let from = t0 - 2 * DAY;
+    let both = ["calling", "customerAssist"];
+    let expected = archivable(&listed_of_types(
+        &h,
+        &sim_org.org_id,
+        from,
+        t0,
+        false,
+        &both,
+    ));
+    assert!(expected.iter().any(|r| r.service_type == "customerAssist"));
+    h.set_faults(Faults {
+        error_5xx_rate: 0.15,
+        rate_429_rate: 0.05,
+        truncate_rate: 0.25,
+        ..Faults::default()
+    });
+    // Transient failures are retried within the run and, if they persist, by the next one.
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let report = engine.sync(&window(from, t0)).await.unwrap();
+        let o = &report.orgs[0];
+        assert_eq!(o.outcome, OrgOutcome::Ok, "faults are transient: {o:#?}");
+        assert!(
+            o.failed.is_empty(),
+            "transient faults are not failures: {o:#?}"
+        );
+        if o.transient_left == 0 {
+            break;
+        }
+        assert!(runs < 4, "still not done after {runs} runs: {o:#?}");
+    }
+    let stats = h.stats();
+    assert!(
+        stats.injected_5xx > 0 && stats.throttled_429 > 0,
+        "{stats:?}"
+    );
+    assert_calling_archive(&env, &sim_org.org_id, &expected, false);
+}

@@ -133,11 +133,23 @@ pub fn listed_calling(
     to_ms: i64,
     include_purged: bool,
 ) -> Vec<ExpectedCallingRecording> {
+    listed_of_types(h, org_id, from_ms, to_ms, include_purged, &["calling"])
+}
+
+/// [`listed_calling`] for the service types `types`.
+pub fn listed_of_types(
+    h: &SimHandle,
+    org_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+    include_purged: bool,
+    types: &[&str],
+) -> Vec<ExpectedCallingRecording> {
     let now = h.now_ms();
     h.calling_manifest(org_id)
         .recordings
         .into_iter()
-        .filter(|r| r.service_type == "calling")
+        .filter(|r| types.contains(&r.service_type.as_str()))
         .filter(|r| r.status == "available" || (include_purged && r.status == "purged"))
         .filter(|r| {
             r.create_time_ms >= from_ms && r.create_time_ms < to_ms && r.create_time_ms <= now
