@@ -94,6 +94,17 @@ async fn backfill_of_45_days_archives_every_available_recording_once() {
         Some(t0),
         "every window is recorded as harvested"
     );
+    // `status` shows the source with its own counts and cursor.
+    let status = engine.status().await.unwrap();
+    let view = status[0]
+        .sources
+        .iter()
+        .find(|s| s.source == "calling")
+        .unwrap();
+    assert!(view.enabled);
+    assert_eq!(view.counts.archived, expected.len() as i64);
+    assert!(view.last_window_end.is_some());
+    assert_eq!(status[0].counts.archived, expected.len() as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
