@@ -254,11 +254,28 @@ async fn kill_9_mid_run_then_resume_leaves_the_archive_complete_and_exact() {
         partial.len()
     );
 
+    // Recordings whose audio and sidecar were both written before the kill.
+    let complete = expected
+        .iter()
+        .filter(|r| {
+            let stem = calling_stem(&sim_org.org_id, r);
+            partial.contains_key(&format!("{stem}.mp3"))
+                && partial.contains_key(&format!("{stem}.json"))
+        })
+        .count() as u64;
+    assert!(complete > 0, "the kill came before anything was archived");
+
     h.set_faults(Faults::default());
+    let media = hits(&h, "calling_media");
     let out = env
         .run(&["sync", "--from", &from_s, "--to", &to_s], &[])
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        hits(&h, "calling_media") - media,
+        expected.len() as u64 - complete,
+        "what the killed run finished is adopted, not downloaded again"
+    );
     for (k, v) in &partial {
         if !k.contains('#') {
             assert_eq!(

@@ -10,6 +10,7 @@
 pub mod config;
 mod transfer;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,7 +21,7 @@ use webex::calling::{CallingClient, ListQuery};
 use webex::media::LinkPolicy;
 
 use crate::error::OrgError;
-use crate::pipeline::{Finished, ItemError, Pipeline};
+use crate::pipeline::{Finished, ItemError, Pipeline, Transfer};
 use crate::progress::ProgressEvent;
 use crate::report::OrgReport;
 use crate::source::{OrgRun, Source, SourceSpec};
@@ -117,6 +118,19 @@ impl CallingHarvest {
         to_ms: i64,
         report: &mut OrgReport,
     ) -> Result<(), OrgError> {
+        // Recordings an earlier run left `ready` (a crash before its ledger write): those whose
+        // audio and sidecar are in storage already are adopted without asking Webex again.
+        let left: HashSet<String> = self
+            .run
+            .db("reading unfinished recordings", || {
+                self.run
+                    .vault
+                    .recordings_in_states(&self.run.org, SOURCE, &[RecordingState::Ready])
+            })
+            .await?
+            .into_iter()
+            .map(|r| r.recording_id)
+            .collect();
         let window = self.window_ms();
         let mut start = from_ms;
         while start < to_ms && !self.stopped() {
@@ -124,7 +138,7 @@ impl CallingHarvest {
             self.list_window(start, end, report).await?;
             start = end;
         }
-        self.process_unfinished(report).await?;
+        self.process_unfinished(report, &left).await?;
         if !self.stopped() {
             self.run
                 .record_windows(SOURCE, from_ms, to_ms, window, report)
@@ -203,7 +217,11 @@ impl CallingHarvest {
 
     /// Every `ready` or `stored` Calling recording of the org, new or left by an earlier run,
     /// a page's worth at a time: details → audio → metadata → sidecar.
-    async fn process_unfinished(&self, report: &mut OrgReport) -> Result<(), OrgError> {
+    async fn process_unfinished(
+        &self,
+        report: &mut OrgReport,
+        left: &HashSet<String>,
+    ) -> Result<(), OrgError> {
         let rows = self
             .run
             .db("reading unfinished recordings", || {
@@ -229,7 +247,8 @@ impl CallingHarvest {
                             // Leave it as it is for the next run.
                             return (id, Err(ItemError::Skipped));
                         }
-                        (id, self.transfer(row).await)
+                        let adopt = left.contains(&id);
+                        (id, self.transfer(row, adopt).await)
                     })
                     .buffer_unordered(concurrency)
                     .collect()
@@ -244,8 +263,20 @@ impl CallingHarvest {
         Ok(())
     }
 
-    async fn transfer(&self, row: RecordingRow) -> Result<Finished, ItemError> {
+    /// One recording through the pipeline; with `adopt`, audio and sidecar an earlier run
+    /// wrote before dying are recorded as archived without any request to Webex.
+    async fn transfer(&self, row: RecordingRow, adopt: bool) -> Result<Finished, ItemError> {
         let mut item = CallingTransfer::new(self, &row)?;
+        if adopt
+            && row.state == RecordingState::Ready
+            && let Ok(key) = item.audio_key()
+            && self
+                .pipeline
+                .adopt_existing(&row.recording_id, &key)
+                .await?
+        {
+            return Ok(Finished::Marked(item.declared_size().unwrap_or(0)));
+        }
         let result = self.pipeline.transfer(&mut item, row).await;
         if let Err(ItemError::Org(_)) = &result {
             self.halted.store(true, Ordering::Relaxed);
