@@ -11,6 +11,7 @@ pub mod config;
 mod probe;
 mod transfer;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,12 +22,11 @@ use webex::calling::{CallingClient, ListQuery};
 use webex::media::LinkPolicy;
 
 use crate::error::OrgError;
-use crate::pipeline::{Finished, ItemError, Pipeline};
+use crate::pipeline::{Finished, ItemError, Pipeline, Transfer};
 use crate::progress::ProgressEvent;
 use crate::report::OrgReport;
 use crate::source::{OrgRun, Source, SourceSpec};
 
-use crate::pipeline::Transfer;
 pub use config::CallingConfig;
 use transfer::{CallingTransfer, NO_LINK};
 
@@ -127,6 +127,19 @@ impl CallingHarvest {
         to_ms: i64,
         report: &mut OrgReport,
     ) -> Result<(), OrgError> {
+        // Recordings an earlier run left `ready` (a crash before its ledger write): those whose
+        // audio and sidecar are in storage already are adopted without asking Webex again.
+        let left: HashSet<String> = self
+            .run
+            .db("reading unfinished recordings", || {
+                self.run
+                    .vault
+                    .recordings_in_states(&self.run.org, SOURCE, &[RecordingState::Ready])
+            })
+            .await?
+            .into_iter()
+            .map(|r| r.recording_id)
+            .collect();
         let window = self.window_ms();
         let mut start = from_ms;
         let mut listing_error = None;
@@ -140,7 +153,7 @@ impl CallingHarvest {
             }
             start = end;
         }
-        let processed = self.process_unfinished(report).await;
+        let processed = self.process_unfinished(report, &left).await;
         if let Some(e) = listing_error {
             return Err(e);
         }
@@ -229,7 +242,11 @@ impl CallingHarvest {
 
     /// Every `ready` or `stored` Calling recording of the org, new or left by an earlier run,
     /// a page's worth at a time: details → audio → metadata → sidecar.
-    async fn process_unfinished(&self, report: &mut OrgReport) -> Result<(), OrgError> {
+    async fn process_unfinished(
+        &self,
+        report: &mut OrgReport,
+        left: &HashSet<String>,
+    ) -> Result<(), OrgError> {
         let rows = self
             .run
             .db("reading unfinished recordings", || {
@@ -257,7 +274,8 @@ impl CallingHarvest {
                             // Leave it as it is for the next run.
                             return (id, Err(ItemError::Skipped));
                         }
-                        (id, self.transfer(row).await)
+                        let adopt = left.contains(&id);
+                        (id, self.transfer(row, adopt).await)
                     })
                     .buffer_unordered(concurrency)
                     .collect()
@@ -294,9 +312,12 @@ impl CallingHarvest {
         result
     }
 
-    async fn transfer(&self, row: RecordingRow) -> Result<Finished, ItemError> {
+    /// One recording through the pipeline; with `adopt`, audio and sidecar an earlier run
+    /// wrote before dying are recorded as archived without any request to Webex.
+    async fn transfer(&self, row: RecordingRow, adopt: bool) -> Result<Finished, ItemError> {
         let mut item = CallingTransfer::new(self, &row)?;
-        if row.state == RecordingState::Ready
+        if adopt
+            && row.state == RecordingState::Ready
             && let Ok(key) = item.audio_key()
             && let Some(size) = self
                 .pipeline
@@ -355,8 +376,9 @@ impl CallingHarvest {
             return Ok(alone);
         }
         Err(format!(
-            "Webex lists this org's recordings but gives no download link for them ({} waiting), although the grant may download: Prevent Downloading is on for the org or its users, or the authorizing user lost the Compliance Officer role. An administrator must turn Prevent Downloading off in Control Hub (Services › Calling › Call Recording), or a Compliance Officer reconnect the org. Nothing was marked failed; the next run tries again.",
-            held.len()
+            "Webex lists this org's recordings but gives no download link for them ({} waiting). Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording). Or the authorizing user is no longer a Compliance Officer, or the grant does not carry {}: have a Compliance Officer reconnect the org (`wxvault connect --sources calling` or an invite link). Nothing was marked failed; the next run tries again.",
+            held.len(),
+            webex::CALLING_COMPLIANCE_SCOPE
         ))
     }
 }

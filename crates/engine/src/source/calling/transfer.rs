@@ -31,6 +31,10 @@ pub(super) struct CallingTransfer<'a> {
     details: Option<RecordingDetails>,
     /// A fresh details call was made after a refused link.
     refreshed: bool,
+    /// The link came from a details call made for this very attempt: it is used as given,
+    /// never asked for again before it was tried (a short-lived link would otherwise cost a
+    /// second details call each time).
+    just_resolved: bool,
 }
 
 impl<'a> CallingTransfer<'a> {
@@ -57,6 +61,7 @@ impl<'a> CallingTransfer<'a> {
             declared,
             details: None,
             refreshed: false,
+            just_resolved: false,
         })
     }
 
@@ -94,19 +99,21 @@ impl<'a> CallingTransfer<'a> {
         }
         if details.audio_link.is_none() {
             let org = self.harvest.run.tokens.org().await;
-            let lacks_scope = org.scopes.as_deref().is_some_and(|granted| {
-                !granted
+            // Unknown scopes (an org stored before they were kept) prove nothing: the missing
+            // link is then judged with the rest of the batch (see `judge_missing_links`).
+            let scopes = org.scopes.unwrap_or_default();
+            if !scopes.trim().is_empty()
+                && !scopes
                     .split_whitespace()
                     .any(|s| s == webex::CALLING_COMPLIANCE_SCOPE)
-            });
-            if lacks_scope {
+            {
                 // The grant can list but never download: one error for the org.
                 return Err(ItemError::Org(OrgError::NotPermitted {
                     source_label: SPEC.label,
                     message: format!(
                         "the grant lists recordings but Webex gives download links only to compliance officers, and it lacks {scope} (granted: {granted}). Fix: have a user with the Compliance Officer role in Control Hub reconnect the org (`wxvault connect --sources calling` or an invite link) so the grant carries {scope}. Nothing was marked failed.",
                         scope = webex::CALLING_COMPLIANCE_SCOPE,
-                        granted = org.scopes.unwrap_or_default(),
+                        granted = scopes,
                     ),
                 }));
             }
@@ -120,7 +127,40 @@ impl<'a> CallingTransfer<'a> {
             .link_seen
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.details = Some(details);
+        self.just_resolved = true;
         Ok(())
+    }
+
+    /// What to add to the reason of a link refused with 401/403 by a host the access token is
+    /// never offered to: that host and the setting that would allow it.
+    fn bearer_hint(&self, link: &str, status: Option<u16>) -> String {
+        if !matches!(status, Some(401 | 403)) {
+            return String::new();
+        }
+        let Some(host) = url::Url::parse(link).ok().and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        }) else {
+            return String::new();
+        };
+        let hosts = self.harvest.client.bearer_hosts();
+        let allowed = hosts.iter().any(|suffix| {
+            host == *suffix
+                || host
+                    .strip_suffix(suffix.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        });
+        if allowed {
+            return String::new();
+        }
+        format!(
+            ". The host {host} is not in [calling] bearer_hosts ({}), so the access token was never offered to it; if it is a Webex host that wants the token, add it there",
+            if hosts.is_empty() {
+                "empty".to_owned()
+            } else {
+                hosts.join(", ")
+            }
+        )
     }
 
     fn link_is_fresh(&self, now: i64) -> bool {
@@ -247,9 +287,10 @@ impl Transfer for CallingTransfer<'_> {
 
     async fn download(&mut self) -> Result<MediaStream, ItemError> {
         let now = self.harvest.run.clock.now_ms();
-        if !self.link_is_fresh(now) {
+        if !self.just_resolved && !self.link_is_fresh(now) {
             self.resolve().await?;
         }
+        self.just_resolved = false;
         let link = self
             .details
             .as_ref()
@@ -259,7 +300,8 @@ impl Transfer for CallingTransfer<'_> {
             Ok(m) => Ok(m),
             // Refused again with a fresh link: the reason is recorded and the item fails.
             Err(e) if e.is_link_expired() && self.refreshed => Err(ItemError::Permanent(format!(
-                "the download link was refused again after fresh details were asked for: {e}"
+                "the download link was refused again after fresh details were asked for: {e}{}",
+                self.bearer_hint(&link, e.status())
             ))),
             Err(e) => Err(classify(e)),
         }
