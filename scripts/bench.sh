@@ -9,11 +9,19 @@
 # 3. curl reference: the same 3,000 media files with curl --parallel --parallel-max 16
 # 4. memory: one 1 GiB recording, peak RSS of `wxvault sync` from /usr/bin/time -v,
 #    size and sha256 checked against the simulator's manifest
-# 5. summary on stdout (and in SUMMARY_FILE when given)
+# 5. Webex Calling: 2,000 converged recordings over 3 days, rate limit off, a calling-only org
+#    connected through `wxvault connect --sources calling`; `wxvault sync` timed, API calls per
+#    archived recording from the simulator's counters (list + details + metadata; media GETs not
+#    counted), every archived MP3 checked against the simulator's Calling manifest
+# 6. summary on stdout (and in SUMMARY_FILE when given)
 #
-# Knobs (environment): BENCH_TASKS (2000), BENCH_RECORDINGS (3000), BENCH_RECORDING_BYTES (200000),
+# Knobs (environment): BENCH_ONLY (wxcc = parts 2-4, calling = part 5; default both),
+# BENCH_TASKS (2000), BENCH_RECORDINGS (3000), BENCH_RECORDING_BYTES (200000),
 # BENCH_LARGE_BYTES (1073741824), BENCH_BATCH_CONCURRENCY (4), BENCH_DOWNLOADS_PER_BATCH (4),
-# BENCH_CURL_PARALLEL (16), BENCH_SKIP_MEMORY=1, BENCH_KEEP=1 (keep the temp dir).
+# BENCH_CURL_PARALLEL (16), BENCH_SKIP_MEMORY=1, BENCH_CALLING_RECORDINGS (2000),
+# BENCH_CALLING_DAYS (3), BENCH_KEEP=1 (keep the temp dir).
+# `wxvault sim serve` has no flag for the size of the Calling dataset, so part 5 serves it with
+# the simulator crate's example `calling_sim` (built here with --release).
 # Nothing leaves 127.0.0.1: the simulator binds loopback and every URL used here points at it.
 set -euo pipefail
 
@@ -25,6 +33,15 @@ LARGE_BYTES="${BENCH_LARGE_BYTES:-1073741824}"
 BATCH_CONCURRENCY="${BENCH_BATCH_CONCURRENCY:-4}"
 DOWNLOADS_PER_BATCH="${BENCH_DOWNLOADS_PER_BATCH:-4}"
 CURL_PARALLEL="${BENCH_CURL_PARALLEL:-16}"
+CALLING_RECORDINGS="${BENCH_CALLING_RECORDINGS:-2000}"
+CALLING_DAYS="${BENCH_CALLING_DAYS:-3}"
+ONLY="${BENCH_ONLY:-}"
+case "$ONLY" in
+    "" | wxcc | calling) ;;
+    *) printf 'BENCH_ONLY must be wxcc or calling (or unset for both), not %s\n' "$ONLY" >&2; exit 2 ;;
+esac
+run_wxcc() { [[ "$ONLY" != calling ]]; }
+run_calling() { [[ "$ONLY" != wxcc ]]; }
 SUMMARY_FILE="${1:-}"
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -85,10 +102,79 @@ def post(url, body, token=None):
     with urllib.request.urlopen(req, timeout=120) as r:
         return json.load(r)
 
+MEDIA = ("media", "calling_media")
+
 def cmd_stats_api(path):
-    """API calls in a /_sim/stats snapshot: every endpoint except media."""
+    """API calls in a /_sim/stats snapshot: every endpoint except media (WxCC and Calling)."""
     s = json.load(open(path))
-    print(sum(v for k, v in s["by_endpoint"].items() if k != "media"))
+    print(sum(v for k, v in s["by_endpoint"].items() if k not in MEDIA))
+
+def cmd_endpoints(before, after):
+    """Non-media endpoints whose counters moved, as "name delta, …"."""
+    a = json.load(open(after))["by_endpoint"]
+    b = json.load(open(before))["by_endpoint"]
+    print(", ".join(f"{k} {a[k] - b.get(k, 0)}" for k in sorted(a)
+                    if k not in MEDIA and a[k] - b.get(k, 0)))
+
+def cmd_calling_stats(before, after):
+    """Deltas of calling_list calling_details calling_metadata calling_media, and of every other
+    non-media endpoint."""
+    a = json.load(open(after))["by_endpoint"]
+    b = json.load(open(before))["by_endpoint"]
+    d = {k: a[k] - b.get(k, 0) for k in a}
+    keys = ["calling_list", "calling_details", "calling_metadata", "calling_media"]
+    other = sum(v for k, v in d.items() if k not in keys and k not in MEDIA)
+    print(*(d.get(k, 0) for k in keys), other)
+
+def calling_archivable(m, from_ms, to_ms):
+    """Recordings a sync over [from_ms, to_ms) with both service types must archive."""
+    return [r for r in m["recordings"]
+            if r["status"] == "available" and r["size_bytes"] > 0
+            and int(from_ms) <= r["create_time_ms"] < int(to_ms)]
+
+def cmd_calling_expect(manifest, from_ms, before_ms, after_ms, window_days, service_types):
+    """How many recordings the sync must archive (created before it started) and may archive
+    (created before it ended; the simulator clock runs in real time), the dataset size, and the
+    fewest list calls that can list them: one sweep per listing window and service type, one
+    call per 100 items (at least one per sweep)."""
+    m = json.load(open(manifest))
+    must = calling_archivable(m, from_ms, before_ms)
+    step = int(window_days) * 86_400_000
+    list_floor, start = 0, int(from_ms)
+    while start < int(before_ms):
+        end = min(start + step, int(before_ms))
+        for st in service_types.split(","):
+            n = sum(1 for r in must if r["service_type"] == st and start <= r["create_time_ms"] < end)
+            list_floor += max(1, -(-n // 100))
+        start = end
+    print(len(must), len(calling_archivable(m, from_ms, after_ms)), len(m["recordings"]), list_floor)
+
+def cmd_calling_check(manifest, root, org, from_ms, before_ms, after_ms):
+    """Every <org>/calling/Y/M/D/<id>/<id>.mp3 has the manifest's size and sha256 and a sidecar;
+    every required recording is there. Prints files, bytes and sidecars."""
+    import hashlib, os
+    m = json.load(open(manifest))
+    may = {r["id"]: r for r in calling_archivable(m, from_ms, after_ms)}
+    must = {r["id"] for r in calling_archivable(m, from_ms, before_ms)}
+    files = total = sidecars = 0
+    seen = set()
+    for d, _, names in os.walk(os.path.join(root, org, "calling")):
+        for n in names:
+            if not n.endswith(".mp3"):
+                continue
+            rid = n[:-4]
+            r = may.get(rid)
+            if r is None:
+                sys.exit(f"{n}: not a recording this window should archive")
+            data = open(os.path.join(d, n), "rb").read()
+            if len(data) != r["size_bytes"] or hashlib.sha256(data).hexdigest() != r["sha256"]:
+                sys.exit(f"{n}: size or sha256 differs from the manifest")
+            if os.path.exists(os.path.join(d, rid + ".json")):
+                sidecars += 1
+            files += 1; total += len(data); seen.add(rid)
+    if must - seen:
+        sys.exit(f"{len(must - seen)} required recordings are not in the archive")
+    print(files, total, sidecars)
 
 def cmd_field(path, *keys):
     v = json.load(open(path))
@@ -155,10 +241,18 @@ now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
 maxrss_kb() { sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$1"; }
 
-# Starts `wxvault sim serve --port 0 …` and sets SIM (base URL) and ORG_ID.
+# Starts `wxvault sim serve --port 0 …` and sets SIM (base URL), ORG_ID and SIM_IDX.
 start_sim() {
     local logf="$1"; shift
-    "$BIN" sim serve --port 0 "$@" >"$logf" 2>&1 &
+    launch_sim "$logf" "$BIN" sim serve --port 0 "$@"
+}
+
+# Starts a simulator command (it prints "simulator listening on URL") and waits until it answers.
+# Sets SIM, ORG_ID and SIM_IDX (its index in SIM_PIDS, for stop_sim).
+launch_sim() {
+    local logf="$1"; shift
+    "$@" >"$logf" 2>&1 &
+    SIM_IDX=${#SIM_PIDS[@]}
     SIM_PIDS+=("$!")
     local pid=$! i
     SIM=""
@@ -172,8 +266,15 @@ start_sim() {
     ORG_ID="$(curl -sf "${SIM}_sim/orgs" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["org_id"])')"
 }
 
-# Fresh state dir + config; grant from the simulator; `wxvault org add`. Sets CFG, STATE, TOKEN.
-setup_state() {
+# Stops the simulator at index $1 of SIM_PIDS (and forgets it, so cleanup never signals a reused pid).
+stop_sim() {
+    kill -TERM "${SIM_PIDS[$1]}" 2>/dev/null || true
+    wait "${SIM_PIDS[$1]}" 2>/dev/null || true
+    SIM_PIDS[$1]=""
+}
+
+# Fresh state dir + config (extra TOML in $2); sets CFG and STATE.
+write_config() {
     STATE="$1"
     mkdir -p "$STATE/archive"
     CFG="$STATE/wxvault.toml"
@@ -196,7 +297,13 @@ master_key_file = "$STATE/master.key"
 [sync]
 batch_concurrency = $BATCH_CONCURRENCY
 downloads_per_batch = $DOWNLOADS_PER_BATCH
+${2:-}
 EOF
+}
+
+# Fresh state dir + config; grant from the simulator; `wxvault org add`. Sets CFG, STATE, TOKEN.
+setup_state() {
+    write_config "$1"
     local grant="$STATE/grant.json"
     curl -sf -X POST -H 'Content-Type: application/json' \
         -d "{\"clientId\":\"$CLIENT_ID\",\"orgId\":\"$ORG_ID\",\"scopes\":[\"cjp:config_read\",\"spark:kms\"]}" \
@@ -208,11 +315,38 @@ EOF
         "$BIN" --config "$CFG" org add --name bench --region us1 --client-id "$CLIENT_ID" >&2
 }
 
-# The window: 25 h back from the simulator clock (the bench tasks lie in the last 24 h), to now.
+# Fresh state dir + config for a calling-only org, connected the way an operator does it:
+# `wxvault connect --sources calling --no-browser`, with curl as the browser (the simulator's
+# consent page approves at once) and the address it lands on pasted back. Sets CFG and STATE.
+setup_calling_state() {
+    write_config "$1" "$2"
+    local fifo="$STATE/connect.in" out="$STATE/connect.out" url="" location pid fd i
+    mkfifo "$fifo"
+    WXVAULT_CLIENT_SECRET="$CLIENT_SECRET" "$BIN" --config "$CFG" connect --name bench --region us1 \
+        --client-id "$CLIENT_ID" --sources calling --no-browser \
+        --redirect-uri http://localhost:8765/callback <"$fifo" >"$out" 2>"$STATE/connect.err" &
+    pid=$!
+    exec {fd}>"$fifo"
+    for ((i = 0; i < 600; i++)); do
+        url="$(grep -m1 '^http://127\.0\.0\.1:[0-9]*/' "$out" || true)"
+        [[ -n "$url" ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n "$url" ]] || { exec {fd}>&-; cat "$out" "$STATE/connect.err" >&2; die "wxvault connect printed no loopback authorize link"; }
+    location="$(curl -s -o /dev/null --max-time 10 -w '%{redirect_url}' "$url")"
+    [[ "$location" == http://localhost:8765/callback?* ]] || { exec {fd}>&-; die "the simulator's consent did not redirect back"; }
+    printf '%s\n' "$location" >&"$fd"
+    exec {fd}>&-
+    wait "$pid" || { cat "$out" "$STATE/connect.err" >&2; die "wxvault connect --sources calling failed"; }
+}
+
+# The window: $1 hours (default 25; the bench tasks lie in the last 24 h) back from the
+# simulator clock, to now.
 window() {
     local now_ms
     now_ms="$(curl -sf "${SIM}_sim/clock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["nowMs"])')"
-    FROM_MS=$((now_ms - 25 * 3600 * 1000))
+    FROM_MS=$((now_ms - ${1:-25} * 3600 * 1000))
     TO_MS=$((now_ms + 60 * 1000))   # wxvault clamps --to to its own "now"
     FROM="$(date -u -d "@$((FROM_MS / 1000))" +%Y-%m-%dT%H:%M:%SZ)"
     TO="$(date -u -d "@$((TO_MS / 1000))" +%Y-%m-%dT%H:%M:%SZ)"
@@ -223,6 +357,12 @@ log "cargo build --release"
 (cd "$ROOT" && cargo build --release --quiet)
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/wxvault"
 [[ -x "$BIN" ]] || die "no binary at $BIN"
+if run_calling; then
+    log "cargo build --release -p webex-sim --example calling_sim"
+    (cd "$ROOT" && cargo build --release --quiet -p webex-sim --example calling_sim)
+    CALLING_SIM="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/calling_sim"
+    [[ -x "$CALLING_SIM" ]] || die "no binary at $CALLING_SIM"
+fi
 CLIENT_ID="$(sed -n '/DEMO_CLIENT_ID/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
 CLIENT_SECRET="$(sed -n '/DEMO_CLIENT_SECRET/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
 [[ -n "$CLIENT_ID" && -n "$CLIENT_SECRET" ]] || die "cannot read the simulator's demo client from crates/webex-sim/src/config.rs"
@@ -238,74 +378,71 @@ fi
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- 2. throughput ---------------------------------------------------------------------------------
-log "throughput: simulator with $TASKS tasks / $RECORDINGS recordings of ~$RECORDING_BYTES bytes, no rate limit"
-start_sim "$WORK/sim-throughput.log" --dataset bench --tasks "$TASKS" --recordings "$RECORDINGS" \
-    --recording-bytes "$RECORDING_BYTES" --no-rate-limit
-log "simulator at $SIM, org $ORG_ID"
-setup_state "$WORK/throughput"
-window
-curl -sf "${SIM}_sim/stats" >"$WORK/stats-before.json"
-log "wxvault sync --from $FROM --to $TO (batch_concurrency=$BATCH_CONCURRENCY, downloads_per_batch=$DOWNLOADS_PER_BATCH)"
-T0="$(now)"
-rc=0
-/usr/bin/time -v -o "$WORK/time-throughput.txt" \
-    "$BIN" --config "$CFG" sync --from "$FROM" --to "$TO" --json >"$WORK/report-throughput.json" \
-    2>"$WORK/sync-throughput.err" || rc=$?
-T1="$(now)"
-curl -sf "${SIM}_sim/stats" >"$WORK/stats-after.json"
-[[ $rc -eq 0 ]] || { cat "$WORK/sync-throughput.err" >&2; die "wxvault sync exited with $rc"; }
-read -r ARCHIVED BYTES REPORT_API FAILED LEFT OUTCOME < <(py report "$WORK/report-throughput.json")
-API_CALLS=$(($(py stats_api "$WORK/stats-after.json") - $(py stats_api "$WORK/stats-before.json")))
-ENDPOINTS="$(python3 -c "
-import json
-a = json.load(open('$WORK/stats-after.json'))['by_endpoint']
-b = json.load(open('$WORK/stats-before.json'))['by_endpoint']
-print(', '.join(f'{k} {a[k] - b.get(k, 0)}' for k in sorted(a) if k != 'media' and a[k] - b.get(k, 0)))")"
-MEDIA_GETS=$(($(py field "$WORK/stats-after.json" by_endpoint media) - $(py field "$WORK/stats-before.json" by_endpoint media)))
-WAVS="$(find "$WORK/throughput/archive" -type f -name '*.wav' | wc -l)"
-SIDECARS="$(find "$WORK/throughput/archive" -type f -name '*.json' | wc -l)"
-DISK_BYTES="$(find "$WORK/throughput/archive" -type f -name '*.wav' -printf '%s\n' | awk '{s += $1} END {print s + 0}')"
-WALL="$(calc "round($T1 - $T0, 3)")"
-THROUGHPUT_RSS_KB="$(maxrss_kb "$WORK/time-throughput.txt")"
-log "sync: $ARCHIVED archived, $BYTES bytes in $WALL s; $API_CALLS API calls ($ENDPOINTS); outcome $OUTCOME"
-[[ "$ARCHIVED" -eq "$RECORDINGS" ]] || die "expected $RECORDINGS archived, the report says $ARCHIVED"
-[[ "$WAVS" -eq "$RECORDINGS" ]] || die "expected $RECORDINGS .wav files in the archive, found $WAVS"
-[[ "$DISK_BYTES" -eq "$BYTES" ]] || die "archive holds $DISK_BYTES bytes of audio, the report says $BYTES"
+if run_wxcc; then
+    log "throughput: simulator with $TASKS tasks / $RECORDINGS recordings of ~$RECORDING_BYTES bytes, no rate limit"
+    start_sim "$WORK/sim-throughput.log" --dataset bench --tasks "$TASKS" --recordings "$RECORDINGS" \
+        --recording-bytes "$RECORDING_BYTES" --no-rate-limit
+    log "simulator at $SIM, org $ORG_ID"
+    THROUGHPUT_IDX=$SIM_IDX
+    setup_state "$WORK/throughput"
+    window
+    curl -sf "${SIM}_sim/stats" >"$WORK/stats-before.json"
+    log "wxvault sync --from $FROM --to $TO (batch_concurrency=$BATCH_CONCURRENCY, downloads_per_batch=$DOWNLOADS_PER_BATCH)"
+    T0="$(now)"
+    rc=0
+    /usr/bin/time -v -o "$WORK/time-throughput.txt" \
+        "$BIN" --config "$CFG" sync --from "$FROM" --to "$TO" --json >"$WORK/report-throughput.json" \
+        2>"$WORK/sync-throughput.err" || rc=$?
+    T1="$(now)"
+    curl -sf "${SIM}_sim/stats" >"$WORK/stats-after.json"
+    [[ $rc -eq 0 ]] || { cat "$WORK/sync-throughput.err" >&2; die "wxvault sync exited with $rc"; }
+    read -r ARCHIVED BYTES REPORT_API FAILED LEFT OUTCOME < <(py report "$WORK/report-throughput.json")
+    API_CALLS=$(($(py stats_api "$WORK/stats-after.json") - $(py stats_api "$WORK/stats-before.json")))
+    ENDPOINTS="$(py endpoints "$WORK/stats-before.json" "$WORK/stats-after.json")"
+    MEDIA_GETS=$(($(py field "$WORK/stats-after.json" by_endpoint media) - $(py field "$WORK/stats-before.json" by_endpoint media)))
+    WAVS="$(find "$WORK/throughput/archive" -type f -name '*.wav' | wc -l)"
+    SIDECARS="$(find "$WORK/throughput/archive" -type f -name '*.json' | wc -l)"
+    DISK_BYTES="$(find "$WORK/throughput/archive" -type f -name '*.wav' -printf '%s\n' | awk '{s += $1} END {print s + 0}')"
+    WALL="$(calc "round($T1 - $T0, 3)")"
+    THROUGHPUT_RSS_KB="$(maxrss_kb "$WORK/time-throughput.txt")"
+    log "sync: $ARCHIVED archived, $BYTES bytes in $WALL s; $API_CALLS API calls ($ENDPOINTS); outcome $OUTCOME"
+    [[ "$ARCHIVED" -eq "$RECORDINGS" ]] || die "expected $RECORDINGS archived, the report says $ARCHIVED"
+    [[ "$WAVS" -eq "$RECORDINGS" ]] || die "expected $RECORDINGS .wav files in the archive, found $WAVS"
+    [[ "$DISK_BYTES" -eq "$BYTES" ]] || die "archive holds $DISK_BYTES bytes of audio, the report says $BYTES"
 
-# --- 3. curl reference -----------------------------------------------------------------------------
-log "curl reference: collecting media URLs (not timed)"
-read -r URL_TASKS URL_COUNT < <(py urls "$SIM" "$ORG_ID" "$TOKEN" "$FROM_MS" "$TO_MS" "$WORK/urls.cfg")
-[[ "$URL_COUNT" -eq "$RECORDINGS" ]] || die "collected $URL_COUNT media URLs from $URL_TASKS tasks, expected $RECORDINGS"
-# a) to /dev/null: the pure transfer floor; this is the reference the ratio is taken against.
-sed 's/$/\noutput = "\/dev\/null"/' "$WORK/urls.cfg" >"$WORK/curl-null.cfg"
-log "curl --parallel --parallel-max $CURL_PARALLEL: $URL_COUNT files -> /dev/null"
-C0="$(now)"
-curl --parallel --parallel-max "$CURL_PARALLEL" --silent --show-error --no-progress-meter \
-    --write-out '%{http_code} %{size_download}\n' -K "$WORK/curl-null.cfg" >"$WORK/curl-null.out"
-C1="$(now)"
-read -r CURL_N CURL_BAD CURL_BYTES < <(py curl "$WORK/curl-null.out")
-[[ "$CURL_N" -eq "$RECORDINGS" && "$CURL_BAD" -eq 0 ]] || die "curl: $CURL_N requests, $CURL_BAD not 200"
-[[ "$CURL_BYTES" -eq "$BYTES" ]] || log "note: curl fetched $CURL_BYTES bytes, wxvault $BYTES"
-CURL_WALL="$(calc "round($C1 - $C0, 3)")"
-# b) to files on the same disk as the archive (informational: like for like with writing an archive).
-mkdir -p "$WORK/curl-files"
-awk -v d="$WORK/curl-files" '{print; printf "output = \"%s/%d.wav\"\n", d, NR}' "$WORK/urls.cfg" >"$WORK/curl-files.cfg"
-log "curl --parallel --parallel-max $CURL_PARALLEL: $URL_COUNT files -> disk"
-D0="$(now)"
-curl --parallel --parallel-max "$CURL_PARALLEL" --silent --show-error --no-progress-meter \
-    --write-out '%{http_code} %{size_download}\n' -K "$WORK/curl-files.cfg" >"$WORK/curl-files.out"
-D1="$(now)"
-read -r CURLF_N CURLF_BAD _ < <(py curl "$WORK/curl-files.out")
-[[ "$CURLF_N" -eq "$RECORDINGS" && "$CURLF_BAD" -eq 0 ]] || die "curl to disk: $CURLF_N requests, $CURLF_BAD not 200"
-CURL_DISK_WALL="$(calc "round($D1 - $D0, 3)")"
-# (the files stay until the end: deleting thousands of files right before the memory run
-# would charge ext4 inode-allocation work to it; see BENCHMARKS.md)
-kill -TERM "${SIM_PIDS[0]}" 2>/dev/null || true
-wait "${SIM_PIDS[0]}" 2>/dev/null || true
-SIM_PIDS[0]=""
+    # --- 3. curl reference -----------------------------------------------------------------------------
+    log "curl reference: collecting media URLs (not timed)"
+    read -r URL_TASKS URL_COUNT < <(py urls "$SIM" "$ORG_ID" "$TOKEN" "$FROM_MS" "$TO_MS" "$WORK/urls.cfg")
+    [[ "$URL_COUNT" -eq "$RECORDINGS" ]] || die "collected $URL_COUNT media URLs from $URL_TASKS tasks, expected $RECORDINGS"
+    # a) to /dev/null: the pure transfer floor; this is the reference the ratio is taken against.
+    sed 's/$/\noutput = "\/dev\/null"/' "$WORK/urls.cfg" >"$WORK/curl-null.cfg"
+    log "curl --parallel --parallel-max $CURL_PARALLEL: $URL_COUNT files -> /dev/null"
+    C0="$(now)"
+    curl --parallel --parallel-max "$CURL_PARALLEL" --silent --show-error --no-progress-meter \
+        --write-out '%{http_code} %{size_download}\n' -K "$WORK/curl-null.cfg" >"$WORK/curl-null.out"
+    C1="$(now)"
+    read -r CURL_N CURL_BAD CURL_BYTES < <(py curl "$WORK/curl-null.out")
+    [[ "$CURL_N" -eq "$RECORDINGS" && "$CURL_BAD" -eq 0 ]] || die "curl: $CURL_N requests, $CURL_BAD not 200"
+    [[ "$CURL_BYTES" -eq "$BYTES" ]] || log "note: curl fetched $CURL_BYTES bytes, wxvault $BYTES"
+    CURL_WALL="$(calc "round($C1 - $C0, 3)")"
+    # b) to files on the same disk as the archive (informational: like for like with writing an archive).
+    mkdir -p "$WORK/curl-files"
+    awk -v d="$WORK/curl-files" '{print; printf "output = \"%s/%d.wav\"\n", d, NR}' "$WORK/urls.cfg" >"$WORK/curl-files.cfg"
+    log "curl --parallel --parallel-max $CURL_PARALLEL: $URL_COUNT files -> disk"
+    D0="$(now)"
+    curl --parallel --parallel-max "$CURL_PARALLEL" --silent --show-error --no-progress-meter \
+        --write-out '%{http_code} %{size_download}\n' -K "$WORK/curl-files.cfg" >"$WORK/curl-files.out"
+    D1="$(now)"
+    read -r CURLF_N CURLF_BAD _ < <(py curl "$WORK/curl-files.out")
+    [[ "$CURLF_N" -eq "$RECORDINGS" && "$CURLF_BAD" -eq 0 ]] || die "curl to disk: $CURLF_N requests, $CURLF_BAD not 200"
+    CURL_DISK_WALL="$(calc "round($D1 - $D0, 3)")"
+    # (the files stay until the end: deleting thousands of files right before the memory run
+    # would charge ext4 inode-allocation work to it; see BENCHMARKS.md)
+    stop_sim "$THROUGHPUT_IDX"
+fi
 
 # --- 4. memory -------------------------------------------------------------------------------------
-if [[ "${BENCH_SKIP_MEMORY:-0}" != 1 ]]; then
+if run_wxcc && [[ "${BENCH_SKIP_MEMORY:-0}" != 1 ]]; then
     log "memory: simulator with one $LARGE_BYTES-byte recording"
     start_sim "$WORK/sim-memory.log" --dataset bench --tasks 1 --recordings 1 --recording-bytes 1000 \
         --large-recording-bytes "$LARGE_BYTES" --no-rate-limit
@@ -330,45 +467,115 @@ if [[ "${BENCH_SKIP_MEMORY:-0}" != 1 ]]; then
     [[ "$LARGE_SIZE" -eq "$LARGE_BYTES" ]] || die "archived large recording has $LARGE_SIZE bytes, expected $LARGE_BYTES"
     [[ "$GOT_SHA" == "$LARGE_SHA" ]] || die "sha256 mismatch: archive $GOT_SHA, manifest $LARGE_SHA"
     MEM_CHECK="size $LARGE_SIZE bytes, sha256 ${GOT_SHA:0:16}… matches the manifest"
-    kill -TERM "${SIM_PIDS[1]}" 2>/dev/null || true
-    wait "${SIM_PIDS[1]}" 2>/dev/null || true
-    SIM_PIDS[1]=""
+    stop_sim "$SIM_IDX"
 fi
 
-# --- 5. summary ------------------------------------------------------------------------------------
+# --- 5. Webex Calling ------------------------------------------------------------------------------
+if run_calling; then
+    log "calling: simulator with $CALLING_RECORDINGS Calling recordings over $CALLING_DAYS days, no rate limit"
+    launch_sim "$WORK/sim-calling.log" "$CALLING_SIM" --port 0 --calling "$CALLING_RECORDINGS" \
+        --days "$CALLING_DAYS" --no-rate-limit
+    CALLING_IDX=$SIM_IDX
+    log "simulator at $SIM, org $ORG_ID; connecting a calling-only org"
+    # Both service types, so every available recording of the dataset is archived.
+    setup_calling_state "$WORK/calling" '[calling]
+service_types = ["calling", "customerAssist"]
+window_days = 1'
+    window $((CALLING_DAYS * 24 + 1))
+    curl -sf "${SIM}_sim/stats" >"$WORK/stats-calling-before.json"
+    CB_MS="$(curl -sf "${SIM}_sim/clock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["nowMs"])')"
+    log "wxvault sync --from $FROM --to $TO (calling only, [calling] window_days = 1)"
+    K0="$(now)"
+    rc=0
+    /usr/bin/time -v -o "$WORK/time-calling.txt" \
+        "$BIN" --config "$CFG" sync --from "$FROM" --to "$TO" --json >"$WORK/report-calling.json" \
+        2>"$WORK/sync-calling.err" || rc=$?
+    K1="$(now)"
+    curl -sf "${SIM}_sim/stats" >"$WORK/stats-calling-after.json"
+    CA_MS="$(curl -sf "${SIM}_sim/clock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["nowMs"])')"
+    [[ $rc -eq 0 ]] || { cat "$WORK/sync-calling.err" >&2; die "wxvault sync (calling) exited with $rc"; }
+    read -r K_ARCHIVED K_BYTES K_REPORT_API K_FAILED K_LEFT K_OUTCOME < <(py report "$WORK/report-calling.json")
+    read -r K_LIST K_DETAILS K_METADATA K_MEDIA K_OTHER < <(py calling_stats "$WORK/stats-calling-before.json" "$WORK/stats-calling-after.json")
+    K_API=$((K_LIST + K_DETAILS + K_METADATA))
+    K_MEDIA_AUTH=$(($(py field "$WORK/stats-calling-after.json" calling_media_with_authorization) - $(py field "$WORK/stats-calling-before.json" calling_media_with_authorization)))
+    K_WALL="$(calc "round($K1 - $K0, 3)")"
+    K_RSS_KB="$(maxrss_kb "$WORK/time-calling.txt")"
+    log "sync (calling): $K_ARCHIVED archived, $K_BYTES bytes in $K_WALL s; list $K_LIST, details $K_DETAILS, metadata $K_METADATA, media $K_MEDIA, other API $K_OTHER; outcome $K_OUTCOME"
+    log "checking the archive against the simulator's Calling manifest (not timed)"
+    curl -sf --max-time 600 "${SIM}_sim/calling/manifest?orgId=$ORG_ID" >"$WORK/calling-manifest.json"
+    read -r K_MUST K_MAY K_DATASET K_LIST_FLOOR < <(py calling_expect "$WORK/calling-manifest.json" \
+        "$FROM_MS" "$CB_MS" "$CA_MS" 1 calling,customerAssist)
+    read -r K_MP3S K_DISK_BYTES K_SIDECARS < <(py calling_check "$WORK/calling-manifest.json" "$WORK/calling/archive" "$ORG_ID" "$FROM_MS" "$CB_MS" "$CA_MS")
+    [[ "$K_ARCHIVED" -ge "$K_MUST" && "$K_ARCHIVED" -le "$K_MAY" ]] \
+        || die "the report says $K_ARCHIVED archived; the manifest expects $K_MUST (up to $K_MAY)"
+    [[ "$K_MP3S" -eq "$K_ARCHIVED" && "$K_SIDECARS" -eq "$K_ARCHIVED" ]] \
+        || die "archive holds $K_MP3S .mp3 files and $K_SIDECARS sidecars, the report says $K_ARCHIVED"
+    [[ "$K_DISK_BYTES" -eq "$K_BYTES" ]] || die "archive holds $K_DISK_BYTES bytes of audio, the report says $K_BYTES"
+    [[ "$K_FAILED" -eq 0 && "$K_LEFT" -eq 0 ]] || die "$K_FAILED failed and $K_LEFT transient items in the Calling run"
+    stop_sim "$CALLING_IDX"
+fi
+
+# --- 6. summary ------------------------------------------------------------------------------------
 pass() { if python3 -c "import sys; sys.exit(0 if $1 else 1)"; then echo "ok"; else echo "MISSED"; fi; }
-PER_REC="$(calc "round($API_CALLS / $ARCHIVED, 4)")"
-RPS="$(calc "round($ARCHIVED / ($T1 - $T0), 1)")"
-MBPS="$(calc "round($BYTES / 1e6 / ($T1 - $T0), 1)")"
-RATIO="$(calc "round(($T1 - $T0) / ($C1 - $C0), 2)")"
-RATIO_DISK="$(calc "round(($T1 - $T0) / ($D1 - $D0), 2)")"
+if run_wxcc; then
+    PER_REC="$(calc "round($API_CALLS / $ARCHIVED, 4)")"
+    RPS="$(calc "round($ARCHIVED / ($T1 - $T0), 1)")"
+    MBPS="$(calc "round($BYTES / 1e6 / ($T1 - $T0), 1)")"
+    RATIO="$(calc "round(($T1 - $T0) / ($C1 - $C0), 2)")"
+    RATIO_DISK="$(calc "round(($T1 - $T0) / ($D1 - $D0), 2)")"
+fi
+if run_calling; then
+    K_PER_REC="$(calc "round($K_API / $K_ARCHIVED, 4)")"
+    # The floor for this run: the fewest list calls for its sweeps (one per 1-day window and
+    # service type, 100 items a page), one details and one metadata call per recording.
+    K_FLOOR="$(calc "round(($K_LIST_FLOOR + 2 * $K_ARCHIVED) / $K_ARCHIVED, 4)")"
+    K_EXTRA=$((K_API - K_LIST_FLOOR - 2 * K_ARCHIVED))
+    K_RPS="$(calc "round($K_ARCHIVED / ($K1 - $K0), 1)")"
+    K_MBPS="$(calc "round($K_BYTES / 1e6 / ($K1 - $K0), 1)")"
+fi
 SUMMARY="$WORK/summary.txt"
 {
-    echo "wxvault benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "wxvault benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)${ONLY:+ (BENCH_ONLY=$ONLY)}"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     echo "load average before: $LOAD_BEFORE"
     echo "sync settings: batch_concurrency=$BATCH_CONCURRENCY downloads_per_batch=$DOWNLOADS_PER_BATCH"
-    echo "dataset: $TASKS tasks, $RECORDINGS recordings of ~$RECORDING_BYTES bytes ($BYTES bytes total), rate limit off"
-    echo
-    echo "throughput"
-    printf '  recordings archived      %s (%s .wav files, %s sidecars on disk)\n' "$ARCHIVED" "$WAVS" "$SIDECARS"
-    printf '  API calls                %s (%s; media GETs not counted: %s); wxvault counted %s\n' "$API_CALLS" "$ENDPOINTS" "$MEDIA_GETS" "$REPORT_API"
-    printf '  API calls / recording    %s   target <= 0.11  %s\n' "$PER_REC" "$(pass "$PER_REC <= 0.11")"
-    printf '  wall time                %s s\n' "$WALL"
-    printf '  recordings / s           %s\n' "$RPS"
-    printf '  MB/s (10^6 B)            %s\n' "$MBPS"
-    printf '  peak RSS                 %s MiB\n' "$(calc "round($THROUGHPUT_RSS_KB / 1024, 1)")"
-    echo "curl reference (--parallel-max $CURL_PARALLEL)"
-    printf '  to /dev/null             %s s\n' "$CURL_WALL"
-    printf '  to files                 %s s\n' "$CURL_DISK_WALL"
-    printf '  wxvault / curl           %s x   target <= 2  %s   (vs curl to files: %s x)\n' \
-        "$RATIO" "$(pass "$RATIO <= 2")" "$RATIO_DISK"
-    if [[ "${BENCH_SKIP_MEMORY:-0}" != 1 ]]; then
-        echo "memory (one $LARGE_BYTES-byte recording)"
-        printf '  peak RSS                 %s MiB   target <= 64  %s\n' \
-            "$(calc "round($PEAK_KB / 1024, 1)")" "$(pass "$PEAK_KB / 1024 <= 64")"
-        printf '  wall time                %s s (%s MB/s)\n' "$MEM_WALL" "$(calc "round($LARGE_BYTES / 1e6 / ($M1 - $M0), 1)")"
-        printf '  check                    %s\n' "$MEM_CHECK"
+    if run_wxcc; then
+        echo "dataset: $TASKS tasks, $RECORDINGS recordings of ~$RECORDING_BYTES bytes ($BYTES bytes total), rate limit off"
+        echo
+        echo "throughput"
+        printf '  recordings archived      %s (%s .wav files, %s sidecars on disk)\n' "$ARCHIVED" "$WAVS" "$SIDECARS"
+        printf '  API calls                %s (%s; media GETs not counted: %s); wxvault counted %s\n' "$API_CALLS" "$ENDPOINTS" "$MEDIA_GETS" "$REPORT_API"
+        printf '  API calls / recording    %s   target <= 0.11  %s\n' "$PER_REC" "$(pass "$PER_REC <= 0.11")"
+        printf '  wall time                %s s\n' "$WALL"
+        printf '  recordings / s           %s\n' "$RPS"
+        printf '  MB/s (10^6 B)            %s\n' "$MBPS"
+        printf '  peak RSS                 %s MiB\n' "$(calc "round($THROUGHPUT_RSS_KB / 1024, 1)")"
+        echo "curl reference (--parallel-max $CURL_PARALLEL)"
+        printf '  to /dev/null             %s s\n' "$CURL_WALL"
+        printf '  to files                 %s s\n' "$CURL_DISK_WALL"
+        printf '  wxvault / curl           %s x   target <= 2  %s   (vs curl to files: %s x)\n' \
+            "$RATIO" "$(pass "$RATIO <= 2")" "$RATIO_DISK"
+        if [[ "${BENCH_SKIP_MEMORY:-0}" != 1 ]]; then
+            echo "memory (one $LARGE_BYTES-byte recording)"
+            printf '  peak RSS                 %s MiB   target <= 64  %s\n' \
+                "$(calc "round($PEAK_KB / 1024, 1)")" "$(pass "$PEAK_KB / 1024 <= 64")"
+            printf '  wall time                %s s (%s MB/s)\n' "$MEM_WALL" "$(calc "round($LARGE_BYTES / 1e6 / ($M1 - $M0), 1)")"
+            printf '  check                    %s\n' "$MEM_CHECK"
+        fi
+    fi
+    if run_calling; then
+        echo
+        echo "webex calling (calling-only org; $K_DATASET recordings over $CALLING_DAYS days in the dataset, $K_MUST to $K_MAY available in the window, both service types; rate limit off)"
+        printf '  recordings archived      %s (%s .mp3 files, %s sidecars; size and sha256 of each match the manifest)\n' "$K_ARCHIVED" "$K_MP3S" "$K_SIDECARS"
+        printf '  API calls                %s (list %s, details %s, metadata %s; media GETs not counted: %s; other API calls: %s); wxvault counted %s\n' \
+            "$K_API" "$K_LIST" "$K_DETAILS" "$K_METADATA" "$K_MEDIA" "$K_OTHER" "$K_REPORT_API"
+        printf '  API calls / recording    %s   floor for these sweeps %s (%s list calls), webex-api.md §6: about 2.01; %s call(s) above the floor\n' \
+            "$K_PER_REC" "$K_FLOOR" "$K_LIST_FLOOR" "$K_EXTRA"
+        printf '  wall time                %s s\n' "$K_WALL"
+        printf '  recordings / s           %s\n' "$K_RPS"
+        printf '  MB/s (10^6 B)            %s (%s bytes)\n' "$K_MBPS" "$K_BYTES"
+        printf '  peak RSS                 %s MiB\n' "$(calc "round($K_RSS_KB / 1024, 1)")"
+        printf '  media GETs with an Authorization header (the bearer leaving Webex)  %s\n' "$K_MEDIA_AUTH"
     fi
 } >"$SUMMARY"
 echo

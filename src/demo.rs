@@ -1,8 +1,9 @@
 //! `wxvault demo` and `wxvault sim serve`: the simulator, in-process or standing alone.
 //!
 //! The demo is the real product path end to end — authorization-code flow with PKCE, encrypted
-//! vault, WxCC harvest, verified archive, sidecars — only the Webex side is the simulator and the
-//! consenting browser is played by an HTTP client.
+//! vault, the harvest of both sources (Contact Center captures and Webex Calling recordings),
+//! verified archive, sidecars — only the Webex side is the simulator and the consenting browser
+//! is played by an HTTP client.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,6 +22,8 @@ use crate::output;
 const MARKER: &str = ".wxvault-demo";
 /// Redirect URI registered for the simulator's demo integration (the demo intercepts it).
 const DEMO_REDIRECT: &str = "http://localhost:8765/callback";
+/// The sources the demo org is connected with: every one the simulator serves.
+const DEMO_SOURCES: &[&str] = &["wxcc", "calling"];
 
 pub async fn sim_serve(args: SimServeArgs) -> Result<()> {
     let mut dataset = match args.dataset {
@@ -124,7 +127,9 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let engine = crate::commands::open_engine(config.clone()).await?;
 
     // The authorization-code flow, exactly as `connect` runs it, with an HTTP client as browser.
-    let sources = vec!["wxcc".to_string()];
+    // Both sources, so the consent asks for every scope they need (Calling:
+    // spark-compliance:recordings_read, which the simulator's integration has registered).
+    let sources: Vec<String> = DEMO_SOURCES.iter().map(|s| (*s).to_string()).collect();
     let pending = engine.begin_connect(&demo_client.client_id, DEMO_REDIRECT, &sources)?;
     let resp = engine
         .http
@@ -143,19 +148,32 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         region: "us1".into(),
         client_id: demo_client.client_id.clone(),
         client_auth: ClientAuth::Form,
-        sources,
+        sources: sources.clone(),
     };
     let secret = SecretString::from(demo_client.client_secret.clone());
-    let org = engine
+    let connected = engine
         .complete_connect(pending, callback, &target, secret)
-        .await?
-        .org;
+        .await?;
+    if !connected.missing.is_empty() {
+        // The simulator registers every scope the sources need, so this means the two drifted
+        // apart; a half-connected demo would only show one source.
+        bail!(
+            "the demo's consent did not grant {}: {}",
+            connected.missing.join(", "),
+            engine::onboard::missing_scope_advice(&sources, &connected.missing).join("; ")
+        );
+    }
+    let org = connected.org;
     println!(
-        "2/4 connected org {} through the OAuth authorization-code flow (PKCE); tokens stored encrypted",
-        org.org_id
+        "2/4 connected org {} for {} through the OAuth authorization-code flow (PKCE); tokens stored encrypted",
+        org.org_id,
+        source_labels(&sources).join(" and ")
     );
 
-    println!("3/4 archiving the last 24 hours of Contact Center recordings…");
+    println!(
+        "3/4 archiving the last 24 hours of {} recordings…",
+        source_labels(&sources).join(" and ")
+    );
     let mut engine = engine;
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         engine.progress = output::Bars::new();
@@ -170,6 +188,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         .await?;
     server.shutdown().await;
     println!();
+    // One row per source under the org's total (archived count and bytes of each).
     output::print_sync_report(&report);
     let archive_dir = dir.join("archive");
     println!();
@@ -177,23 +196,45 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         "4/4 done in {:.1} s. Where to look:",
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "  recordings and sidecars: {}/{}/wxcc/YYYY/MM/DD/<task>/<recording>.wav|.json",
-        archive_dir.display(),
-        org.org_id
-    );
-    if let Some(example) = first_sidecar(&archive_dir) {
-        println!("  for example:             {}", example.display());
+    let org_dir = archive_dir.join(&org.org_id);
+    for source in &sources {
+        if let Some(layout) = layout_hint(source) {
+            let what = format!("{} recordings:", source_label(source));
+            println!("  {what:<27}{}/{layout}", org_dir.display());
+            if let Some(example) = first_sidecar(&org_dir.join(source)) {
+                println!("  {:<27}{}", "  for example:", example.display());
+            }
+        }
     }
     println!(
-        "  status:                  wxvault --config {} status",
+        "  {:<27}wxvault --config {} status",
+        "status:",
         config_path.display()
     );
     println!(
-        "  (cargo run --release -- --config {} status)",
+        "  {:<27}(cargo run --release -- --config {} status)",
+        "",
         config_path.display()
     );
     Ok(u8::try_from(report.exit_code()).unwrap_or(2))
+}
+
+/// What operators call `source` ("Contact Center", "Webex Calling").
+fn source_label(source: &str) -> &str {
+    engine::source::spec(source).map_or(source, |s| s.label)
+}
+
+fn source_labels(sources: &[String]) -> Vec<&str> {
+    sources.iter().map(|s| source_label(s)).collect()
+}
+
+/// Where a source's objects land under `<archive>/<org_id>/` (docs/layout.md).
+fn layout_hint(source: &str) -> Option<&'static str> {
+    match source {
+        "wxcc" => Some("wxcc/YYYY/MM/DD/<task>/<recording>.wav|.json"),
+        "calling" => Some("calling/YYYY/MM/DD/<recording>/<recording>.mp3|.json"),
+        _ => None,
+    }
 }
 
 fn first_sidecar(dir: &Path) -> Option<std::path::PathBuf> {
