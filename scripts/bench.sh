@@ -20,8 +20,8 @@
 # BENCH_LARGE_BYTES (1073741824), BENCH_BATCH_CONCURRENCY (4), BENCH_DOWNLOADS_PER_BATCH (4),
 # BENCH_CURL_PARALLEL (16), BENCH_SKIP_MEMORY=1, BENCH_CALLING_RECORDINGS (2000),
 # BENCH_CALLING_DAYS (3), BENCH_KEEP=1 (keep the temp dir).
-# `wxvault sim serve` has no flag for the size of the Calling dataset, so part 5 serves it with
-# the simulator crate's example `calling_sim` (built here with --release).
+# Part 5 serves its dataset with `wxvault sim serve --dataset bench --tasks 1 --recordings 1
+# --calling N --days D` (one WxCC task, so the org has agents to own `user` recordings).
 # Nothing leaves 127.0.0.1: the simulator binds loopback and every URL used here points at it.
 set -euo pipefail
 
@@ -357,12 +357,6 @@ log "cargo build --release"
 (cd "$ROOT" && cargo build --release --quiet)
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/wxvault"
 [[ -x "$BIN" ]] || die "no binary at $BIN"
-if run_calling; then
-    log "cargo build --release -p webex-sim --example calling_sim"
-    (cd "$ROOT" && cargo build --release --quiet -p webex-sim --example calling_sim)
-    CALLING_SIM="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/calling_sim"
-    [[ -x "$CALLING_SIM" ]] || die "no binary at $CALLING_SIM"
-fi
 CLIENT_ID="$(sed -n '/DEMO_CLIENT_ID/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
 CLIENT_SECRET="$(sed -n '/DEMO_CLIENT_SECRET/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
 [[ -n "$CLIENT_ID" && -n "$CLIENT_SECRET" ]] || die "cannot read the simulator's demo client from crates/webex-sim/src/config.rs"
@@ -473,8 +467,8 @@ fi
 # --- 5. Webex Calling ------------------------------------------------------------------------------
 if run_calling; then
     log "calling: simulator with $CALLING_RECORDINGS Calling recordings over $CALLING_DAYS days, no rate limit"
-    launch_sim "$WORK/sim-calling.log" "$CALLING_SIM" --port 0 --calling "$CALLING_RECORDINGS" \
-        --days "$CALLING_DAYS" --no-rate-limit
+    start_sim "$WORK/sim-calling.log" --dataset bench --tasks 1 --recordings 1 \
+        --recording-bytes 4044 --calling "$CALLING_RECORDINGS" --days "$CALLING_DAYS" --no-rate-limit
     CALLING_IDX=$SIM_IDX
     log "simulator at $SIM, org $ORG_ID; connecting a calling-only org"
     # Both service types, so every available recording of the dataset is archived.

@@ -308,6 +308,9 @@ pub struct SimServeArgs {
     /// Webex Calling recordings per org (added to any preset; the demo preset has 12).
     #[arg(long)]
     pub calling: Option<u32>,
+    /// Days the dataset spans before the simulator's start (overrides the preset's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

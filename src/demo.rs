@@ -37,6 +37,9 @@ pub async fn sim_serve(args: SimServeArgs) -> Result<()> {
     if let Some(n) = args.calling {
         dataset = dataset.with_calling(n);
     }
+    if let Some(d) = args.days {
+        dataset.days = d;
+    }
     let config = SimConfig {
         seed: args.seed,
         dataset,
