@@ -26,6 +26,8 @@ pub struct OrgReport {
     pub window_to: String,
     pub outcome: OrgOutcome,
     pub task_pages: u64,
+    /// Pages of recording lists (Webex Calling) read.
+    pub recording_pages: u64,
     pub tasks_seen: u64,
     pub archived: u64,
     pub already_archived: u64,
@@ -104,6 +106,7 @@ impl OrgReport {
     /// Adds a partial report (one captures batch) into this one.
     pub fn absorb(&mut self, o: &OrgReport) {
         self.task_pages += o.task_pages;
+        self.recording_pages += o.recording_pages;
         self.tasks_seen += o.tasks_seen;
         self.archived += o.archived;
         self.already_archived += o.already_archived;

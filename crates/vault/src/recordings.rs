@@ -505,6 +505,33 @@ impl Vault {
         .map_err(VaultError::db(format!("noting an attempt on {}", item())))?
         .ok_or_else(|| VaultError::NotFound(item()))
     }
+
+    /// Notes that the recording's sidecar waits for Webex (metadata not ready) as of `at_ms`
+    /// (the engine's clock), unless it already waits; returns since when it waits.
+    ///
+    /// # Errors
+    /// [`VaultError::NotFound`] if the recording is unknown, [`VaultError::Db`] on database failure.
+    pub async fn note_waiting(
+        &self,
+        org: &Org,
+        source: &str,
+        recording_id: &str,
+        at_ms: i64,
+    ) -> Result<i64, VaultError> {
+        let item = || item_name(org, source, "recording", recording_id);
+        sqlx::query_scalar(
+            "UPDATE recordings SET waiting_since_ms = COALESCE(waiting_since_ms, $4) \
+             WHERE org = $1 AND source = $2 AND recording_id = $3 RETURNING waiting_since_ms",
+        )
+        .bind(org.id)
+        .bind(source)
+        .bind(recording_id)
+        .bind(at_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(VaultError::db(format!("noting a wait on {}", item())))?
+        .ok_or_else(|| VaultError::NotFound(item()))
+    }
 }
 
 fn recording_from_row(row: &AnyRow) -> Result<RecordingRow, VaultError> {

@@ -66,7 +66,7 @@ async fn backfill_of_45_days_archives_every_available_recording_once() {
     );
     // One-day windows (the default): 45 of them, one list page each.
     assert_eq!(hits(&h, "calling_list"), 45);
-    assert_eq!(o.task_pages, 45, "{o:#?}");
+    assert_eq!(o.recording_pages, 45, "{o:#?}");
     assert_calling_archive(&env, &sim_org.org_id, &expected, false);
 
     let counts = engine.vault.counts_by_source(&org).await.unwrap()["calling"].clone();
@@ -273,7 +273,7 @@ async fn a_fresh_backfill_costs_about_two_api_calls_per_recording() {
     // call per page; nothing else reaches the API.
     assert_eq!(details, listed.len() as u64);
     assert_eq!(metadata, expected.len() as u64);
-    assert_eq!(list, o.task_pages);
+    assert_eq!(list, o.recording_pages);
     assert_eq!(part.api_calls, list + details + metadata, "{part:#?}");
     assert_eq!(hits(&h, "access_token"), 0, "no token refresh was due");
     let per_recording = (part.api_calls - list) as f64 / listed.len() as f64;

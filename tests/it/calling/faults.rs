@@ -205,6 +205,67 @@ async fn metadata_missing_past_the_grace_period_gives_a_null_sidecar_never_rewri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_grace_runs_from_the_first_ask_not_from_the_recording() {
+    // A backfill of recordings older than the (default, 24 h) grace: their metadata still gets
+    // the whole grace period from the run that first asked for it.
+    let faults = Faults {
+        calling_metadata_not_ready_secs: 30 * 86_400,
+        ..Faults::default()
+    };
+    let env = calling_env(3, 20, faults, "").await;
+    let h = env.handle();
+    let engine = engine_on_sim_clock(&env).await;
+    let sim_org = h.orgs()[0].clone();
+    add_org_with(
+        &env,
+        &engine,
+        "acme",
+        &sim_org.org_id,
+        &["calling"],
+        &[COMPLIANCE],
+    )
+    .await;
+    let t0 = h.now_ms();
+    let from = t0 - 3 * DAY;
+    let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);
+    let expected = archivable(&listed);
+    assert!(
+        expected
+            .iter()
+            .any(|r| t0 - r.time_recorded_ms > 30 * 3_600_000),
+        "the dataset must hold recordings older than the grace"
+    );
+    let first = engine.sync(&window(from, t0)).await.unwrap();
+    assert_eq!(
+        first.orgs[0].awaiting_metadata,
+        expected.len() as u64,
+        "{first:#?}"
+    );
+    assert_eq!(first.orgs[0].archived, 0, "{first:#?}");
+
+    // 23 h later: still within the grace of every one of them.
+    h.advance_clock(Duration::from_secs(23 * 3600));
+    let second = engine.sync(&window(from, t0)).await.unwrap();
+    assert_eq!(second.orgs[0].archived, 0, "{second:#?}");
+    assert_eq!(second.orgs[0].awaiting_metadata, expected.len() as u64);
+
+    // Past 24 h from the first ask: sidecars without metadata, with why.
+    h.advance_clock(Duration::from_secs(2 * 3600));
+    let third = engine.sync(&window(from, t0)).await.unwrap();
+    assert_eq!(third.orgs[0].archived, expected.len() as u64, "{third:#?}");
+    for r in &expected {
+        let v = read_json(&env, &format!("{}.json", calling_stem(&sim_org.org_id, r)));
+        assert!(v["metadata"].is_null(), "{v:#}");
+        assert!(
+            v["metadata_reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("24 h after wxvault first asked")),
+            "{v:#}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_resume_leaves_the_archive_complete_and_exact() {
     let faults = Faults {
         latency_ms: 15,

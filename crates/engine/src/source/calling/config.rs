@@ -16,8 +16,8 @@ pub struct CallingConfig {
     /// when a download link refuses a request without one.
     #[serde(default = "default_bearer_hosts")]
     pub bearer_hosts: Vec<String>,
-    /// How long after a recording was created its metadata may still answer "not ready"
-    /// before the sidecar is written without it.
+    /// How long after wxvault first asked for a recording's metadata it may still answer "not
+    /// ready" before the sidecar is written without it.
     #[serde(default = "default_metadata_grace_hours")]
     pub metadata_grace_hours: u64,
     /// Also archive `purged` recordings (visible to compliance officers only).

@@ -192,7 +192,7 @@ impl CallingHarvest {
                     status: status.to_owned(),
                 };
                 let listing = self.client.list(&query).await?;
-                report.task_pages += u64::from(listing.pages);
+                report.recording_pages += u64::from(listing.pages);
                 report.outside_window += listing.outside_window + listing.filtered_out;
                 self.run
                     .record_rejected(
@@ -210,7 +210,7 @@ impl CallingHarvest {
                         task_id: r.id.clone(),
                         task_created_ms: r.time_recorded_ms.or(r.create_time_ms).unwrap_or(from),
                         file_name: r.format.clone(),
-                        attributes_json: r.raw.to_string(),
+                        attributes_json: without_links(&r.raw).to_string(),
                     })
                     .collect();
                 let rows = self
@@ -285,10 +285,26 @@ impl CallingHarvest {
                 self.halted.store(true, Ordering::Relaxed);
                 return Err(e);
             }
+            // Judged as soon as it can be told cheaply: with a recording archived before to ask
+            // about, or after a whole chunk without a single link (so an org that withholds
+            // every link costs one chunk of details calls per run, not one per recording).
+            let known = self.known_good.lock().is_ok_and(|g| g.is_some());
+            if !held.is_empty()
+                && !self.link_seen.load(Ordering::Relaxed)
+                && (known || held.len() >= CHUNK)
+            {
+                self.settle_held(std::mem::take(&mut held), report).await?;
+            }
         }
         if held.is_empty() || self.run.stopped() {
             return Ok(());
         }
+        self.settle_held(held, report).await
+    }
+
+    /// Records the recordings held for a missing link: each failed alone, or one org-level
+    /// error that leaves them all as they are (see [`Self::judge_missing_links`]).
+    async fn settle_held(&self, held: Vec<String>, report: &mut OrgReport) -> Result<(), OrgError> {
         let verdict = self.judge_missing_links(&held).await;
         let outcomes = held
             .into_iter()
@@ -375,10 +391,32 @@ impl CallingHarvest {
         {
             return Ok(alone);
         }
-        Err(format!(
-            "Webex lists this org's recordings but gives no download link for them ({} waiting). Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording). Or the authorizing user is no longer a Compliance Officer, or the grant does not carry {}: have a Compliance Officer reconnect the org (`wxvault connect --sources calling` or an invite link). Nothing was marked failed; the next run tries again.",
-            held.len(),
-            webex::CALLING_COMPLIANCE_SCOPE
-        ))
+        let scopes = self.run.tokens.org().await.scopes;
+        let has_scope = scopes.as_deref().is_some_and(|g| {
+            g.split_whitespace()
+                .any(|s| s == webex::CALLING_COMPLIANCE_SCOPE)
+        });
+        let scope = webex::CALLING_COMPLIANCE_SCOPE;
+        Err(if has_scope {
+            format!(
+                "Webex lists this org's recordings but gives no download link for them ({} waiting), although the grant has {scope}. Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording); if it is off, the authorizing user is no longer a Compliance Officer and one must reconnect the org. Nothing was marked failed; the next run tries again.",
+                held.len()
+            )
+        } else {
+            format!(
+                "Webex lists this org's recordings but gives no download link for them ({} waiting). Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording). Or the grant does not carry {scope} (wxvault does not know its scopes): have a Compliance Officer reconnect the org (`wxvault connect --sources calling` or an invite link). Nothing was marked failed; the next run tries again.",
+                held.len()
+            )
+        })
     }
+}
+
+/// A listed recording as kept in the ledger: list items carry no links (webex-api.md §3.2), but
+/// should one ever come with them, the signed links are never stored.
+fn without_links(raw: &serde_json::Value) -> serde_json::Value {
+    let mut v = raw.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("temporaryDirectDownloadLinks");
+    }
+    v
 }

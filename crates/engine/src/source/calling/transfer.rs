@@ -249,19 +249,16 @@ impl<'a> CallingTransfer<'a> {
         }
     }
 
-    /// How long ago (engine clock) the recording was created, for the metadata grace.
-    fn age_ms(&self, now: i64) -> i64 {
-        let created = self
-            .listed
-            .get("createTime")
-            .and_then(Value::as_str)
-            .and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    /// Since when (engine clock) the sidecar waits for metadata: the first run that asked and
+    /// did not get it. The grace period runs from there, so a backfill of old recordings still
+    /// gives Webex `[calling] metadata_grace_hours` to produce their metadata.
+    async fn waiting_since(&self, now: i64) -> Result<i64, ItemError> {
+        let run = &self.harvest.run;
+        Ok(run
+            .db("noting a recording that waits for metadata", || {
+                run.vault.note_waiting(&run.org, SOURCE, &self.id, now)
             })
-            .map_or(self.recorded_ms, |t| {
-                i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(self.recorded_ms)
-            });
-        now - created
+            .await?)
     }
 }
 
@@ -297,7 +294,12 @@ impl Transfer for CallingTransfer<'_> {
             .and_then(|d| d.audio_link.clone())
             .ok_or_else(|| ItemError::Permanent(NO_LINK.to_owned()))?;
         match self.harvest.client.download(&link).await {
-            Ok(m) => Ok(m),
+            Ok(m) => {
+                // A link that expires again later (a retry after a cut-off transfer) earns
+                // another fresh details call, not a failure.
+                self.refreshed = false;
+                Ok(m)
+            }
             // Refused again with a fresh link: the reason is recorded and the item fails.
             Err(e) if e.is_link_expired() && self.refreshed => Err(ItemError::Permanent(format!(
                 "the download link was refused again after fresh details were asked for: {e}{}",
@@ -351,19 +353,25 @@ impl Transfer for CallingTransfer<'_> {
         let grace_ms = i64::try_from(self.cfg().metadata_grace_hours).unwrap_or(24) * 3_600_000;
         let (metadata, reason) = match self.harvest.client.metadata(&self.id).await {
             Ok(Some(m)) => (m, None),
-            Ok(None) if self.age_ms(now) < grace_ms => return Ok(None),
-            Ok(None) => (
-                Value::Null,
-                Some(format!(
-                    "Webex had no metadata for this recording {} h after it was created (GET /v1/convergedRecordings/{{id}}/metadata answered 204)",
-                    self.cfg().metadata_grace_hours
-                )),
-            ),
+            Ok(None) => {
+                if now - self.waiting_since(now).await? < grace_ms {
+                    return Ok(None);
+                }
+                (
+                    Value::Null,
+                    Some(format!(
+                        "Webex still had no metadata for this recording {} h after wxvault first asked (GET /v1/convergedRecordings/{{id}}/metadata answered 204)",
+                        self.cfg().metadata_grace_hours
+                    )),
+                )
+            }
             Err(e) => match classify(e) {
                 // Refused or unreadable for this recording alone: asked again on later runs
                 // while within the grace; after it, the sidecar says why (the audio is kept).
-                ItemError::Permanent(_) if self.age_ms(now) < grace_ms => return Ok(None),
                 ItemError::Permanent(why) => {
+                    if now - self.waiting_since(now).await? < grace_ms {
+                        return Ok(None);
+                    }
                     (Value::Null, Some(format!("metadata not available: {why}")))
                 }
                 other => return Err(other),
