@@ -142,7 +142,8 @@ pub fn print_sync_report(report: &SyncReport) {
             o.api_calls.to_string(),
         ]);
         // One line per source when the org has several, so both are visible side by side.
-        if o.sources.len() > 1 {
+        // One line per source unless the org has only Contact Center (the org's line says it all).
+        if o.sources.len() > 1 || o.sources.iter().any(|s| s.source != "wxcc") {
             for s in &o.sources {
                 rows.push(vec![
                     format!("  {}", s.source),
@@ -303,7 +304,7 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
             v.counts.missing.to_string(),
             v.counts.failed.to_string(),
         ]);
-        if v.sources.len() > 1 {
+        if v.sources.len() > 1 || v.sources.iter().any(|s| s.source != "wxcc") {
             for s in &v.sources {
                 rows.push(vec![
                     format!("  {}{}", s.source, if s.enabled { "" } else { " (off)" }),

@@ -159,25 +159,29 @@ pub fn wxcc_audio(
     )))
 }
 
-/// Key of a Webex Calling recording:
-/// `<org_id>/calling/<YYYY>/<MM>/<DD>/<recording_id>/<recording_id>.<ext>`.
-///
-/// The date is the recording's `timeRecorded` (epoch milliseconds) in UTC.
+/// Key of a recording of any source:
+/// `<org_id>/<source>/<YYYY>/<MM>/<DD>/<folder>/<recording_id>.<ext>`, the date being `at_ms`
+/// in UTC. Each source picks its time and folder (WxCC: the task's `createdTime` and id;
+/// Webex Calling: `timeRecorded` and the recording id), so a new source needs nothing here.
 ///
 /// # Errors
-/// [`ArchiveError::InvalidKey`] as for [`wxcc_audio`].
-pub fn calling_audio(
+/// [`ArchiveError::InvalidKey`] as for [`wxcc_audio`], also for an invalid `source`.
+pub fn dated_key(
     org_id: &str,
-    recorded_ms: i64,
+    source: &str,
+    at_ms: i64,
+    folder: &str,
     recording_id: &str,
     ext: &str,
 ) -> Result<ObjectKey, ArchiveError> {
     validate_id(org_id)?;
+    validate_id(source)?;
+    validate_id(folder)?;
     validate_id(recording_id)?;
     validate_ext(ext)?;
-    let (year, month, day) = utc_date(recorded_ms)?;
+    let (year, month, day) = utc_date(at_ms)?;
     Ok(ObjectKey(format!(
-        "{org_id}/calling/{year:04}/{month:02}/{day:02}/{recording_id}/{recording_id}.{ext}"
+        "{org_id}/{source}/{year:04}/{month:02}/{day:02}/{folder}/{recording_id}.{ext}"
     )))
 }
 
@@ -246,7 +250,15 @@ mod tests {
     #[test]
     fn calling_keys_follow_the_layout_contract() {
         // 2024-10-04T16:20:20Z
-        let k = calling_audio("org-1", 1_728_058_820_000, "ea0efc7c-f83a", "mp3").unwrap();
+        let k = dated_key(
+            "org-1",
+            "calling",
+            1_728_058_820_000,
+            "ea0efc7c-f83a",
+            "ea0efc7c-f83a",
+            "mp3",
+        )
+        .unwrap();
         assert_eq!(
             k.as_str(),
             "org-1/calling/2024/10/04/ea0efc7c-f83a/ea0efc7c-f83a.mp3"
@@ -260,8 +272,18 @@ mod tests {
             t.as_str(),
             "org-1/calling/2024/10/04/ea0efc7c-f83a/ea0efc7c-f83a.transcript.vtt"
         );
-        assert!(calling_audio("org-1", 0, "../x", "mp3").is_err());
-        assert!(calling_audio("org-1", 0, "x", "json").is_err());
+        assert!(dated_key("org-1", "calling", 0, "../x", "x", "mp3").is_err());
+        assert!(dated_key("org-1", "calling", 0, "x", "x", "json").is_err());
+        assert!(dated_key("org-1", "a/b", 0, "x", "x", "mp3").is_err());
+        // The WxCC key is the same shape.
+        assert_eq!(
+            wxcc_audio("o", 1_728_058_820_000, "t", "r", "wav")
+                .unwrap()
+                .as_str(),
+            dated_key("o", "wxcc", 1_728_058_820_000, "t", "r", "wav")
+                .unwrap()
+                .as_str()
+        );
         assert!(companion_of(&k, "a/b", "vtt").is_err());
     }
 

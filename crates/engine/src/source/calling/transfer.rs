@@ -215,10 +215,30 @@ impl<'a> CallingTransfer<'a> {
                 return Ok(());
             }
         }
+        if self.details.is_none() {
+            // Stored by an earlier run (its metadata was late): its details, not judged again
+            // (the audio is archived whatever they say now).
+            let details = self
+                .harvest
+                .client
+                .details(&self.id)
+                .await
+                .map_err(classify)?;
+            self.details = Some(details);
+        }
         let mut refreshed = false;
         loop {
             let now = self.harvest.run.clock.now_ms();
-            if !self.link_is_fresh(now) {
+            let transcript_fresh = self.details.as_ref().is_some_and(|d| {
+                d.transcript_link.is_some()
+                    && d.expiration_ms.is_none_or(|e| e - EXPIRY_MARGIN_MS > now)
+            });
+            if !transcript_fresh
+                && self
+                    .details
+                    .as_ref()
+                    .is_some_and(|d| d.transcript_link.is_some())
+            {
                 self.resolve().await?;
             }
             let Some(link) = self
@@ -269,9 +289,11 @@ impl Transfer for CallingTransfer<'_> {
     }
 
     fn audio_key(&self) -> Result<ObjectKey, String> {
-        layout::calling_audio(
+        layout::dated_key(
             &self.harvest.run.org.org_id,
+            SOURCE,
             self.recorded_ms,
+            &self.id,
             &self.id,
             &self.ext,
         )
@@ -314,15 +336,15 @@ impl Transfer for CallingTransfer<'_> {
         self.resolve().await
     }
 
-    /// The transcript, when configured and Webex offers one with the details of this run (a
-    /// recording stored by an earlier run is not asked about again). Its problems never cost
-    /// the recording: they are logged and recorded, and only our storage failing stops the org.
+    /// The transcript, when configured and Webex offers one (also for a recording stored by an
+    /// earlier run, until its sidecar is written). Its problems never cost the recording: they
+    /// are logged and recorded, and only our storage failing stops the org.
     async fn after_audio(
         &mut self,
         pipeline: &Pipeline,
         audio: &StoredAudio,
     ) -> Result<(), ItemError> {
-        if !self.cfg().transcripts || self.details.is_none() {
+        if !self.cfg().transcripts {
             return Ok(());
         }
         match self.store_transcript(pipeline, audio).await {
