@@ -10,19 +10,21 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_of_45_days_archives_every_available_recording_once() {
-    let env = calling_env(45, 40, Faults::default(), "").await;
-    let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    let org = add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    } = acme(
+        45,
+        40,
+        Faults::default(),
+        "",
         &["calling"],
         &[ADMIN, COMPLIANCE],
     )
     .await;
+    let h = env.handle();
     let t0 = h.now_ms();
     let from = t0 - 45 * DAY;
     let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);
@@ -114,19 +116,13 @@ async fn next_links_that_drop_filters_change_nothing() {
         ..Faults::default()
     };
     // About 140 listed recordings a day: every one-day window takes two pages.
-    let env = calling_env(3, 700, faults, "").await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(3, 700, faults, "", &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     // Two of the three days: the recordings of the third are only reachable through a next
     // link whose dropped filters were not put back.
@@ -163,19 +159,21 @@ async fn next_links_that_drop_filters_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_recordings_and_transcripts_only_when_configured() {
     let extra = "\n[calling]\ninclude_purged = true\ntranscripts = true\nwindow_days = 7\n";
-    let env = calling_env(10, 40, Faults::default(), extra).await;
-    let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(
+        10,
+        40,
+        Faults::default(),
+        extra,
         &["calling"],
         &[COMPLIANCE],
     )
     .await;
+    let h = env.handle();
     let t0 = h.now_ms();
     let from = t0 - 10 * DAY;
     let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0, true));
@@ -195,19 +193,13 @@ async fn purged_recordings_and_transcripts_only_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerun_makes_no_media_request_and_archives_nothing_new() {
-    let env = calling_env(3, 30, Faults::default(), "").await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(3, 30, Faults::default(), "", &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 3 * DAY;
     let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0, false));
@@ -240,19 +232,13 @@ async fn rerun_makes_no_media_request_and_archives_nothing_new() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_backfill_costs_about_two_api_calls_per_recording() {
-    let env = calling_env(2, 300, Faults::default(), "").await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(2, 300, Faults::default(), "", &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);

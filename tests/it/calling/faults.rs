@@ -18,19 +18,13 @@ async fn a_link_expiring_during_a_download_gets_fresh_details_not_a_failure() {
         ..Faults::default()
     };
     let extra = "\n[sync]\nbatch_concurrency = 1\ndownloads_per_batch = 1\n";
-    let env = calling_env(2, 12, faults, extra).await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(2, 12, faults, extra, &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);
@@ -77,19 +71,13 @@ async fn metadata_not_ready_keeps_the_audio_and_writes_the_sidecar_later() {
         ..Faults::default()
     };
     let extra = "\n[calling]\nmetadata_grace_hours = 240\n";
-    let env = calling_env(2, 20, faults, extra).await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    } = acme(2, 20, faults, extra, &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    let org = add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0, false));
@@ -148,19 +136,13 @@ async fn metadata_missing_past_the_grace_period_gives_a_null_sidecar_never_rewri
         ..Faults::default()
     };
     let extra = "\n[calling]\nmetadata_grace_hours = 72\n";
-    let env = calling_env(2, 20, faults, extra).await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(2, 20, faults, extra, &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0, false));
@@ -212,19 +194,13 @@ async fn the_metadata_grace_runs_from_the_first_ask_not_from_the_recording() {
         calling_metadata_not_ready_secs: 30 * 86_400,
         ..Faults::default()
     };
-    let env = calling_env(3, 20, faults, "").await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(3, 20, faults, "", &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 3 * DAY;
     let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);
@@ -361,19 +337,13 @@ async fn the_bearer_never_reaches_the_media_host() {
     // Even with the loopback address as a bearer host, the first request (without a token)
     // succeeds, so the token never travels with a download.
     let extra = "\n[calling]\nbearer_hosts = [\"127.0.0.1\", \"127.0.0.2\"]\n";
-    let env = calling_env(2, 20, Faults::default(), extra).await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(2, 20, Faults::default(), extra, &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0, false));
@@ -393,19 +363,13 @@ async fn a_link_needing_the_bearer_gets_it_only_on_a_configured_bearer_host() {
         ..Faults::default()
     };
     // Without the host in bearer_hosts (default: webex.com only): the item fails, clearly.
-    let env = calling_env(2, 8, faults, "").await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    } = acme(2, 8, faults, "", &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    let org = add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);
@@ -473,19 +437,13 @@ async fn a_link_refused_even_when_fresh_fails_after_one_fresh_details_call() {
         calling_url_expiry_secs: Some(0),
         ..Faults::default()
     };
-    let env = calling_env(2, 8, faults, "").await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(2, 8, faults, "", &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let listed = listed_calling(&h, &sim_org.org_id, from, t0, false);
@@ -509,19 +467,13 @@ async fn a_link_refused_even_when_fresh_fails_after_one_fresh_details_call() {
 async fn survives_5xx_429_and_truncated_downloads() {
     // Both service types this time; transient faults on every endpoint and the media host.
     let extra = "\n[calling]\nservice_types = [\"calling\", \"customerAssist\"]\n";
-    let env = calling_env(2, 40, Faults::default(), extra).await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        ..
+    } = acme(2, 40, Faults::default(), extra, &["calling"], &[COMPLIANCE]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[COMPLIANCE],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let both = ["calling", "customerAssist"];

@@ -16,19 +16,13 @@ fn failed_reason(outcome: &OrgOutcome) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_scope_only_grant_gets_one_clear_error_and_no_failed_recording() {
-    let env = calling_env(2, 20, Faults::default(), "").await;
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    } = acme(2, 20, Faults::default(), "", &["calling"], &[ADMIN]).await;
     let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    let org = add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
-        &["calling"],
-        &[ADMIN],
-    )
-    .await;
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;
     let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0, false));
@@ -72,19 +66,21 @@ async fn an_admin_scope_only_grant_gets_one_clear_error_and_no_failed_recording(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prevent_downloading_gets_one_clear_error_and_no_failed_recording() {
-    let env = calling_env(2, 20, Faults::default(), "").await;
-    let h = env.handle();
-    let engine = engine_on_sim_clock(&env).await;
-    let sim_org = h.orgs()[0].clone();
-    let org = add_org_with(
-        &env,
-        &engine,
-        "acme",
-        &sim_org.org_id,
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    } = acme(
+        2,
+        20,
+        Faults::default(),
+        "",
         &["calling"],
         &[ADMIN, COMPLIANCE],
     )
     .await;
+    let h = env.handle();
     h.set_prevent_downloading(&sim_org.org_id, true);
     let t0 = h.now_ms();
     let from = t0 - 2 * DAY;

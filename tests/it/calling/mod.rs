@@ -42,6 +42,36 @@ pub async fn calling_env(days: u32, n: u32, faults: Faults, extra: &str) -> Env 
     .await
 }
 
+/// A Calling test's usual start: [`calling_env`], the engine on the simulator's clock, and the
+/// simulator's first org added as "acme" with `sources` and a grant of `scopes`.
+pub struct Acme {
+    pub env: Env,
+    pub engine: engine::Engine,
+    pub sim_org: webex_sim::SimOrg,
+    pub org: vault::Org,
+}
+
+/// See [`Acme`].
+pub async fn acme(
+    days: u32,
+    n: u32,
+    faults: Faults,
+    extra: &str,
+    sources: &[&str],
+    scopes: &[&str],
+) -> Acme {
+    let env = calling_env(days, n, faults, extra).await;
+    let engine = engine_on_sim_clock(&env).await;
+    let sim_org = env.handle().orgs()[0].clone();
+    let org = add_org_with(&env, &engine, "acme", &sim_org.org_id, sources, scopes).await;
+    Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    }
+}
+
 /// Adds sim org `org_id` as `name` with `sources`, holding a fresh grant of `scopes` (recorded
 /// as the org's granted scopes, as a connect would).
 pub async fn add_org_with(
