@@ -300,7 +300,8 @@ pub(crate) async fn details(
         Err(resp) => return resp,
     };
     let mut m = item_json(r);
-    let prevented = lock(&shared.prevent_downloading).contains(&bearer.org_id);
+    let prevented = lock(&shared.prevent_downloading).contains(&bearer.org_id)
+        || shared.faults().calling_withheld_ids.contains(&r.id);
     if bearer.has_any(&[COMPLIANCE_SCOPE]) && !prevented {
         let faults = shared.faults();
         let ttl = faults.calling_url_expiry_secs.unwrap_or(LINK_TTL_SECS);

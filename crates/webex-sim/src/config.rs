@@ -273,6 +273,9 @@ pub struct Faults {
     /// `Authorization: Bearer <valid token of the org>` there (401 without),
     /// instead of the ticket-only media host that refuses any `Authorization`.
     pub calling_media_requires_bearer: bool,
+    /// Calling recording ids whose details carry no download links, as when Prevent
+    /// Downloading is on for their owner only.
+    pub calling_withheld_ids: Vec<String>,
 }
 
 /// What the consent page answers.

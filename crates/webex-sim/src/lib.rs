@@ -91,7 +91,8 @@
 //!   [`Faults::calling_url_expiry_secs`], and `error_5xx_rate`, `rate_429_rate`,
 //!   `latency_ms` (API and media) and `truncate_rate` (media). Prevent
 //!   Downloading: [`SimHandle::set_prevent_downloading`] or
-//!   `POST /_sim/calling/prevent_downloading {"orgId","on":true}`.
+//!   `POST /_sim/calling/prevent_downloading {"orgId","on":true}`; for single
+//!   recordings (their owner's setting): [`Faults::calling_withheld_ids`].
 //! * Counters in `/_sim/stats` `by_endpoint`: `calling_list`, `calling_details`,
 //!   `calling_metadata`, `calling_media`.
 

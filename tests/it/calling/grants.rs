@@ -230,3 +230,82 @@ async fn without_known_scopes_a_missing_link_is_not_blamed_on_the_grant_alone() 
     let counts = engine.vault.counts_by_source(&org).await.unwrap()["calling"].clone();
     assert_eq!(counts.failed, 0, "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_withheld_alone_fails_alone_while_the_others_archive() {
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    } = acme(2, 20, Faults::default(), "", &["calling"], &[COMPLIANCE]).await;
+    let h = env.handle();
+    let t0 = h.now_ms();
+    let from = t0 - 2 * DAY;
+    let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0, false));
+    // Prevent Downloading for one owner only: that recording's details carry no link.
+    let withheld = expected[expected.len() / 2].id.clone();
+    h.set_faults(Faults {
+        calling_withheld_ids: vec![withheld.clone()],
+        ..Faults::default()
+    });
+
+    let report = engine.sync(&window(from, t0)).await.unwrap();
+    let o = &report.orgs[0];
+    assert_eq!(o.outcome, OrgOutcome::Ok, "not the org's problem: {o:#?}");
+    assert_eq!(o.archived, expected.len() as u64 - 1, "{o:#?}");
+    assert_eq!(o.failed.len(), 1, "{o:#?}");
+    assert!(
+        o.failed[0].contains(&withheld) && o.failed[0].contains("Prevent Downloading"),
+        "{o:#?}"
+    );
+    assert_eq!(report.exit_code(), 2);
+    let counts = engine.vault.counts_by_source(&org).await.unwrap()["calling"].clone();
+    assert_eq!(counts.failed, 1, "{counts:?}");
+    let others: Vec<_> = expected
+        .iter()
+        .filter(|r| r.id != withheld)
+        .cloned()
+        .collect();
+    assert_calling_archive(&env, &sim_org.org_id, &others, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_withheld_for_the_whole_org_later_are_one_error_judged_by_an_archived_recording() {
+    let Acme {
+        env,
+        engine,
+        sim_org,
+        org,
+    } = acme(2, 20, Faults::default(), "", &["calling"], &[COMPLIANCE]).await;
+    let h = env.handle();
+    let t0 = h.now_ms();
+    let from = t0 - 2 * DAY;
+    let mid = t0 - DAY;
+    // The older half is archived while downloads are allowed.
+    let first = engine.sync(&window(from, mid)).await.unwrap();
+    assert_eq!(first.orgs[0].outcome, OrgOutcome::Ok, "{first:#?}");
+    let archived_before = first.orgs[0].archived;
+    assert!(archived_before > 0, "{first:#?}");
+
+    // Then Prevent Downloading is turned on for the org: the newer half gets no links, and the
+    // details of an archived recording (listed again) get none either.
+    h.set_prevent_downloading(&sim_org.org_id, true);
+    let details_before = hits(&h, "calling_details");
+    let report = engine.sync(&window(from, t0)).await.unwrap();
+    let o = &report.orgs[0];
+    let why = failed_reason(&o.outcome);
+    assert!(why.contains("Prevent Downloading"), "{why}");
+    assert!(o.failed.is_empty(), "nothing fails item by item: {o:#?}");
+    let counts = engine.vault.counts_by_source(&org).await.unwrap()["calling"].clone();
+    assert_eq!(counts.failed, 0, "{counts:?}");
+    assert_eq!(counts.archived as u64, archived_before, "{counts:?}");
+    let pending = counts.in_progress as u64;
+    assert!(pending > 0, "{counts:?}");
+    assert_eq!(
+        hits(&h, "calling_details") - details_before,
+        pending + o.absent + 1,
+        "one details call per pending recording (one chunk; empty ones become absent) and one \
+         for the archived one"
+    );
+}

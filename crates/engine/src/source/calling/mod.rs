@@ -358,15 +358,17 @@ impl CallingHarvest {
         outcomes: Vec<(String, Result<Finished, ItemError>)>,
         held: &mut Vec<String>,
     ) -> Vec<(String, Result<Finished, ItemError>)> {
-        if self.link_seen.load(Ordering::Relaxed) {
-            return outcomes;
-        }
+        let seen = self.link_seen.load(Ordering::Relaxed);
         outcomes
             .into_iter()
             .map(|(id, r)| match r {
                 Err(ItemError::Permanent(why)) if why.starts_with(NO_LINK) => {
-                    held.push(id.clone());
-                    (id, Err(ItemError::Skipped))
+                    if seen {
+                        (id, Err(ItemError::Permanent(withheld_alone())))
+                    } else {
+                        held.push(id.clone());
+                        (id, Err(ItemError::Skipped))
+                    }
                 }
                 other => (id, other),
             })
@@ -378,9 +380,7 @@ impl CallingHarvest {
     /// link seen later in this run, else by asking for the details of a recording archived
     /// before: if that one gets no link either, downloads are prevented for the org.
     async fn judge_missing_links(&self, held: &[String]) -> Result<String, String> {
-        let alone = format!(
-            "{NO_LINK} while others of the org do: Prevent Downloading is probably on for its owner; turn it off in Control Hub for that user, then `wxvault retry`"
-        );
+        let alone = withheld_alone();
         if self.link_seen.load(Ordering::Relaxed) {
             return Ok(alone);
         }
@@ -419,4 +419,11 @@ fn without_links(raw: &serde_json::Value) -> serde_json::Value {
         m.remove("temporaryDirectDownloadLinks");
     }
     v
+}
+
+/// The reason of a recording Webex withholds the link of while others of the org download.
+fn withheld_alone() -> String {
+    format!(
+        "{NO_LINK} while others of the org do: Prevent Downloading is probably on for its owner; turn it off in Control Hub for that user, then `wxvault retry`"
+    )
 }
