@@ -4,8 +4,9 @@
 //! a remote API (an org id, a task id, a file name) can escape the archive
 //! root, collide with the staging area or produce a key that two backends
 //! interpret differently. The layout is a public contract (documented in
-//! `docs/`): `<org_id>/wxcc/<YYYY>/<MM>/<DD>/<task_id>/<recording_id>.<ext>`,
-//! with the date taken from the task's creation time in UTC, so a day's
+//! `docs/layout.md`): `<org_id>/<source>/<YYYY>/<MM>/<DD>/<folder>/<recording_id>.<ext>`
+//! ([`dated_key`]; WxCC: [`wxcc_audio`], folder = task id, date = the task's creation;
+//! Webex Calling: folder = recording id, date = `timeRecorded`), dates in UTC, so a day's
 //! recordings can be listed, retained or deleted as one prefix.
 
 use std::fmt;
@@ -22,8 +23,8 @@ const SIDECAR_EXT: &str = "json";
 
 /// A validated key of an object in the archive, relative to the archive root.
 ///
-/// Constructed only through [`wxcc_audio`], [`sidecar_for`] or
-/// [`ObjectKey::new`], which all validate every path segment.
+/// Constructed only through [`dated_key`], [`wxcc_audio`], [`companion_of`],
+/// [`sidecar_for`] or [`ObjectKey::new`], which all validate every path segment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey(String);
 

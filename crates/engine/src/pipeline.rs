@@ -289,7 +289,12 @@ impl Pipeline {
         loop {
             let declared = item.declared_size();
             let result = match item.download().await {
-                Ok(media) => self.store_stream(key, media, declared).await,
+                Ok(media) => {
+                    // The link worked: should it expire during a later retry of this transfer,
+                    // that earns another fresh link (retries stay bounded by the attempts).
+                    refreshed = false;
+                    self.store_stream(key, media, declared).await
+                }
                 Err(e) => Err(e),
             };
             match result {

@@ -202,7 +202,7 @@ impl Vault {
         let recordings = sqlx::query(
             "UPDATE recordings SET state = 'ready', reason = NULL, last_error = NULL, \
                attempts = 0, object_key = NULL, sha256 = NULL, size_bytes = NULL, \
-               sidecar_key = NULL, updated_ms = $4, state_changed_ms = $4 \
+               sidecar_key = NULL, waiting_since_ms = NULL, updated_ms = $4, state_changed_ms = $4 \
              WHERE org = $1 AND state = 'failed' AND task_created_ms >= $2 AND task_created_ms < $3",
         )
         .bind(org.id)

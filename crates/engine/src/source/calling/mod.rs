@@ -147,7 +147,6 @@ impl CallingHarvest {
             let end = (start + window).min(to_ms);
             if let Err(e) = self.list_window(start, end, report).await {
                 // What was listed before is still archived; the error then stops this source.
-                self.halted.store(true, Ordering::Relaxed);
                 listing_error = Some(e);
                 break;
             }
@@ -155,6 +154,7 @@ impl CallingHarvest {
         }
         let processed = self.process_unfinished(report, &left).await;
         if let Some(e) = listing_error {
+            self.halted.store(true, Ordering::Relaxed);
             return Err(e);
         }
         processed?;
@@ -202,13 +202,36 @@ impl CallingHarvest {
                         report,
                     )
                     .await;
-                let upserts: Vec<RecordingUpsert> = listing
+                // Without `timeRecorded` or `createTime` there is no stable object key: such an
+                // item is reported like any other unreadable one, never filed under a guess.
+                let (items, timeless): (Vec<_>, Vec<_>) = listing
                     .items
                     .iter()
+                    .partition(|r| r.time_recorded_ms.or(r.create_time_ms).is_some());
+                let timeless: Vec<webex::wxcc::Rejected> = timeless
+                    .into_iter()
+                    .map(|r| webex::wxcc::Rejected {
+                        id: Some(r.id.clone()),
+                        reason: "neither timeRecorded nor createTime is given, so the recording has no date to be filed under".into(),
+                    })
+                    .collect();
+                self.run
+                    .record_rejected(
+                        "/v1/admin/convergedRecordings",
+                        "bad_recording",
+                        &timeless,
+                        report,
+                    )
+                    .await;
+                let upserts: Vec<RecordingUpsert> = items
+                    .into_iter()
                     .map(|r| RecordingUpsert {
                         recording_id: r.id.clone(),
                         task_id: r.id.clone(),
-                        task_created_ms: r.time_recorded_ms.or(r.create_time_ms).unwrap_or(from),
+                        task_created_ms: r
+                            .time_recorded_ms
+                            .or(r.create_time_ms)
+                            .unwrap_or_default(),
                         file_name: r.format.clone(),
                         attributes_json: without_links(&r.raw).to_string(),
                     })
@@ -260,7 +283,17 @@ impl CallingHarvest {
         let concurrency = (self.run.config.sync.batch_concurrency
             * self.run.config.sync.downloads_per_batch)
             .max(1);
-        // Recordings without a link while no recording of this run got one: judged at the end.
+        // Owner of each recording, to tell one owner's setting from the org's.
+        let owners: std::collections::HashMap<String, String> = rows
+            .iter()
+            .filter_map(|r| {
+                let v: serde_json::Value = serde_json::from_str(&r.attributes_json).ok()?;
+                let owner = v.get("ownerId")?.as_str()?.to_owned();
+                Some((r.recording_id.clone(), owner))
+            })
+            .collect();
+        // Recordings without a link while no recording of this run got one: judged once it can
+        // be told (see `judge_missing_links`), else at the end.
         let mut held: Vec<String> = Vec::new();
         for chunk in rows.chunks(CHUNK) {
             if self.stopped() {
@@ -285,47 +318,73 @@ impl CallingHarvest {
                 self.halted.store(true, Ordering::Relaxed);
                 return Err(e);
             }
-            // Judged as soon as it can be told cheaply: with a recording archived before to ask
-            // about, or after a whole chunk without a single link (so an org that withholds
-            // every link costs one chunk of details calls per run, not one per recording).
+            // Judged early when it can be told cheaply: a recording archived before is there to
+            // ask about, or a whole chunk of several owners' recordings got no link (so an org
+            // that withholds every link costs one chunk of details calls per run, not one per
+            // recording, while one owner's oldest recordings never hide the others').
+            let distinct_owners: HashSet<&String> =
+                held.iter().filter_map(|id| owners.get(id)).collect();
             let known = self.known_good.lock().is_ok_and(|g| g.is_some());
             if !held.is_empty()
                 && !self.link_seen.load(Ordering::Relaxed)
-                && (known || held.len() >= CHUNK)
+                && (known || (held.len() >= CHUNK && distinct_owners.len() >= 3))
+                && self.settle_held(&mut held, report, false).await?
             {
-                self.settle_held(std::mem::take(&mut held), report).await?;
+                return Ok(());
             }
         }
         if held.is_empty() || self.run.stopped() {
             return Ok(());
         }
-        self.settle_held(held, report).await
+        self.settle_held(&mut held, report, true).await?;
+        Ok(())
     }
 
-    /// Records the recordings held for a missing link: each failed alone, or one org-level
-    /// error that leaves them all as they are (see [`Self::judge_missing_links`]).
-    async fn settle_held(&self, held: Vec<String>, report: &mut OrgReport) -> Result<(), OrgError> {
-        let verdict = self.judge_missing_links(&held).await;
+    /// Records the recordings held for a missing link once a verdict is possible: each failed
+    /// alone, or one org-level error that leaves them all as they are (the source then stops:
+    /// returns true). Without a verdict they stay held, or, when `last`, untouched for the next
+    /// run with the org-level error (nothing seen proves the links are withheld only for some).
+    async fn settle_held(
+        &self,
+        held: &mut Vec<String>,
+        report: &mut OrgReport,
+        last: bool,
+    ) -> Result<bool, OrgError> {
+        let verdict = match self.judge_missing_links(held).await {
+            Ok(Verdict::Undecided) if !last => return Ok(false),
+            Ok(Verdict::Undecided) => Verdict::OrgWide(self.withheld_for_org(held.len()).await),
+            Ok(v) => v,
+            Err(e) => {
+                // The check itself failed (rate limit, network, …): that error stops the source,
+                // classified as Webex classified it, and the held recordings stay as they are.
+                self.halted.store(true, Ordering::Relaxed);
+                held.clear();
+                return Err(e);
+            }
+        };
+        let held = std::mem::take(held);
+        let stops = matches!(verdict, Verdict::OrgWide(_));
         let outcomes = held
             .into_iter()
             .enumerate()
             .map(|(i, id)| match &verdict {
-                Ok(reason) => (id, Err(ItemError::Permanent(reason.clone()))),
-                Err(_) if i > 0 => (id, Err(ItemError::Skipped)),
-                Err(e) => (
+                Verdict::Alone(reason) => (id, Err(ItemError::Permanent(reason.clone()))),
+                Verdict::OrgWide(_) if i > 0 => (id, Err(ItemError::Skipped)),
+                Verdict::OrgWide(message) => (
                     id,
                     Err(ItemError::Org(OrgError::NotPermitted {
                         source_label: SPEC.label,
-                        message: e.clone(),
+                        message: message.clone(),
                     })),
                 ),
+                Verdict::Undecided => (id, Err(ItemError::Skipped)),
             })
             .collect();
         let result = self.pipeline.settle(outcomes, report).await;
         if result.is_err() {
             self.halted.store(true, Ordering::Relaxed);
         }
-        result
+        result.map(|()| stops)
     }
 
     /// One recording through the pipeline; with `adopt`, audio and sidecar an earlier run
@@ -375,39 +434,56 @@ impl CallingHarvest {
             .collect()
     }
 
-    /// Whether recordings without a link are withheld alone (`Ok`, the reason each fails with)
-    /// or because the org withholds every link (`Err`, the org-level message). Decided by a
-    /// link seen later in this run, else by asking for the details of a recording archived
-    /// before: if that one gets no link either, downloads are prevented for the org.
-    async fn judge_missing_links(&self, held: &[String]) -> Result<String, String> {
-        let alone = withheld_alone();
+    /// Whether recordings without a link are withheld alone (their owner's setting) or by the
+    /// org: decided by a link seen in this run, else by the details of a recording archived
+    /// before (if it still gets a link, these are withheld alone; if not, by the org).
+    ///
+    /// # Errors
+    /// The details call's own error when it fails for another reason than the recording being
+    /// gone.
+    async fn judge_missing_links(&self, held: &[String]) -> Result<Verdict, OrgError> {
         if self.link_seen.load(Ordering::Relaxed) {
-            return Ok(alone);
+            return Ok(Verdict::Alone(withheld_alone()));
         }
         let known = self.known_good.lock().ok().and_then(|g| g.clone());
-        if let Some(id) = known
-            && let Ok(details) = self.client.details(&id).await
-            && details.audio_link.is_some()
-        {
-            return Ok(alone);
+        let Some(id) = known else {
+            return Ok(Verdict::Undecided);
+        };
+        match self.client.details(&id).await {
+            Ok(d) if d.audio_link.is_some() => {
+                // Links work for the org: remembered for the rest of the run.
+                self.link_seen.store(true, Ordering::Relaxed);
+                Ok(Verdict::Alone(withheld_alone()))
+            }
+            Ok(_) => Ok(Verdict::OrgWide(self.withheld_for_org(held.len()).await)),
+            Err(e) if e.status() == Some(404) => {
+                // Deleted since: nothing to compare with.
+                if let Ok(mut g) = self.known_good.lock() {
+                    *g = None;
+                }
+                Ok(Verdict::Undecided)
+            }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// The org-level message for recordings Webex gives no link for, saying only what applies.
+    async fn withheld_for_org(&self, waiting: usize) -> String {
         let scopes = self.run.tokens.org().await.scopes;
         let has_scope = scopes.as_deref().is_some_and(|g| {
             g.split_whitespace()
                 .any(|s| s == webex::CALLING_COMPLIANCE_SCOPE)
         });
         let scope = webex::CALLING_COMPLIANCE_SCOPE;
-        Err(if has_scope {
+        if has_scope {
             format!(
-                "Webex lists this org's recordings but gives no download link for them ({} waiting), although the grant has {scope}. Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording); if it is off, the authorizing user is no longer a Compliance Officer and one must reconnect the org. Nothing was marked failed; the next run tries again.",
-                held.len()
+                "Webex lists this org's recordings but gives no download link for them ({waiting} or more waiting), although the grant has {scope}. Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording); if it is off, the authorizing user is no longer a Compliance Officer and one must reconnect the org. Nothing was marked failed; the next run tries again."
             )
         } else {
             format!(
-                "Webex lists this org's recordings but gives no download link for them ({} waiting). Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording). Or the grant does not carry {scope} (wxvault does not know its scopes): have a Compliance Officer reconnect the org (`wxvault connect --sources calling` or an invite link). Nothing was marked failed; the next run tries again.",
-                held.len()
+                "Webex lists this org's recordings but gives no download link for them ({waiting} or more waiting). Prevent Downloading is on for the org or its users: an administrator must turn it off in Control Hub (Services › Calling › Call Recording). Or the grant does not carry {scope} (wxvault does not know its scopes): have a Compliance Officer reconnect the org (`wxvault connect --sources calling` or an invite link). Nothing was marked failed; the next run tries again."
             )
-        })
+        }
     }
 }
 
@@ -426,4 +502,14 @@ fn withheld_alone() -> String {
     format!(
         "{NO_LINK} while others of the org do: Prevent Downloading is probably on for its owner; turn it off in Control Hub for that user, then `wxvault retry`"
     )
+}
+
+/// What recordings without an audio link are (see `CallingHarvest::judge_missing_links`).
+enum Verdict {
+    /// Withheld for these recordings only: each fails with this reason.
+    Alone(String),
+    /// Withheld by the org: one org-level error with this message, nothing failed.
+    OrgWide(String),
+    /// Nothing to tell yet.
+    Undecided,
 }

@@ -31,6 +31,8 @@ pub(super) struct CallingTransfer<'a> {
     details: Option<RecordingDetails>,
     /// A fresh details call was made after a refused link.
     refreshed: bool,
+    /// The transcript was attempted in this run.
+    transcript_tried: bool,
     /// The link came from a details call made for this very attempt: it is used as given,
     /// never asked for again before it was tried (a short-lived link would otherwise cost a
     /// second details call each time).
@@ -61,6 +63,7 @@ impl<'a> CallingTransfer<'a> {
             declared,
             details: None,
             refreshed: false,
+            transcript_tried: false,
             just_resolved: false,
         })
     }
@@ -187,6 +190,12 @@ impl<'a> CallingTransfer<'a> {
                     tracing::info!(org = %self.harvest.run.org.name, recording = %self.id, "details refused ({why}); the sidecar keeps the listed record");
                     return Ok(self.listed.clone());
                 }
+                // Refused for this recording after its metadata was answered: the grant is
+                // fine, the sidecar keeps what the listing said.
+                Err(ItemError::Org(e)) if refused_for_this_recording(&e) => {
+                    tracing::info!(org = %self.harvest.run.org.name, recording = %self.id, "details refused ({e}); the sidecar keeps the listed record");
+                    return Ok(self.listed.clone());
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -194,6 +203,37 @@ impl<'a> CallingTransfer<'a> {
             .details
             .as_ref()
             .map_or(Value::Null, |d| d.raw_without_links.clone()))
+    }
+
+    /// [`Self::store_transcript`], whose problems never cost the recording: they are logged and
+    /// recorded (`transcript_failed`); only our storage or database failing, or Webex refusing
+    /// the grant, stops the source.
+    async fn transcript(
+        &mut self,
+        pipeline: &Pipeline,
+        audio: &StoredAudio,
+    ) -> Result<(), ItemError> {
+        if self.transcript_tried {
+            return Ok(());
+        }
+        self.transcript_tried = true;
+        match self.store_transcript(pipeline, audio).await {
+            Ok(()) => Ok(()),
+            Err(ItemError::Org(e)) if !refused_for_this_recording(&e) => Err(ItemError::Org(e)),
+            Err(e) => {
+                let msg = format!(
+                    "org {}: the transcript of Calling recording {} was not archived: {e:?}",
+                    self.harvest.run.org.name, self.id
+                );
+                tracing::warn!("{msg}");
+                let run = &self.harvest.run;
+                let _ = run
+                    .vault
+                    .record_event(Some(&run.org), "transcript_failed", &msg)
+                    .await;
+                Ok(())
+            }
+        }
     }
 
     /// Downloads the transcript next to the audio unless one is there already; one fresh
@@ -344,26 +384,12 @@ impl Transfer for CallingTransfer<'_> {
         pipeline: &Pipeline,
         audio: &StoredAudio,
     ) -> Result<(), ItemError> {
-        if !self.cfg().transcripts {
+        // With the details of this run's download; a recording stored by an earlier run gets
+        // its transcript when its sidecar is written (no details call while metadata waits).
+        if !self.cfg().transcripts || self.details.is_none() {
             return Ok(());
         }
-        match self.store_transcript(pipeline, audio).await {
-            Ok(()) => Ok(()),
-            Err(ItemError::Org(e)) => Err(ItemError::Org(e)),
-            Err(e) => {
-                let msg = format!(
-                    "org {}: the transcript of Calling recording {} was not archived: {e:?}",
-                    self.harvest.run.org.name, self.id
-                );
-                tracing::warn!("{msg}");
-                let run = &self.harvest.run;
-                let _ = run
-                    .vault
-                    .record_event(Some(&run.org), "transcript_failed", &msg)
-                    .await;
-                Ok(())
-            }
-        }
+        self.transcript(pipeline, audio).await
     }
 
     async fn sidecar(
@@ -399,6 +425,12 @@ impl Transfer for CallingTransfer<'_> {
                 other => return Err(other),
             },
         };
+        // The sidecar is written now: a recording stored by an earlier run gets its transcript
+        // here (with the one details call its sidecar needs anyway).
+        if self.cfg().transcripts {
+            let harvest = self.harvest;
+            self.transcript(&harvest.pipeline, audio).await?;
+        }
         let recording = self.details_json().await?;
         let mut sidecar = json!({
             "schema": SCHEMA,
@@ -417,4 +449,10 @@ impl Transfer for CallingTransfer<'_> {
         }
         Ok(Some(sidecar))
     }
+}
+
+/// A 403 from Webex about one recording (its details or transcript), as opposed to the grant
+/// or a host failing: the org goes on.
+fn refused_for_this_recording(e: &OrgError) -> bool {
+    matches!(e, OrgError::Webex(w) if w.status() == Some(403))
 }
