@@ -58,6 +58,14 @@ pub enum Command {
     /// The web app: self-service connect pages for customer admins (from invite links) and the
     /// operator dashboard, with the keep-alive pass running every [serve] keepalive_minutes.
     Serve(ServeArgs),
+    /// Run jobs from the queue shared through the state database (workers only; `--plan` also
+    /// plans): start one per machine beside `serve --no-workers`, or several, on one PostgreSQL
+    /// database. SIGTERM stops claiming and hands unfinished jobs back within [serve]
+    /// shutdown_grace_seconds.
+    Worker(WorkerArgs),
+    /// The work queue: depth, jobs in flight per process, org leases, the planner's last run
+    /// and failed jobs with their reasons.
+    Queue(JsonFlag),
     /// Invitation links that let a customer admin connect an org without handling any secret.
     #[command(subcommand)]
     Invite(InviteCommand),
@@ -128,6 +136,17 @@ pub struct ServeArgs {
     /// Listen address; overrides [serve] listen.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Web pages only: no planner and no workers (run `wxvault worker` elsewhere).
+    #[arg(long)]
+    pub no_workers: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Also plan: queue every org's harvest every [schedule] interval_minutes and the daily
+    /// rescan (one planner at a time across all processes; `serve` plans unless --no-workers).
+    #[arg(long)]
+    pub plan: bool,
 }
 
 #[derive(Debug, Subcommand)]

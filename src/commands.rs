@@ -47,6 +47,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Keepalive(j) => keepalive(&load_config()?, j.json).await,
         Command::Status(j) => status(&load_config()?, j.json).await,
         Command::Serve(args) => crate::serve::run(load_config()?, args).await.map(|()| 0),
+        Command::Worker(args) => crate::worker::run(load_config()?, args).await.map(|()| 0),
+        Command::Queue(j) => crate::worker::queue(&load_config()?, j.json)
+            .await
+            .map(|()| 0),
         Command::Invite(cmd) => crate::serve::invite(load_config()?, cmd).await,
         Command::HashPassword => crate::serve::hash_password().map(|()| 0),
         Command::Sim(SimCommand::Serve(args)) => crate::demo::sim_serve(args).await.map(|()| 0),
@@ -444,6 +448,9 @@ async fn status(config: &Config, json: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
         output::print_status(&views, engine.clock.now_ms());
+        let queue = engine.queue_view().await?;
+        println!();
+        output::print_queue(&queue, engine.clock.now_ms());
     }
     let unreadable = views
         .iter()

@@ -9,6 +9,7 @@ mod connect;
 mod demo;
 mod output;
 mod serve;
+mod worker;
 
 use std::process::ExitCode;
 

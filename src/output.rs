@@ -350,3 +350,77 @@ pub fn print_status(views: &[OrgStatusView], now_ms: i64) {
         }
     }
 }
+
+/// The work queue (`wxvault queue`, and the end of `wxvault status`).
+pub fn print_queue(view: &engine::queue::QueueView, now_ms: i64) {
+    let q = &view.queue;
+    let name = |id: i64| {
+        view.org_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("org #{id}"))
+    };
+    println!(
+        "queue: {} queued ({} due now), {} running{}, {} failed, {} done (kept 7 days)",
+        q.queued,
+        q.due,
+        q.running,
+        if q.expired > 0 {
+            format!(" ({} with an expired lease)", q.expired)
+        } else {
+            String::new()
+        },
+        q.failed,
+        q.done
+    );
+    for p in &q.in_flight {
+        println!(
+            "  in flight: {} job(s) on {} pid {} (lease until {})",
+            p.jobs,
+            p.host,
+            p.pid,
+            engine::clock::rfc3339(p.lease_expires_ms)
+        );
+    }
+    for l in &view.leases {
+        println!(
+            "  lease: org {} ({}) held by {} pid {}, expires in {}",
+            l.org,
+            l.lease.scope,
+            l.lease.host,
+            l.lease.pid,
+            ago(now_ms, Some(l.lease.expires_at_ms))
+        );
+    }
+    match &view.planner {
+        Some(p) => {
+            let holder = match (&p.host, p.pid, p.expires_at_ms) {
+                (Some(h), Some(pid), Some(exp)) if exp > now_ms => format!("held by {h} pid {pid}"),
+                _ => "not held".into(),
+            };
+            println!(
+                "planner: {holder}; last run {}{}",
+                p.last_run_ms
+                    .map_or_else(|| "never".into(), engine::clock::rfc3339),
+                p.last_summary
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            );
+            if let Some(r) = p.last_rescan_ms {
+                println!("planner: last rescan {}", engine::clock::rfc3339(r));
+            }
+        }
+        None => println!("planner: never ran (start `wxvault serve` or `wxvault worker --plan`)"),
+    }
+    for j in &q.failed_jobs {
+        println!(
+            "  failed job {} ({} of {}, {} attempt(s)): {}",
+            j.id,
+            j.kind,
+            name(j.org),
+            j.attempts,
+            j.last_error.as_deref().unwrap_or("no reason recorded")
+        );
+    }
+}

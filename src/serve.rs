@@ -59,10 +59,28 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<()> {
         settings.limits.header_read_timeout.as_secs(),
         settings.limits.max_connections
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    webapp::serve(engine, settings, listener, keepalive, shutdown).await?;
+    let stop = crate::worker::shutdown_signal();
+    if !args.no_workers {
+        println!(
+            "workers:      up to {} job(s) at once, planning every {} min ([worker] concurrency, [schedule] interval_minutes)",
+            engine.config.worker.concurrency, engine.config.schedule.interval_minutes
+        );
+    }
+    let summary = webapp::run_service(
+        engine,
+        settings,
+        listener,
+        keepalive,
+        stop,
+        !args.no_workers,
+    )
+    .await?;
+    if !args.no_workers {
+        eprintln!(
+            "wxvault serve: stopped ({} job(s) done, {} to retry, {} failed, {} handed back)",
+            summary.jobs_done, summary.jobs_retried, summary.jobs_failed, summary.jobs_released
+        );
+    }
     Ok(())
 }
 

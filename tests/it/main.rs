@@ -12,6 +12,7 @@ mod keepalive;
 mod lease;
 mod lifecycle;
 mod promises;
+mod queue;
 mod recheck;
 mod serve;
 mod sources_cli;

@@ -34,6 +34,10 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub schedule: crate::queue::ScheduleConfig,
+    #[serde(default)]
+    pub worker: crate::queue::WorkerConfig,
 }
 
 /// `[serve]`: the web app (`wxvault serve`).
@@ -77,6 +81,10 @@ pub struct ServeConfig {
     /// Connections `serve` holds open at once; further ones get a 503 and are closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: u64,
+    /// Seconds `serve` and `worker` give in-flight jobs after SIGTERM before they are released
+    /// back to the queue; then the process exits 0.
+    #[serde(default = "default_shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: u64,
 }
 
 fn default_listen() -> String {
@@ -103,6 +111,9 @@ fn default_header_read_timeout_secs() -> u64 {
 fn default_max_connections() -> u64 {
     256
 }
+fn default_shutdown_grace_seconds() -> u64 {
+    30
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -118,6 +129,7 @@ impl Default for ServeConfig {
             keepalive_minutes: default_keepalive_minutes(),
             header_read_timeout_secs: default_header_read_timeout_secs(),
             max_connections: default_max_connections(),
+            shutdown_grace_seconds: default_shutdown_grace_seconds(),
         }
     }
 }
@@ -640,8 +652,21 @@ impl Config {
                 return Err(bad(key, &v.to_string(), "must be between 1 and 8760"));
             }
         }
-        if let Err((key, value, why)) = self.calling.check() {
-            return Err(bad(key, &value, &why));
+        for checked in [
+            self.calling.check(),
+            self.schedule.check(),
+            self.worker.check(),
+        ] {
+            if let Err((key, value, why)) = checked {
+                return Err(bad(key, &value, &why));
+            }
+        }
+        if serve.shutdown_grace_seconds > 3600 {
+            return Err(bad(
+                "serve.shutdown_grace_seconds",
+                &serve.shutdown_grace_seconds.to_string(),
+                "must be between 0 and 3600",
+            ));
         }
         if self.sync.rescan_days > 3650 {
             return Err(bad(

@@ -15,6 +15,7 @@ pub mod onboard;
 pub mod pipeline;
 pub mod probe;
 pub mod progress;
+pub mod queue;
 pub mod regions;
 pub mod report;
 pub mod source;

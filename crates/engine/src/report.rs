@@ -1,9 +1,9 @@
 //! What one `sync` run did, per org: the basis of the summary table, `--json` and the exit code.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How an org's run ended.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(tag = "state", content = "reason", rename_all = "snake_case")]
 pub enum OrgOutcome {
     #[default]
@@ -18,7 +18,8 @@ pub enum OrgOutcome {
 }
 
 /// Counters and named problems for one org in one run.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct OrgReport {
     pub org: String,
     pub org_id: String,
@@ -58,10 +59,15 @@ pub struct OrgReport {
     pub outside_window: u64,
     /// Per source, in registry order (additive: the fields above are the org's totals).
     pub sources: Vec<SourceReport>,
+    /// The class of the org-level error behind a `Failed` or `NeedsReauth` outcome, for the
+    /// queue's retry decision; not part of the report's JSON.
+    #[serde(skip)]
+    pub error_class: Option<webex::ErrorClass>,
 }
 
 /// One source's part of an org's run.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct SourceReport {
     pub source: String,
     pub outcome: OrgOutcome,

@@ -172,7 +172,9 @@ impl Engine {
             .collect())
     }
 
-    /// Harvests the selected orgs.
+    /// Harvests the selected orgs: queues one job per org for the window (in the same queue
+    /// the workers of `serve` and `worker` use), works on them alongside any running workers, and
+    /// returns once every one has ended.
     ///
     /// # Errors
     /// Only for problems that concern every org (unknown org names, database unreachable); each
@@ -184,9 +186,34 @@ impl Engine {
                 "no orgs configured; add one with `wxvault org add` first".into(),
             ));
         }
-        let oauth = self.oauth()?;
-        // Uploads a killed run left half-way (kill -9 during an upload). A day is far longer than
-        // any upload still in flight in a concurrent run takes.
+        self.oauth()?;
+        self.clean_staging().await;
+        let now = self.clock.now_ms();
+        let to = opts.to_ms.unwrap_or(now - SETTLE_LAG_MS).min(now);
+        let mut ids = Vec::with_capacity(orgs.len());
+        for org in &orgs {
+            let job = vault::NewJob {
+                kind: vault::KIND_HARVEST.into(),
+                from_ms: opts.from_ms,
+                to_ms: Some(to),
+                requested_by: "sync".into(),
+                // The run's report is the answer: `sync` never retries on its own.
+                max_attempts: 1,
+            };
+            ids.push(self.vault.enqueue_job(org, &job, now).await?);
+        }
+        let jobs = crate::queue::work_until_done(self, &ids).await?;
+        let reports = orgs
+            .iter()
+            .zip(jobs)
+            .map(|(org, job)| crate::queue::job_report(org, &job))
+            .collect();
+        Ok(SyncReport { orgs: reports })
+    }
+
+    /// Removes uploads a killed run left half-way (kill -9 during an upload). A day is far
+    /// longer than any upload still in flight in a concurrent run takes.
+    pub async fn clean_staging(&self) {
         match self
             .archive
             .remove_stale_staging(std::time::Duration::from_secs(24 * 3600))
@@ -196,13 +223,31 @@ impl Engine {
             Ok(n) => tracing::info!("removed {n} unfinished upload(s) left by an interrupted run"),
             Err(e) => tracing::warn!("could not clean unfinished uploads: {e}"),
         }
-        let reports = join_all(orgs.into_iter().map(|org| {
-            crate::lease::run_leased(self, org, |org, lease| {
-                self.sync_org(org, opts, oauth.clone(), lease)
-            })
-        }))
-        .await;
-        Ok(SyncReport { orgs: reports })
+    }
+
+    /// One org's harvest over the window `opts` names (every source of the org, side by side),
+    /// under the org's sync lease; `stop` ends it early at the next batch boundary.
+    pub(crate) async fn harvest_org(
+        &self,
+        org: Org,
+        opts: &SyncOptions,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> OrgReport {
+        let oauth = match self.oauth() {
+            Ok(o) => o,
+            Err(e) => {
+                return OrgReport {
+                    org: org.name.clone(),
+                    org_id: org.org_id.clone(),
+                    outcome: OrgOutcome::Failed(e.to_string()),
+                    ..OrgReport::default()
+                };
+            }
+        };
+        crate::lease::run_leased(self, org, |org, lease| {
+            self.sync_org(org, opts, oauth, lease, stop)
+        })
+        .await
     }
 
     async fn sync_org(
@@ -211,6 +256,7 @@ impl Engine {
         opts: &SyncOptions,
         oauth: OAuthClient,
         lease: crate::lease::OrgLease,
+        stop: Arc<std::sync::atomic::AtomicBool>,
     ) -> OrgReport {
         let now = self.clock.now_ms();
         let mut report = OrgReport {
@@ -237,7 +283,7 @@ impl Engine {
                     return report;
                 }
             };
-        let run = self.org_run(&org, tokens.clone());
+        let run = self.org_run_with(&org, tokens.clone(), stop);
         lease.stop_on_loss(run.stop.clone());
         let names = org_sources(&org);
         // Sources run side by side; one source's refusal never stops the other.
@@ -314,6 +360,7 @@ impl Engine {
             } else {
                 format!("org {}: {e}", org.name)
             };
+            report.error_class = Some(e.class());
             report.outcome = match e.class() {
                 ErrorClass::Reauth => self.reauth_outcome(&org, &tokens, &msg).await,
                 ErrorClass::Transient | ErrorClass::Permanent => OrgOutcome::Failed(msg),
@@ -324,6 +371,20 @@ impl Engine {
 
     /// The handles one org's run shares across its sources.
     pub(crate) fn org_run(&self, org: &Org, tokens: Arc<OrgTokens>) -> Arc<OrgRun> {
+        self.org_run_with(
+            org,
+            tokens,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        )
+    }
+
+    /// [`Engine::org_run`] with a stop flag of the caller's (a job's: lease lost, shutdown).
+    pub(crate) fn org_run_with(
+        &self,
+        org: &Org,
+        tokens: Arc<OrgTokens>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Arc<OrgRun> {
         Arc::new(OrgRun {
             vault: self.vault.clone(),
             archive: self.archive.clone(),
@@ -335,7 +396,7 @@ impl Engine {
             progress: self.progress.clone(),
             org: org.clone(),
             tokens,
-            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            stop,
         })
     }
 

@@ -260,6 +260,18 @@ impl Vault {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Every lease as stored, expired or not, by org and scope.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn leases(&self) -> Result<Vec<Lease>, VaultError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM leases ORDER BY org, scope"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(VaultError::db("reading the leases"))?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
     /// The `scope` lease of `org` as stored, expired or not.
     ///
     /// # Errors

@@ -27,6 +27,7 @@ mod connect;
 mod crypto;
 mod db;
 mod error;
+mod jobs;
 mod keyfile;
 mod lease;
 mod ledger;
@@ -48,6 +49,7 @@ pub use connect::{
 pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
 pub use db::{DEFAULT_PG_SCHEMA, Vault};
 pub use error::VaultError;
+pub use jobs::{Job, KIND_HARVEST, KIND_RESCAN, NewJob, ProcessJobs, QueueStatus, Singleton};
 pub use keyfile::{add_key_version, retire_key_versions};
 pub use lease::{Lease, LeaseAcquire, LeaseHolder, LeaseRenewal};
 pub use model::{

@@ -232,6 +232,42 @@ fn router_with_state(engine: Arc<Engine>, settings: Settings) -> (Router, AppSta
     (router, state)
 }
 
+/// `wxvault serve`: the app on `listener` and, with `workers`, the planner and workers of the
+/// queue beside it (engine::queue), until `stop` turns true (SIGTERM). The web server stops
+/// accepting at once; running jobs get `[serve] shutdown_grace_seconds` to stop or are handed back.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn run_service(
+    engine: Arc<Engine>,
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    keepalive_every: std::time::Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+    workers: bool,
+) -> Result<engine::queue::WorkerSummary, WebError> {
+    let worker_task = workers.then(|| {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            engine::queue::run_workers(engine, &engine::queue::WorkerOptions { plan: true }, stop)
+                .await
+        })
+    });
+    let mut web_stop = stop;
+    let shutdown = async move {
+        let _ = web_stop.wait_for(|s| *s).await;
+    };
+    serve(engine, settings, listener, keepalive_every, shutdown).await?;
+    Ok(match worker_task {
+        Some(t) => t.await.unwrap_or_else(|e| {
+            tracing::error!("the worker loop ended abnormally: {e}");
+            engine::queue::WorkerSummary::default()
+        }),
+        None => engine::queue::WorkerSummary::default(),
+    })
+}
+
 /// Serves the app on `listener` until `shutdown` resolves, with the keep-alive loop running
 /// beside it every `keepalive_every` and the purge of expired connect records (sessions,
 /// pending authorizations, per-address counters) every `settings.purge_every`. The server

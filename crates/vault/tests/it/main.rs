@@ -3,6 +3,7 @@
 
 mod common;
 mod connect;
+mod jobs;
 mod keys;
 mod lease;
 mod ledger;

@@ -1,0 +1,198 @@
+//! The work queue through the binary: `worker --plan` archives every org without `sync`, SIGTERM
+//! hands unfinished jobs back and exits 0, `sync` goes through the same queue, `queue` and
+//! `status` show it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use webex_sim::DatasetSpec;
+
+use crate::harness::{Env, MASTER_KEY, assert_ok, check_archive, text, wait_until};
+
+const WORKER_CONFIG: &str = "\n[sync]\nfirst_lookback_hours = 72\n\n[worker]\npoll_seconds = 1\n";
+
+fn spawn(env: &Env, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wxvault"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(args)
+        .env_remove("WXVAULT_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("WXVAULT_MASTER_KEY", MASTER_KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts")
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "SIGTERM delivered");
+}
+
+async fn queue(env: &Env) -> Value {
+    let out = env.run(&["queue", "--json"], &[]).await;
+    assert_ok(&out, "queue --json");
+    serde_json::from_slice(&out.stdout).expect("queue --json is JSON")
+}
+
+async fn wait_for_exit(mut child: Child, limit: Duration) -> std::process::Output {
+    let exited = wait_until(limit, || {
+        let done = matches!(child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    assert!(exited, "the process did not exit within {limit:?}");
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("output"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test]
+async fn a_worker_that_plans_archives_every_org_on_its_own_and_stops_on_sigterm() {
+    let env = Env::start_with(crate::harness::small_with_client(), Some(WORKER_CONFIG)).await;
+    let h = env.handle();
+    let orgs = h.orgs();
+    env.add_org("acme", &orgs[0].org_id).await;
+    env.add_org("globex", &orgs[1].org_id).await;
+    let started = h.now_ms();
+
+    let worker = spawn(&env, &["-v", "worker", "--plan"]);
+    // Both orgs' planned harvests end, without any `sync`.
+    let seen = std::sync::Mutex::new(Value::Null);
+    let finished = wait_until(Duration::from_secs(120), || {
+        let (env, seen) = (&env, &seen);
+        async move {
+            let q = queue(env).await;
+            let ok = q["done"].as_i64() == Some(2) && q["running"].as_i64() == Some(0);
+            *seen.lock().unwrap() = q;
+            ok
+        }
+    })
+    .await;
+    let last = seen.lock().unwrap().clone();
+    assert!(finished, "the planned jobs never finished: {last:#}");
+    let planner = &last["planner"];
+    assert!(planner["last_run_ms"].as_i64().is_some(), "{last:#}");
+    assert!(
+        planner["last_summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("queued 2 harvest(s)")),
+        "{last:#}"
+    );
+    assert_eq!(last["failed"], 0, "{last:#}");
+    for o in &orgs[..2] {
+        check_archive(&env, &o.org_id, started - 72 * 3_600_000, started);
+    }
+    // `status` shows the queue and the planner under the org table.
+    let status = env.run(&["status"], &[]).await;
+    assert_ok(&status, "status");
+    let shown = text(&status);
+    assert!(shown.contains("queue: 0 queued"), "{shown}");
+    assert!(shown.contains("planner: held by"), "{shown}");
+
+    sigterm(&worker);
+    let out = wait_for_exit(worker, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("wxvault worker: stopped"),
+        "{}",
+        text(&out)
+    );
+    // The planner lease was given up: another process may plan at once.
+    let after = queue(&env).await;
+    assert!(after["planner"]["holder"].is_null(), "{after:#}");
+}
+
+#[tokio::test]
+async fn sigterm_hands_a_running_job_back_within_the_grace_and_a_later_sync_finishes_it() {
+    let env = Env::start_with(
+        crate::harness::small_with_client(),
+        Some(
+            "\n[sync]\nfirst_lookback_hours = 72\nbatch_concurrency = 1\ndownloads_per_batch = 1\n\n\
+             [worker]\npoll_seconds = 1\n\n[serve]\nshutdown_grace_seconds = 1\n",
+        ),
+    )
+    .await;
+    let h = env.handle();
+    let org = h.orgs()[0].org_id.clone();
+    env.add_org("acme", &org).await;
+    let started = h.now_ms();
+    // Slow answers: the harvest is still running when SIGTERM arrives.
+    h.set_faults(webex_sim::Faults {
+        latency_ms: 300,
+        ..h.faults()
+    });
+    let worker = spawn(&env, &["-v", "worker", "--plan"]);
+    let running = wait_until(Duration::from_secs(60), || {
+        let env = &env;
+        async move { queue(env).await["running"].as_i64() == Some(1) }
+    })
+    .await;
+    assert!(running, "the planned job never started");
+    sigterm(&worker);
+    let out = wait_for_exit(worker, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 handed back"),
+        "the running job was handed back: {}",
+        text(&out)
+    );
+    let q = queue(&env).await;
+    assert_eq!(
+        (q["queued"].as_i64(), q["running"].as_i64()),
+        (Some(1), Some(0)),
+        "{q:#}"
+    );
+
+    // The handed-back job is anyone's: a sync works on it alongside its own and finishes both.
+    h.set_faults(webex_sim::Faults {
+        latency_ms: 0,
+        ..h.faults()
+    });
+    let w = spawn(&env, &["worker"]);
+    let drained = wait_until(Duration::from_secs(120), || {
+        let env = &env;
+        async move {
+            let q = queue(env).await;
+            q["queued"].as_i64() == Some(0) && q["running"].as_i64() == Some(0)
+        }
+    })
+    .await;
+    assert!(drained, "the handed-back job never ran");
+    sigterm(&w);
+    let out = wait_for_exit(w, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    check_archive(&env, &org, started - 72 * 3_600_000, started);
+    let q = queue(&env).await;
+    assert_eq!(q["failed"], 0, "{q:#}");
+}
+
+#[tokio::test]
+async fn sync_goes_through_the_queue_and_keeps_its_report() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let h = env.handle();
+    let org = h.orgs()[0].org_id.clone();
+    env.add_org("acme", &org).await;
+    let out = env.sync_all(3, &["--json"]).await;
+    assert_ok(&out, "sync");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["orgs"][0]["outcome"]["state"], "ok", "{report:#}");
+    assert!(
+        report["orgs"][0]["archived"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    let q = queue(&env).await;
+    assert_eq!(
+        (q["done"].as_i64(), q["queued"].as_i64()),
+        (Some(1), Some(0)),
+        "{q:#}"
+    );
+    assert!(q["planner"].is_null(), "sync does not plan: {q:#}");
+}
