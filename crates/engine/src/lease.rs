@@ -119,7 +119,12 @@ impl OrgLease {
 
 /// Runs `run` for `org` while holding the org's sync lease; skips the org when another process
 /// holds it. Never fails: every problem ends up in the org's report.
-pub(crate) async fn run_leased<F, Fut>(engine: &Engine, org: Org, run: F) -> OrgReport
+pub(crate) async fn run_leased<F, Fut>(
+    engine: &Engine,
+    org: Org,
+    holder: LeaseHolder,
+    run: F,
+) -> OrgReport
 where
     F: FnOnce(Org, OrgLease) -> Fut,
     Fut: Future<Output = OrgReport>,
@@ -128,7 +133,6 @@ where
         .unwrap_or(i64::MAX / 1000)
         .saturating_mul(1000);
     let renew_every = Duration::from_secs(engine.config.sync.lease_renew_secs);
-    let holder = holder_for_this_run();
     let unstarted = |outcome| OrgReport {
         org: org.name.clone(),
         org_id: org.org_id.clone(),
@@ -172,10 +176,12 @@ where
                     return unstarted(OrgOutcome::Skipped(msg));
                 }
                 Err(e) => {
-                    return unstarted(OrgOutcome::Failed(format!(
+                    let mut r = unstarted(OrgOutcome::Failed(format!(
                         "org {}: cannot take its sync lease: {e}",
                         org.name
                     )));
+                    r.error_class = Some(vault_class(&e));
+                    return r;
                 }
             }
         }
@@ -185,10 +191,12 @@ where
             return unstarted(OrgOutcome::Skipped(msg));
         }
         Err(e) => {
-            return unstarted(OrgOutcome::Failed(format!(
+            let mut r = unstarted(OrgOutcome::Failed(format!(
                 "org {}: cannot take its sync lease: {e}",
                 org.name
             )));
+            r.error_class = Some(vault_class(&e));
+            return r;
         }
     };
     let lease = OrgLease::default();
@@ -214,6 +222,8 @@ where
     }
     if let Some(why) = lease.lost() {
         report.outcome = OrgOutcome::Failed(why);
+        // Another process carries on, or the next run does: nothing is wrong with the org.
+        report.error_class = Some(webex::ErrorClass::Transient);
         return report;
     }
     match engine
@@ -232,6 +242,15 @@ where
         ),
     }
     report
+}
+
+/// The class of a state-database error met while taking a lease.
+fn vault_class(e: &vault::VaultError) -> webex::ErrorClass {
+    if e.is_transient() {
+        webex::ErrorClass::Transient
+    } else {
+        webex::ErrorClass::Permanent
+    }
 }
 
 /// This boot of this machine and this process's pid namespace (`boot_id/pid:[inode]`), when

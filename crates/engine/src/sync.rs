@@ -24,6 +24,9 @@ use crate::tokens::OrgTokens;
 /// Failed or missing items of a window named in the run summary (all are counted).
 const PROBLEMS_LISTED: i64 = 20;
 
+/// A `sync` job still queued this long after it was created belongs to a killed `sync`.
+const ABANDONED_SYNC_JOB_MS: i64 = 24 * 3_600_000;
+
 /// How far behind "now" a default window ends.
 pub const SETTLE_LAG_MS: i64 = 5 * 60 * 1000;
 
@@ -189,6 +192,15 @@ impl Engine {
         self.oauth()?;
         self.clean_staging().await;
         let now = self.clock.now_ms();
+        match self
+            .vault
+            .drop_abandoned_sync_jobs(now - ABANDONED_SYNC_JOB_MS)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} queued job(s) of sync runs that were killed"),
+            Err(e) => tracing::warn!("could not remove abandoned sync jobs: {e}"),
+        }
         let to = opts.to_ms.unwrap_or(now - SETTLE_LAG_MS).min(now);
         let mut ids = Vec::with_capacity(orgs.len());
         for org in &orgs {
@@ -205,8 +217,19 @@ impl Engine {
         let jobs = crate::queue::work_until_done(self, &ids).await?;
         let reports = orgs
             .iter()
-            .zip(jobs)
-            .map(|(org, job)| crate::queue::job_report(org, &job))
+            .zip(&ids)
+            .map(|(org, id)| match jobs.iter().find(|j| j.id == *id) {
+                Some(job) => crate::queue::job_report(org, job),
+                None => OrgReport {
+                    org: org.name.clone(),
+                    org_id: org.org_id.clone(),
+                    outcome: OrgOutcome::Failed(format!(
+                        "org {}: removed while it was being synced",
+                        org.name
+                    )),
+                    ..OrgReport::default()
+                },
+            })
             .collect();
         Ok(SyncReport { orgs: reports })
     }
@@ -226,12 +249,14 @@ impl Engine {
     }
 
     /// One org's harvest over the window `opts` names (every source of the org, side by side),
-    /// under the org's sync lease; `stop` ends it early at the next batch boundary.
+    /// under the org's sync lease taken as `holder` (a job's claim, so whoever hands the job back
+    /// can release that lease too); `stop` ends it early at the next batch boundary.
     pub(crate) async fn harvest_org(
         &self,
         org: Org,
         opts: &SyncOptions,
         stop: Arc<std::sync::atomic::AtomicBool>,
+        holder: vault::LeaseHolder,
     ) -> OrgReport {
         let oauth = match self.oauth() {
             Ok(o) => o,
@@ -240,11 +265,12 @@ impl Engine {
                     org: org.name.clone(),
                     org_id: org.org_id.clone(),
                     outcome: OrgOutcome::Failed(e.to_string()),
+                    error_class: Some(ErrorClass::Permanent),
                     ..OrgReport::default()
                 };
             }
         };
-        crate::lease::run_leased(self, org, |org, lease| {
+        crate::lease::run_leased(self, org, holder, |org, lease| {
             self.sync_org(org, opts, oauth, lease, stop)
         })
         .await

@@ -79,10 +79,10 @@ impl Job {
     }
 }
 
-/// Jobs running in one process.
+/// Jobs running in one process (each claim has its own holder id; host and pid name the
+/// process).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessJobs {
-    pub holder: String,
     pub host: String,
     pub pid: i64,
     pub jobs: i64,
@@ -402,8 +402,8 @@ impl Vault {
         Ok((failed.rows_affected() == 1).then_some("failed"))
     }
 
-    /// Gives job `id` back to the queue, due at once, without counting the attempt (the process
-    /// is shutting down). `false`: no longer ours.
+    /// Gives job `id` back to the queue, due at `due_ms`, without counting the attempt (the
+    /// process is shutting down, or the org is busy elsewhere). `false`: no longer ours.
     ///
     /// # Errors
     /// [`VaultError::Db`] on database failure.
@@ -411,7 +411,7 @@ impl Vault {
         &self,
         id: i64,
         holder_id: &str,
-        now_ms: i64,
+        due_ms: i64,
     ) -> Result<bool, VaultError> {
         let done = sqlx::query(
             "UPDATE jobs SET state = 'queued', next_attempt_ms = $3, attempts = attempts - 1, \
@@ -419,7 +419,7 @@ impl Vault {
         )
         .bind(id)
         .bind(holder_id)
-        .bind(now_ms)
+        .bind(due_ms)
         .execute(&self.pool)
         .await
         .map_err(VaultError::db(format!("releasing job {id}")))?;
@@ -469,8 +469,8 @@ impl Vault {
         .map_err(VaultError::db("counting jobs"))?;
         let count = |c: &str| -> Result<i64, VaultError> { get(&row, c) };
         let procs = sqlx::query(
-            "SELECT holder, host, pid, COUNT(*) AS jobs, MIN(lease_expires_ms) AS lease_expires_ms \
-             FROM jobs WHERE state = 'running' GROUP BY holder, host, pid ORDER BY host, pid",
+            "SELECT host, pid, COUNT(*) AS jobs, MIN(lease_expires_ms) AS lease_expires_ms \
+             FROM jobs WHERE state = 'running' GROUP BY host, pid ORDER BY host, pid",
         )
         .fetch_all(&self.pool)
         .await
@@ -478,7 +478,6 @@ impl Vault {
         let mut in_flight = Vec::new();
         for r in &procs {
             in_flight.push(ProcessJobs {
-                holder: get::<Option<String>>(r, "holder")?.unwrap_or_default(),
                 host: get::<Option<String>>(r, "host")?.unwrap_or_default(),
                 pid: get::<Option<i64>>(r, "pid")?.unwrap_or_default(),
                 jobs: get(r, "jobs")?,
@@ -519,6 +518,23 @@ impl Vault {
                 .execute(&self.pool)
                 .await
                 .map_err(VaultError::db("removing old finished jobs"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes `sync` jobs still queued that were created before `before_ms`: their `sync` was
+    /// killed (its jobs went back to the queue when their leases expired) and no worker took them.
+    /// Returns how many were removed.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn drop_abandoned_sync_jobs(&self, before_ms: i64) -> Result<u64, VaultError> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE requested_by = 'sync' AND state = 'queued' AND created_ms < $1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(VaultError::db("removing abandoned sync jobs"))?;
         Ok(done.rows_affected())
     }
 

@@ -254,11 +254,22 @@ pub async fn run_service(
                 .await
         })
     });
-    let mut web_stop = stop;
+    let grace = std::time::Duration::from_secs(engine.config.serve.shutdown_grace_seconds);
+    let mut web_stop = stop.clone();
     let shutdown = async move {
         let _ = web_stop.wait_for(|s| *s).await;
     };
-    serve(engine, settings, listener, keepalive_every, shutdown).await?;
+    // Slow clients and a keep-alive pass under Retry-After backoff must not hold the process past
+    // its grace: after it, the web side is dropped.
+    let mut deadline_stop = stop;
+    let deadline = async move {
+        let _ = deadline_stop.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serve(engine, settings, listener, keepalive_every, shutdown) => served?,
+        () = deadline => tracing::warn!("the web server did not stop within the grace; closing it"),
+    }
     Ok(match worker_task {
         Some(t) => t.await.unwrap_or_else(|e| {
             tracing::error!("the worker loop ended abnormally: {e}");

@@ -93,7 +93,7 @@ async fn run_one(
     let lease_ms = engine.config.worker.lease_ms();
     let renew_every = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1000).max(1));
     let lost = Arc::new(AtomicBool::new(false));
-    let work = run_job(engine, &job, stop.clone());
+    let work = run_job(engine, &job, stop.clone(), holder.clone());
     let renew = async {
         let mut expires = job.lease_expires_ms.unwrap_or(0);
         loop {
@@ -162,12 +162,18 @@ async fn run_one(
             .finish_job(job.id, &holder.id, now, &result)
             .await
             .map(|ok| if ok { Ended::Done } else { Ended::Lost }),
-        // Another process (outside the queue, or one that died on another host) holds the org's
-        // sync lease: try again once it may have expired; a one-shot job just reports it.
-        OrgOutcome::Skipped(why) if job.attempts < job.max_attempts => vault
-            .fail_job(job.id, &holder.id, now, why, &result, Some(now + lease_ms))
-            .await
-            .map(ended_from),
+        // Another process holds the org's sync lease (a run that died on another host, whose
+        // lease has not expired yet): the job waits for it without losing an attempt. `sync`'s
+        // own jobs report the skip, as `sync` always did.
+        OrgOutcome::Skipped(_) if job.requested_by != "sync" => {
+            let due = org_lease_expiry(engine, job.org)
+                .await
+                .unwrap_or(now + lease_ms);
+            vault
+                .release_job(job.id, &holder.id, due.max(now + 1000))
+                .await
+                .map(|ok| if ok { Ended::Retry } else { Ended::Lost })
+        }
         OrgOutcome::Skipped(_) => vault
             .finish_job(job.id, &holder.id, now, &result)
             .await
@@ -198,6 +204,17 @@ async fn run_one(
     }
 }
 
+/// When the org's sync lease (held by another process) expires.
+async fn org_lease_expiry(engine: &Engine, org: i64) -> Option<i64> {
+    let org = engine.vault.org_by_id(org).await.ok()??;
+    let lease = engine
+        .vault
+        .lease(&org, crate::lease::SYNC_SCOPE)
+        .await
+        .ok()??;
+    Some(lease.expires_at_ms)
+}
+
 fn ended_from(state: Option<&'static str>) -> Ended {
     match state {
         Some("queued") => Ended::Retry,
@@ -207,7 +224,12 @@ fn ended_from(state: Option<&'static str>) -> Ended {
 }
 
 /// The harvest a job asks for; a job whose org is gone ends with that reason.
-async fn run_job(engine: &Engine, job: &Job, stop: Arc<AtomicBool>) -> OrgReport {
+async fn run_job(
+    engine: &Engine,
+    job: &Job,
+    stop: Arc<AtomicBool>,
+    holder: LeaseHolder,
+) -> OrgReport {
     let org = match engine.vault.org_by_id(job.org).await {
         Ok(Some(org)) => org,
         Ok(None) => {
@@ -234,7 +256,7 @@ async fn run_job(engine: &Engine, job: &Job, stop: Arc<AtomicBool>) -> OrgReport
         from_ms: job.from_ms,
         to_ms: job.to_ms,
     };
-    engine.harvest_org(org, &opts, stop).await
+    engine.harvest_org(org, &opts, stop, holder).await
 }
 
 /// `sync`'s part: claims and runs the jobs `ids` (other processes may run some of them) until
@@ -243,7 +265,6 @@ async fn run_job(engine: &Engine, job: &Job, stop: Arc<AtomicBool>) -> OrgReport
 /// # Errors
 /// Database failures while claiming or reading the jobs.
 pub async fn work_until_done(engine: &Engine, ids: &[i64]) -> Result<Vec<Job>, EngineError> {
-    let holder = holder_for_this_run();
     let never = AtomicBool::new(false);
     let ttl = engine.config.worker.lease_ms();
     let mut mine: HashSet<i64> = HashSet::new();
@@ -266,22 +287,28 @@ pub async fn work_until_done(engine: &Engine, ids: &[i64]) -> Result<Vec<Job>, E
             .map(|j| j.id)
             .collect();
         // Claimed jobs are not polled until every claim is made.
-        while let Some(job) = engine
-            .vault
-            .claim_job(
-                &holder,
-                engine.clock.now_ms(),
-                ttl,
-                Some(&open),
-                max_lost_leases(engine),
-            )
-            .await?
-        {
+        loop {
+            // Every claim has its own holder id: a run that lost its job can never renew or end
+            // the job's next claim, even in the same process.
+            let holder = holder_for_this_run();
+            let Some(job) = engine
+                .vault
+                .claim_job(
+                    &holder,
+                    engine.clock.now_ms(),
+                    ttl,
+                    Some(&open),
+                    max_lost_leases(engine),
+                )
+                .await?
+            else {
+                break;
+            };
             mine.insert(job.id);
             let id = job.id;
             let stop = Arc::new(AtomicBool::new(false));
-            let (never, holder) = (&never, &holder);
-            running.push(async move { (id, run_one(engine, holder, job, stop, never).await) });
+            let never = &never;
+            running.push(async move { (id, run_one(engine, &holder, job, stop, never).await) });
         }
         if running.is_empty() {
             // Other processes run the rest.
@@ -333,7 +360,7 @@ pub async fn run_workers(
     let cfg = engine.config.worker.clone();
     let poll = Duration::from_secs(cfg.poll_seconds);
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let stops: Mutex<Vec<(i64, Arc<AtomicBool>)>> = Mutex::new(Vec::new());
+    let stops: Mutex<Vec<InFlight>> = Mutex::new(Vec::new());
     let mut summary = WorkerSummary::default();
     let mut running: tokio::task::JoinSet<(i64, Ended)> = tokio::task::JoinSet::new();
     tracing::info!(
@@ -353,10 +380,12 @@ pub async fn run_workers(
             }
         }
         while running.len() < cfg.concurrency && !*shutdown.borrow() {
+            // Every claim has its own holder id (see `work_until_done`).
+            let claim_holder = holder_for_this_run();
             let claim = engine
                 .vault
                 .claim_job(
-                    &holder,
+                    &claim_holder,
                     engine.clock.now_ms(),
                     cfg.lease_ms(),
                     None,
@@ -383,15 +412,19 @@ pub async fn run_workers(
             );
             let stop = Arc::new(AtomicBool::new(false));
             if let Ok(mut s) = stops.lock() {
-                s.push((job.id, stop.clone()));
+                s.push(InFlight {
+                    job: job.id,
+                    org: job.org,
+                    holder: claim_holder.id.clone(),
+                    stop: stop.clone(),
+                });
             }
             let id = job.id;
-            let (engine, holder, shutting_down) =
-                (engine.clone(), holder.clone(), shutting_down.clone());
+            let (engine, shutting_down) = (engine.clone(), shutting_down.clone());
             running.spawn(async move {
                 (
                     id,
-                    run_one(&engine, &holder, job, stop, &shutting_down).await,
+                    run_one(&engine, &claim_holder, job, stop, &shutting_down).await,
                 )
             });
         }
@@ -406,8 +439,8 @@ pub async fn run_workers(
     // Shutdown: claim nothing more; running jobs stop at their next batch boundary.
     shutting_down.store(true, Ordering::SeqCst);
     if let Ok(s) = stops.lock() {
-        for (_, stop) in s.iter() {
-            stop.store(true, Ordering::SeqCst);
+        for f in s.iter() {
+            f.stop.store(true, Ordering::SeqCst);
         }
     }
     let grace = Duration::from_secs(engine.config.serve.shutdown_grace_seconds);
@@ -430,22 +463,30 @@ pub async fn run_workers(
         }
     }
     // Whatever still runs is cancelled mid-flight — as safe as a crash (create-only objects, the
-    // ledger after the object) — and handed back to the queue at once.
+    // ledger after the object) — and handed back to the queue at once, with the org's sync lease
+    // it held, so the next claim does not wait for that lease to expire.
     running.shutdown().await;
-    let left: Vec<i64> = stops
+    let left: Vec<InFlight> = stops
         .lock()
-        .map(|s| s.iter().map(|(id, _)| *id).collect())
+        .map(|mut s| std::mem::take(&mut *s))
         .unwrap_or_default();
-    for id in left {
+    for f in left {
+        if let Ok(Some(org)) = engine.vault.org_by_id(f.org).await {
+            let _ = engine
+                .vault
+                .release_lease(&org, crate::lease::SYNC_SCOPE, &f.holder)
+                .await;
+        }
         match engine
             .vault
-            .release_job(id, &holder.id, engine.clock.now_ms())
+            .release_job(f.job, &f.holder, engine.clock.now_ms())
             .await
         {
             Ok(true) => summary.jobs_released += 1,
             Ok(false) => {}
             Err(e) => tracing::warn!(
-                "could not release job {id} ({e}); it goes back to the queue when its lease expires"
+                "could not release job {} ({e}); it goes back to the queue when its lease expires",
+                f.job
             ),
         }
     }
@@ -462,10 +503,19 @@ pub async fn run_workers(
     summary
 }
 
+/// A job running in this process: what shutdown needs to stop it and hand it back.
+struct InFlight {
+    job: i64,
+    org: i64,
+    /// The claim's holder id (also the org sync lease's holder for its run).
+    holder: String,
+    stop: Arc<AtomicBool>,
+}
+
 fn note_joined(
     summary: &mut WorkerSummary,
     joined: Result<(i64, Ended), tokio::task::JoinError>,
-    stops: &Mutex<Vec<(i64, Arc<AtomicBool>)>>,
+    stops: &Mutex<Vec<InFlight>>,
 ) {
     match joined {
         Ok((id, ended)) => note_end(summary, id, ended, stops),
@@ -474,14 +524,9 @@ fn note_joined(
     }
 }
 
-fn note_end(
-    summary: &mut WorkerSummary,
-    id: i64,
-    ended: Ended,
-    stops: &Mutex<Vec<(i64, Arc<AtomicBool>)>>,
-) {
+fn note_end(summary: &mut WorkerSummary, id: i64, ended: Ended, stops: &Mutex<Vec<InFlight>>) {
     if let Ok(mut s) = stops.lock() {
-        s.retain(|(j, _)| *j != id);
+        s.retain(|f| f.job != id);
     }
     match ended {
         Ended::Done => summary.jobs_done += 1,

@@ -350,6 +350,8 @@ async fn many_claimers_through_separate_pools_never_share_a_job_or_an_org() {
             vaults.push(db.reopen(db.keyring.clone()).await);
         }
         // Each claimer loops: claim, check that no other job of its org runs, finish.
+        let busy = std::sync::Mutex::new(HashSet::new());
+        let busy = &busy;
         let tasks = vaults.into_iter().enumerate().map(|(n, v)| async move {
             let me = holder(&format!("w{n}"), i64::try_from(n).unwrap());
             let mut got = Vec::new();
@@ -358,9 +360,17 @@ async fn many_claimers_through_separate_pools_never_share_a_job_or_an_org() {
                 match v.claim_job(&me, NOW, TTL, None, MAX_LOST).await.unwrap() {
                     Some(j) => {
                         idle = 0;
+                        assert!(
+                            busy.lock().unwrap().insert(j.org),
+                            "two jobs of org {} ran at once",
+                            j.org
+                        );
+                        // Let the other claimers try while this one holds the org.
+                        tokio::task::yield_now().await;
                         let q = v.queue_status(NOW).await.unwrap();
                         assert!(q.running <= 6, "{q:?}");
                         got.push((j.id, j.org));
+                        busy.lock().unwrap().remove(&j.org);
                         assert!(v.finish_job(j.id, &me.id, NOW, "{}").await.unwrap());
                     }
                     None => {
