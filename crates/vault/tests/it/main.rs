@@ -3,6 +3,7 @@
 
 mod common;
 mod connect;
+mod health;
 mod keys;
 mod lease;
 mod ledger;
