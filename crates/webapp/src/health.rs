@@ -133,7 +133,7 @@ pub(crate) fn is_probe(path: &str) -> bool {
 }
 
 async fn healthz() -> Response {
-    no_store((StatusCode::OK, "ok\n").into_response())
+    no_store((StatusCode::OK, "ok").into_response())
 }
 
 async fn readyz(State(health): State<Health>) -> Response {

@@ -58,7 +58,7 @@ fn archive_dir(app: &App) -> std::path::PathBuf {
 async fn healthz_answers_and_readyz_is_ready_with_sqlite_and_a_folder() {
     let app = App::start().await;
     let (status, body) = get(&app.url("/healthz")).await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
     let (status, body) = readyz(&app.base).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready", "{body}");
