@@ -6,6 +6,7 @@ mod calling;
 mod cli;
 mod connect;
 mod demo;
+mod deploy;
 mod faults;
 mod harness;
 mod keepalive;

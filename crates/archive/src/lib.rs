@@ -23,6 +23,7 @@
 //! S3-compatible endpoint. The `test-s3` feature provides [`testing::TestS3`],
 //! an in-process S3 server for tests.
 
+mod check;
 mod error;
 pub mod layout;
 pub mod sidecar;

@@ -27,6 +27,7 @@ mod connect;
 mod crypto;
 mod db;
 mod error;
+mod health;
 mod jobs;
 mod keyfile;
 mod lease;

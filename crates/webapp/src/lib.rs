@@ -20,6 +20,7 @@
 mod connect;
 mod dashboard;
 mod error;
+mod health;
 mod keepalive;
 mod outcome;
 mod pages;
@@ -38,6 +39,7 @@ use url::Url;
 use webex::oauth::ClientAuth;
 
 pub use error::WebError;
+pub use health::{CHECK_TIMEOUT, PartStatus, Readiness, health_routes, readiness, serve_health};
 pub use keepalive::keep_alive_loop;
 pub use server::ConnectionLimits;
 
@@ -222,7 +224,10 @@ fn router_with_state(engine: Arc<Engine>, settings: Settings) -> (Router, AppSta
         .route("/connect/start", post(connect::start))
         .route("/oauth/callback", get(connect::callback))
         .route("/static/app.css", get(pages::stylesheet))
-        .route("/healthz", get(|| async { "ok" }))
+        .merge(health::health_routes(
+            state.engine.clone(),
+            health::CHECK_TIMEOUT,
+        ))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

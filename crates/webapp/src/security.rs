@@ -61,13 +61,14 @@ pub(crate) async fn guard(State(app): State<AppState>, req: Request, next: Next)
     if app.settings.secure_cookies() {
         set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
     }
-    tracing::info!(
-        %method,
-        path,
-        status = resp.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    // Probes arrive every few seconds; their failures are logged by the probe itself.
+    if crate::health::is_probe(&path) {
+        tracing::debug!(%method, path, status, ms, "request");
+    } else {
+        tracing::info!(%method, path, status, ms, "request");
+    }
     resp
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 mod connect;
+mod health;
 mod jobs;
 mod keys;
 mod lease;

@@ -4,5 +4,6 @@
 mod dashboard;
 mod flow;
 mod harness;
+mod health;
 mod limits;
 mod storage;
