@@ -341,19 +341,35 @@ pub(crate) async fn remove_stale(
             Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
         };
         if let Some(marker) = &marker {
-            let staging = Path::parse(&marker.staging).ok();
+            // Only ever below the staging folder, whatever the marker says.
+            let staging = Path::parse(&marker.staging)
+                .ok()
+                .filter(|p| p.prefix_matches(&staging_dir) && *p != staging_dir);
             if let (Some(mp), Some(id), Some(staging)) = (multipart, &marker.upload_id, &staging) {
                 match mp.store.abort_multipart(&mp.full(staging), id).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     // An upload completed before the crash is no longer known to the store
                     // (some stores refuse its id instead of answering 404): its staging object
-                    // says so. Otherwise keep the marker and report.
-                    Err(e) => match store.head(staging).await {
-                        Ok(_) => {}
-                        Err(_) => return Err(ArchiveError::store(marker.staging.clone(), e)),
-                    },
+                    // or its final object says so. Otherwise keep the marker and report.
+                    Err(e) => {
+                        let finished = store.head(staging).await.is_ok()
+                            || match Path::parse(&marker.key) {
+                                Ok(key) => store.head(&key).await.is_ok(),
+                                Err(_) => false,
+                            };
+                        if !finished {
+                            return Err(ArchiveError::store(marker.staging.clone(), e));
+                        }
+                    }
                 }
                 tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
+            }
+            // A staging object completed before the crash goes with its marker.
+            if let Some(staging) = &staging
+                && store.head(staging).await.is_ok()
+                && delete(store, staging).await?
+            {
+                removed += 1;
             }
         }
         delete(store, &path).await?;
