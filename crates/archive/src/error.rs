@@ -68,20 +68,20 @@ pub enum ArchiveError {
         new_sha256: String,
     },
 
-    /// No AWS credentials could be found for an `s3://` archive: none in the environment, and
-    /// the last resort, the EC2 instance-metadata endpoint, did not answer with any. A storage
+    /// No credentials could be found for a cloud archive: none in the environment, and the last
+    /// resort, the instance-metadata endpoint of the cloud, did not answer with any. A storage
     /// configuration problem, never transient.
     #[error(
-        "no AWS credentials were found for the S3 archive (while accessing {key}). wxvault reads them from \
-         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary keys), from a web identity \
-         (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), from the container credential endpoint \
-         (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or AWS_CONTAINER_CREDENTIALS_FULL_URI), and finally from the EC2 \
-         instance metadata service; AWS_PROFILE and ~/.aws/credentials are not read, so export the profile's keys \
-         instead. Set one of these for the `wxvault` process and run again"
+        "no {cloud} credentials were found for the {scheme} archive (while accessing {key}). {hint} \
+         Set them for the `wxvault` process and run again",
+        scheme = cloud.scheme(),
+        hint = cloud.hint()
     )]
     MissingCredentials {
         /// Key (or prefix) being accessed.
         key: String,
+        /// Whose credentials are missing.
+        cloud: Cloud,
     },
 
     /// The object store failed. URLs in the store's message are redacted.
@@ -128,8 +128,11 @@ impl ArchiveError {
     /// object store then reports a failed request to the instance-metadata endpoint, which
     /// tells an operator nothing about what to set.
     pub(crate) fn store(key: impl Into<String>, source: object_store::Error) -> Self {
-        if is_instance_metadata_failure(&source) {
-            return ArchiveError::MissingCredentials { key: key.into() };
+        if let Some(cloud) = instance_metadata_failure(&source) {
+            return ArchiveError::MissingCredentials {
+                key: key.into(),
+                cloud,
+            };
         }
         ArchiveError::Store {
             key: key.into(),
@@ -145,31 +148,87 @@ impl ArchiveError {
     }
 }
 
-/// Paths of the EC2 instance-metadata credential requests (`/latest/api/token` for the IMDSv2
-/// session token, then `/latest/meta-data/iam/security-credentials/…`). The S3 client falls back
-/// to them only when no other credential source is configured, so an error about them means no
-/// credentials were found.
-const METADATA_PATHS: [&str; 2] = [
-    "/latest/api/token",
-    "/latest/meta-data/iam/security-credentials",
+/// The cloud whose credentials an archive needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    /// Amazon S3 (`s3://`).
+    Aws,
+    /// Google Cloud Storage (`gs://`).
+    Gcp,
+    /// Azure Blob Storage (`az://`).
+    Azure,
+}
+
+impl Cloud {
+    fn scheme(self) -> &'static str {
+        match self {
+            Cloud::Aws => "S3",
+            Cloud::Gcp => "gs://",
+            Cloud::Azure => "az://",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Cloud::Aws => {
+                "wxvault reads them from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus \
+                 AWS_SESSION_TOKEN for temporary keys), from a web identity \
+                 (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), from the container credential \
+                 endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or \
+                 AWS_CONTAINER_CREDENTIALS_FULL_URI), and finally from the EC2 instance metadata \
+                 service; AWS_PROFILE and ~/.aws/credentials are not read, so export the \
+                 profile's keys instead."
+            }
+            Cloud::Gcp => {
+                "wxvault reads a service-account key file from GOOGLE_SERVICE_ACCOUNT (or the key \
+                 itself from GOOGLE_SERVICE_ACCOUNT_KEY), application default credentials from \
+                 GOOGLE_APPLICATION_CREDENTIALS or ~/.config/gcloud, and finally the instance's \
+                 service account from the GCE metadata server."
+            }
+            Cloud::Azure => {
+                "wxvault reads AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY, a SAS \
+                 (AZURE_STORAGE_SAS_KEY), a service principal (AZURE_CLIENT_ID, \
+                 AZURE_CLIENT_SECRET, AZURE_TENANT_ID), workload identity \
+                 (AZURE_FEDERATED_TOKEN_FILE), and finally a managed identity from the instance \
+                 metadata service."
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cloud::Aws => "AWS",
+            Cloud::Gcp => "Google Cloud",
+            Cloud::Azure => "Azure",
+        })
+    }
+}
+
+/// Paths of the instance-metadata credential requests each cloud's client falls back to when
+/// no other credential source is configured; an error about them means none was found.
+const METADATA_PATHS: [(&str, Cloud); 4] = [
+    // EC2: the IMDSv2 session token, then the role's credentials.
+    ("/latest/api/token", Cloud::Aws),
+    ("/latest/meta-data/iam/security-credentials", Cloud::Aws),
+    ("/computeMetadata/v1/instance/service-accounts", Cloud::Gcp),
+    ("/metadata/identity/oauth2/token", Cloud::Azure),
 ];
 
-fn is_instance_metadata_failure(e: &object_store::Error) -> bool {
-    let object_store::Error::Generic { store, source } = e else {
-        return false;
+fn instance_metadata_failure(e: &object_store::Error) -> Option<Cloud> {
+    let object_store::Error::Generic { source, .. } = e else {
+        return None;
     };
-    if *store != "S3" {
-        return false;
-    }
     let mut cause: Option<&(dyn StdError + 'static)> = Some(source.as_ref());
     while let Some(c) = cause {
         let text = c.to_string();
-        if METADATA_PATHS.iter().any(|p| text.contains(p)) {
-            return true;
+        if let Some((_, cloud)) = METADATA_PATHS.iter().find(|(p, _)| text.contains(p)) {
+            return Some(*cloud);
         }
         cause = c.source();
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -206,6 +265,43 @@ mod tests {
                 && text.contains("~/.aws/credentials"),
             "{text}"
         );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request for url ({0})")]
+    struct Unanswered(&'static str);
+
+    #[test]
+    fn each_cloud_names_its_own_credentials() {
+        for (store, url, cloud, needle) in [
+            (
+                "GCS",
+                "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token",
+                Cloud::Gcp,
+                "GOOGLE_SERVICE_ACCOUNT",
+            ),
+            (
+                "MicrosoftAzure",
+                "http://169.254.169.254/metadata/identity/oauth2/token",
+                Cloud::Azure,
+                "AZURE_STORAGE_ACCOUNT_KEY",
+            ),
+        ] {
+            let e = ArchiveError::store(
+                "org/a.wav",
+                object_store::Error::Generic {
+                    store,
+                    source: Box::new(Unanswered(url)),
+                },
+            );
+            assert!(
+                matches!(e, ArchiveError::MissingCredentials { cloud: c, .. } if c == cloud),
+                "{e}"
+            );
+            let text = e.to_string();
+            assert!(text.contains(needle) && !text.contains("169.254"), "{text}");
+            assert!(!e.is_transient());
+        }
     }
 
     #[test]

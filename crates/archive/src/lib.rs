@@ -7,48 +7,62 @@
 //! * [`Archive::put_stream`] streams a body (a recording download) to a key with
 //!   bounded memory, hashing it (sha256) and counting it on the way. A body that
 //!   fails or has the wrong length leaves nothing behind.
-//! * Bodies that fit in one part are written with a single create-if-absent
-//!   put. Larger bodies are uploaded in parts to a private staging key
+//! * Bodies up to [`StorageConfig::multipart_threshold`] are written with a
+//!   single create-if-absent put (`PutMode::Create`: `If-None-Match: *` on S3
+//!   and Azure, `x-goog-if-generation-match: 0` on GCS, a hard link locally).
+//!   Larger bodies are uploaded in parts to a private staging key
 //!   (`.wxvault-staging/<uuid>`, which no layout key can collide with because
 //!   key segments never start with `.`) and then linked into place with
 //!   `copy_if_not_exists`: a hard link on the local file system, a multipart
-//!   copy completed with `If-None-Match: *` on S3. Both refuse to replace an
-//!   existing object, so two writers racing on one key cannot overwrite each
-//!   other; the loser compares hashes instead.
+//!   copy completed with `If-None-Match: *` on S3, a copy with
+//!   `x-goog-if-generation-match: 0` on GCS and with `If-None-Match: *` on
+//!   Azure. All refuse to replace an existing object, so two writers racing on
+//!   one key cannot overwrite each other; the loser compares hashes instead.
+//! * A marker object per multipart upload, refreshed while it runs, lets
+//!   [`Archive::clean_interrupted_uploads`] abort uploads whose process was
+//!   killed, so no orphan parts stay behind (see `upload.rs`).
 //! * When the key already exists, the incoming bytes are hashed and compared:
 //!   identical is success ([`PutStatus::AlreadyPresent`], the idempotent re-run
 //!   after a crash), different is [`ArchiveError::Conflict`].
 //!
-//! Backends: `file://` (the embedded default) and `s3://bucket/prefix`, any
-//! S3-compatible endpoint. The `test-s3` feature provides [`testing::TestS3`],
+//! Backends: `file://` (the embedded default), `s3://bucket/prefix` (any
+//! S3-compatible endpoint, optional SSE-S3 / SSE-KMS), `gs://bucket/prefix` and
+//! `az://container/prefix`. The `test-s3` feature provides [`testing::TestS3`],
 //! an in-process S3 server for tests.
 
 mod check;
+mod config;
 mod error;
 pub mod layout;
+mod open;
 pub mod sidecar;
+mod tally;
 #[cfg(feature = "test-s3")]
 pub mod testing;
+mod upload;
 
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
-use object_store::{
-    MultipartUpload, ObjectStore, PutMode, PutOptions, PutPayload, PutPayloadMut, PutResult,
-};
-use serde::{Deserialize, Serialize};
+use object_store::{MultipartUpload, ObjectStore, PutMode, PutOptions, PutPayload, PutPayloadMut};
 use sha2::{Digest, Sha256};
-use tokio::task::JoinSet;
 
-pub use error::ArchiveError;
+pub use config::{
+    DEFAULT_MULTIPART_THRESHOLD, MAX_MULTIPART_THRESHOLD, MIN_MULTIPART_THRESHOLD, Sse,
+    StorageConfig,
+};
+pub use error::{ArchiveError, Cloud};
 pub use layout::ObjectKey;
+pub use upload::{MARKER_REFRESH, STALE_UPLOAD_AGE};
+
+use open::{Keys, Multipart};
+use tally::{Tally, source_error};
+use upload::{Heartbeat, Marker, Parts, STAGING_PREFIX, StoreUpload};
 
 /// Size of each uploaded part. S3 requires at least 5 MiB for all parts but
 /// the last.
@@ -56,30 +70,10 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Parts uploaded concurrently by one [`Archive::put_stream`].
 ///
-/// Peak buffered memory per `put_stream` is about
-/// `PART_SIZE × (MAX_PARTS_IN_FLIGHT + 1)` = 24 MiB: the parts in flight plus
-/// the part being filled (plus whatever single chunk the source yields).
+/// Peak buffered memory per `put_stream` is about the multipart threshold
+/// (the body is read up to it to decide between one put and parts) plus
+/// `PART_SIZE × MAX_PARTS_IN_FLIGHT` for the parts in flight.
 pub const MAX_PARTS_IN_FLIGHT: usize = 2;
-
-/// Top-level folder of in-progress large uploads. Invisible to [`Archive::list`].
-const STAGING_PREFIX: &str = ".wxvault-staging";
-
-/// Where the archive lives; one section of the wxvault configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct StorageConfig {
-    /// `file:///abs/path`, `file://relative/path`, a bare path, or
-    /// `s3://bucket[/prefix]`.
-    pub url: String,
-    /// S3 endpoint for S3-compatible stores (MinIO, R2, …), e.g. `http://127.0.0.1:9000`.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// S3 region; defaults to `AWS_REGION`/`AWS_DEFAULT_REGION` or `us-east-1`.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Allow a plain-HTTP endpoint (local test stores only).
-    #[serde(default)]
-    pub allow_http: bool,
-}
 
 /// Result of a successful [`Archive::put_stream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +103,15 @@ pub enum PutStatus {
 #[derive(Clone)]
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
+    /// Multipart interface with upload ids (cloud stores); the local folder uses
+    /// `ObjectStore::put_multipart`.
+    multipart: Option<Multipart>,
     description: Arc<str>,
     /// Root folder of a `file://` archive, for cleaning staging files that
     /// `object_store` does not list.
     local_root: Option<Arc<PathBuf>>,
+    multipart_threshold: u64,
+    marker_refresh: Duration,
 }
 
 impl fmt::Debug for Archive {
@@ -124,44 +123,46 @@ impl fmt::Debug for Archive {
     }
 }
 
-/// Explicit S3 credentials for [`Archive::open_s3_with_keys`].
-struct Keys<'a> {
-    access_key: &'a str,
-    secret_key: &'a str,
-}
-
 impl Archive {
     /// Opens the archive described by `cfg`.
     ///
-    /// `file:///abs/path`, `file://relative/path` or a bare path open a local
-    /// folder, created if missing. `s3://bucket[/prefix]` opens an S3 bucket
-    /// with credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
-    /// `AWS_SESSION_TOKEN` (and the other `AWS_*` variables `object_store`
-    /// understands); `endpoint`, `region` and `allow_http` override them.
+    /// * `file:///abs/path`, `file://relative/path` or a bare path open a local
+    ///   folder, created if missing.
+    /// * `s3://bucket[/prefix]` opens an S3 bucket with credentials from
+    ///   `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` (and
+    ///   the other `AWS_*` variables `object_store` understands).
+    /// * `gs://bucket[/prefix]` opens a Google Cloud Storage bucket with
+    ///   credentials from `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_SERVICE_ACCOUNT_KEY`
+    ///   / `GOOGLE_APPLICATION_CREDENTIALS` or the instance's service account;
+    ///   with `endpoint` it talks to a GCS emulator without authentication.
+    /// * `az://container[/prefix]` opens an Azure blob container of the account
+    ///   `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`, a SAS, a
+    ///   service principal or a managed identity (the `AZURE_*` variables).
+    ///
+    /// `endpoint`, `region` and `allow_http` override the environment.
     ///
     /// # Errors
     /// [`ArchiveError::Config`] for an unsupported scheme, an empty bucket or
     /// path, an invalid prefix or endpoint, a plain-HTTP endpoint without
-    /// `allow_http`, or a local folder that cannot be created.
+    /// `allow_http`, a multipart threshold out of range, encryption settings on
+    /// a non-S3 archive, or a local folder that cannot be created.
     pub fn open(cfg: &StorageConfig) -> Result<Archive, ArchiveError> {
+        open::check_threshold(cfg)?;
         let url = cfg.url.trim();
-        if let Some(rest) = url.strip_prefix("s3://") {
-            return open_s3(cfg, rest, None);
-        }
-        let path = match url.strip_prefix("file://") {
-            Some(rest) => rest,
-            None if url.contains("://") => {
-                return Err(ArchiveError::config(
-                    "url",
-                    format!(
-                        "unsupported scheme in {:?}; use file://PATH, a bare path or s3://BUCKET/PREFIX",
-                        redact::redact_url(url)
-                    ),
-                ));
-            }
-            None => url,
+        let opened = if let Some(rest) = url.strip_prefix("s3://") {
+            open::open_s3(cfg, rest, None)?
+        } else if let Some(rest) = url.strip_prefix("gs://") {
+            open::open_gcs(cfg, rest)?
+        } else if let Some(rest) = url.strip_prefix("az://") {
+            open::open_azure(cfg, rest, None)?
+        } else if let Some(rest) = url.strip_prefix("file://") {
+            open::open_local(FsPath::new(rest))?
+        } else if url.contains("://") {
+            return Err(open::check_scheme(url).unwrap_err());
+        } else {
+            open::open_local(FsPath::new(url))?
         };
-        open_local(FsPath::new(path))
+        Ok(Archive::from_opened(opened, cfg))
     }
 
     /// Opens an `s3://` archive with explicit credentials instead of the
@@ -187,14 +188,62 @@ impl Archive {
                 "the S3 access key and secret key must not be empty",
             ));
         }
-        open_s3(
+        open::check_threshold(cfg)?;
+        let opened = open::open_s3(
             cfg,
             rest,
             Some(Keys {
                 access_key,
                 secret_key,
             }),
-        )
+        )?;
+        Ok(Archive::from_opened(opened, cfg))
+    }
+
+    /// Opens an `az://` archive with an explicit storage account and shared key instead of the
+    /// environment (tests against Azurite).
+    ///
+    /// # Errors
+    /// As [`Archive::open`]; also [`ArchiveError::Config`] when `cfg.url` is not an `az://`
+    /// URL.
+    pub fn open_azure_with_key(
+        cfg: &StorageConfig,
+        account: &str,
+        key: &str,
+    ) -> Result<Archive, ArchiveError> {
+        let Some(rest) = cfg.url.trim().strip_prefix("az://") else {
+            return Err(ArchiveError::config(
+                "url",
+                "an explicit Azure account key needs an az://CONTAINER[/PREFIX] url",
+            ));
+        };
+        open::check_threshold(cfg)?;
+        let opened = open::open_azure(cfg, rest, Some((account, key)))?;
+        Ok(Archive::from_opened(opened, cfg))
+    }
+
+    /// The underlying store, rooted at the archive's prefix: staging data and markers included
+    /// (for tests and tools that inspect what an upload left).
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    fn from_opened(opened: open::Opened, cfg: &StorageConfig) -> Archive {
+        Archive {
+            store: opened.store,
+            multipart: opened.multipart,
+            description: opened.description.into(),
+            local_root: opened.local_root.map(Arc::new),
+            multipart_threshold: cfg.multipart_threshold,
+            marker_refresh: MARKER_REFRESH,
+        }
+    }
+
+    /// The same archive with upload markers refreshed every `every` instead of
+    /// [`MARKER_REFRESH`]; for tests that watch the heartbeat.
+    pub fn with_marker_refresh(mut self, every: Duration) -> Archive {
+        self.marker_refresh = every;
+        self
     }
 
     /// Human-readable location, e.g. `file:///var/lib/wxvault/archive` or
@@ -204,13 +253,19 @@ impl Archive {
         self.description.to_string()
     }
 
+    /// Bodies larger than this many bytes are uploaded in parts.
+    pub fn multipart_threshold(&self) -> u64 {
+        self.multipart_threshold
+    }
+
     /// Streams `body` to `key`, hashing and counting it; never overwrites.
     ///
-    /// Memory stays bounded: at most `PART_SIZE × (MAX_PARTS_IN_FLIGHT + 1)`
-    /// (24 MiB) is buffered, whatever the body's size. If `key` already
-    /// exists, the body is drained and hashed and compared with the existing
-    /// object: identical → `Ok` with [`PutStatus::AlreadyPresent`].
-    /// Otherwise the object appears atomically and complete, or not at all.
+    /// Memory stays bounded: at most the multipart threshold plus
+    /// `PART_SIZE × MAX_PARTS_IN_FLIGHT` is buffered, whatever the body's size.
+    /// If `key` already exists, the body is drained and hashed and compared
+    /// with the existing object: identical → `Ok` with
+    /// [`PutStatus::AlreadyPresent`]. Otherwise the object appears atomically
+    /// and complete, or not at all.
     ///
     /// # Errors
     /// * [`ArchiveError::Source`] — the body stream failed; nothing was stored.
@@ -219,9 +274,8 @@ impl Archive {
     /// * [`ArchiveError::Conflict`] — a different object exists at `key`; it
     ///   was left untouched.
     /// * [`ArchiveError::Store`] — the object store failed; nothing partial is
-    ///   visible at `key` (S3 may keep orphaned parts of an aborted upload
-    ///   if the abort itself fails: configure a lifecycle rule for incomplete
-    ///   multipart uploads).
+    ///   visible at `key` (an upload whose abort failed too is aborted later by
+    ///   [`Archive::clean_interrupted_uploads`] through its marker).
     pub async fn put_stream<S, E>(
         &self,
         key: &ObjectKey,
@@ -233,11 +287,11 @@ impl Archive {
         E: std::error::Error + Send + Sync + 'static,
     {
         let mut tally = Tally::new(key, expected_len);
+        let threshold = self.multipart_threshold;
         // The up-front check saves uploading a large body that cannot be used. A local store
-        // enforces create-only itself (hard link), so a body known to fit one part skips it: the
+        // enforces create-only itself (hard link), so a body known to fit one put skips it: the
         // create fails with AlreadyExists and is settled the same way.
-        let small_local =
-            self.local_root.is_some() && expected_len.is_some_and(|l| l <= PART_SIZE as u64);
+        let small_local = self.local_root.is_some() && expected_len.is_some_and(|l| l <= threshold);
         if !small_local && self.head(key).await?.is_some() {
             while let Some(chunk) = body.next().await {
                 tally.add(&chunk.map_err(source_error)?)?;
@@ -246,13 +300,13 @@ impl Archive {
             return self.settle_existing(key, sha256, size).await;
         }
 
-        // Read up to one part: small bodies need a single request.
+        // Read up to the threshold: smaller bodies need a single request.
         let mut first = PutPayloadMut::new();
         let mut rest_pending = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(source_error)?;
             tally.add(&chunk)?;
-            if first.content_length() + chunk.len() > PART_SIZE {
+            if (first.content_length() + chunk.len()) as u64 > threshold {
                 rest_pending = Some(chunk);
                 break;
             }
@@ -275,20 +329,51 @@ impl Archive {
                     size,
                     status: PutStatus::Created,
                 }),
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    self.settle_existing(key, sha256, size).await
-                }
+                Err(e) if exists(&e) => self.settle_existing(key, sha256, size).await,
                 Err(e) => Err(ArchiveError::store(key.as_str(), e)),
             };
         };
 
-        let staging = Path::from_iter([STAGING_PREFIX, &uuid::Uuid::new_v4().to_string()]);
-        let upload = self
-            .store
-            .put_multipart(&staging)
-            .await
-            .map_err(|e| ArchiveError::store(key.as_str(), e))?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let staging = Path::from_iter([STAGING_PREFIX, &id]);
+        let marker_path = Marker::path(&id);
+        let (upload, upload_id): (Box<dyn MultipartUpload>, Option<String>) = match &self.multipart
+        {
+            Some(mp) => {
+                let upload = StoreUpload::create(mp, &staging)
+                    .await
+                    .map_err(|e| ArchiveError::store(key.as_str(), e))?;
+                let id = upload.id().to_owned();
+                (Box::new(upload), Some(id))
+            }
+            None => (
+                self.store
+                    .put_multipart(&staging)
+                    .await
+                    .map_err(|e| ArchiveError::store(key.as_str(), e))?,
+                None,
+            ),
+        };
+        let marker = Marker {
+            key: key.to_string(),
+            staging: staging.to_string(),
+            upload_id,
+            started: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            refreshed: 0,
+        };
         let mut parts = Parts::new(upload);
+        if let Err(e) = upload::write_marker(self.store.as_ref(), &marker_path, &marker).await {
+            parts.abort().await;
+            return Err(ArchiveError::store(key.as_str(), e));
+        }
+        let heartbeat = Heartbeat::start(
+            Arc::clone(&self.store),
+            marker_path.clone(),
+            marker,
+            self.marker_refresh,
+        );
         let streamed = async {
             for chunk in first.freeze().into_iter().chain([overflow]) {
                 parts
@@ -316,6 +401,7 @@ impl Archive {
             Ok(summary) => summary,
             Err(e) => {
                 parts.abort().await;
+                self.finish_upload(heartbeat, &marker_path).await;
                 return Err(e);
             }
         };
@@ -325,16 +411,24 @@ impl Archive {
             .copy_if_not_exists(&staging, &key.to_path())
             .await;
         self.remove_staging(&staging).await;
+        self.finish_upload(heartbeat, &marker_path).await;
         match linked {
             Ok(()) => Ok(PutOutcome {
                 sha256,
                 size,
                 status: PutStatus::Created,
             }),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                self.settle_existing(key, sha256, size).await
-            }
+            Err(e) if exists(&e) => self.settle_existing(key, sha256, size).await,
             Err(e) => Err(ArchiveError::store(key.as_str(), e)),
+        }
+    }
+
+    /// Stops an upload's heartbeat and removes its marker (best effort: a leftover marker is
+    /// cleaned up once stale).
+    async fn finish_upload(&self, heartbeat: Heartbeat, marker_path: &Path) {
+        heartbeat.stop().await;
+        if let Err(e) = upload::delete(self.store.as_ref(), marker_path).await {
+            tracing::warn!(marker = %marker_path, error = %e, "could not remove the upload marker");
         }
     }
 
@@ -363,7 +457,7 @@ impl Archive {
                 .await
             {
                 Ok(_) => return Ok(PutStatus::Created),
-                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) if exists(&e) => {}
                 Err(e) => return Err(ArchiveError::store(key.as_str(), e)),
             }
         }
@@ -457,77 +551,34 @@ impl Archive {
         Ok(out)
     }
 
-    /// Deletes staging data older than `older_than` left by uploads that were
-    /// killed mid-way (a crash between upload and link). Returns how many
-    /// staging objects or files were removed.
+    /// Aborts and removes what uploads killed mid-way left behind: the multipart
+    /// upload of each marker not refreshed for `older_than`, its staging object,
+    /// and staging data without a live marker older than `older_than`. Returns
+    /// how many staging objects, part files and markers were removed.
     ///
-    /// Choose `older_than` well above the longest upload (e.g. a day): a
-    /// younger staging object may belong to an upload still running in
-    /// another process. On S3, parts of never-completed multipart uploads are
-    /// not objects and are not seen here; a bucket lifecycle rule
-    /// (`AbortIncompleteMultipartUpload`) removes them.
+    /// A live upload (in this or another process, on any machine) refreshes its
+    /// marker every [`MARKER_REFRESH`], so any `older_than` well above that
+    /// (such as [`STALE_UPLOAD_AGE`]) never touches it.
     ///
     /// # Errors
-    /// [`ArchiveError::Store`] when listing or deleting fails.
-    pub async fn remove_stale_staging(
-        &self,
-        older_than: std::time::Duration,
-    ) -> Result<usize, ArchiveError> {
-        let now = std::time::SystemTime::now();
-        let is_stale = |modified: std::time::SystemTime| {
-            now.duration_since(modified)
-                .is_ok_and(|age| age >= older_than)
-        };
-        let staging = Path::from(STAGING_PREFIX);
-        let stale: Vec<Path> = self
-            .store
-            .list(Some(&staging))
-            .try_filter_map(|meta| {
-                let modified: std::time::SystemTime = meta.last_modified.into();
-                futures::future::ready(Ok(is_stale(modified).then_some(meta.location)))
-            })
-            .try_collect()
-            .await
-            .map_err(|e| ArchiveError::store(STAGING_PREFIX, e))?;
-        let mut removed = 0;
-        for path in stale {
-            match self.store.delete(&path).await {
-                Ok(()) => removed += 1,
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
-            }
-        }
-        // The local backend writes parts to `<staging>#<n>` files, which it
-        // does not list; remove those directly.
-        if let Some(root) = &self.local_root {
-            let dir = root.join(STAGING_PREFIX);
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries.collect::<Result<Vec<_>, _>>(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(e),
-            }
-            .map_err(|e| ArchiveError::store(STAGING_PREFIX, local_io_error(&dir, e)))?;
-            for entry in entries {
-                let path = entry.path();
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(is_stale);
-                if stale && entry.file_name().to_string_lossy().contains('#') {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => removed += 1,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => {
-                            return Err(ArchiveError::store(
-                                STAGING_PREFIX,
-                                local_io_error(&path, e),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(removed)
+    /// [`ArchiveError::Store`] when listing, reading, aborting or deleting fails.
+    pub async fn remove_stale_staging(&self, older_than: Duration) -> Result<usize, ArchiveError> {
+        upload::remove_stale(
+            self.store.as_ref(),
+            self.multipart.as_ref(),
+            self.local_root.as_deref().map(PathBuf::as_path),
+            older_than,
+        )
+        .await
+    }
+
+    /// [`Archive::remove_stale_staging`] with [`STALE_UPLOAD_AGE`]: what `sync`
+    /// and every worker run when they start.
+    ///
+    /// # Errors
+    /// As [`Archive::remove_stale_staging`].
+    pub async fn clean_interrupted_uploads(&self) -> Result<usize, ArchiveError> {
+        self.remove_stale_staging(STALE_UPLOAD_AGE).await
     }
 
     /// The key exists: report `AlreadyPresent` if it holds exactly the
@@ -573,278 +624,11 @@ impl Archive {
     }
 }
 
-fn local_io_error(path: &FsPath, e: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: format!("{}: {e}", path.display()).into(),
-    }
-}
-
-fn source_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> ArchiveError {
-    ArchiveError::Source(Box::new(e))
-}
-
-/// Running sha256 and length of a body, checked against the announced length.
-struct Tally<'a> {
-    key: &'a ObjectKey,
-    expected: Option<u64>,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<'a> Tally<'a> {
-    fn new(key: &'a ObjectKey, expected: Option<u64>) -> Self {
-        Tally {
-            key,
-            expected,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    /// Adds a chunk; fails as soon as the body is longer than announced, so
-    /// an over-long body is not uploaded in full before being rejected.
-    fn add(&mut self, chunk: &[u8]) -> Result<(), ArchiveError> {
-        self.hasher.update(chunk);
-        self.size += chunk.len() as u64;
-        match self.expected {
-            Some(expected) if self.size > expected => Err(self.mismatch(expected)),
-            _ => Ok(()),
-        }
-    }
-
-    fn finish(self) -> Result<(String, u64), ArchiveError> {
-        match self.expected {
-            Some(expected) if self.size != expected => Err(self.mismatch(expected)),
-            _ => Ok((hex::encode(self.hasher.finalize()), self.size)),
-        }
-    }
-
-    fn mismatch(&self, expected: u64) -> ArchiveError {
-        ArchiveError::SizeMismatch {
-            key: self.key.to_string(),
-            expected,
-            got: self.size,
-        }
-    }
-}
-
-/// A multipart upload fed in `PART_SIZE` parts with at most
-/// `MAX_PARTS_IN_FLIGHT` concurrent part uploads.
-///
-/// Written instead of `object_store::WriteMultipart` so that every failure
-/// path, including a failed final part, can still abort the upload.
-struct Parts {
-    upload: Box<dyn MultipartUpload>,
-    in_flight: JoinSet<object_store::Result<()>>,
-    pending: PutPayloadMut,
-}
-
-impl Parts {
-    fn new(upload: Box<dyn MultipartUpload>) -> Self {
-        Parts {
-            upload,
-            in_flight: JoinSet::new(),
-            pending: PutPayloadMut::new(),
-        }
-    }
-
-    async fn push(&mut self, mut bytes: Bytes) -> object_store::Result<()> {
-        while !bytes.is_empty() {
-            let room = PART_SIZE - self.pending.content_length();
-            if bytes.len() < room {
-                self.pending.push(bytes);
-                return Ok(());
-            }
-            self.pending.push(bytes.split_to(room));
-            self.send_pending(MAX_PARTS_IN_FLIGHT).await?;
-        }
-        Ok(())
-    }
-
-    /// Starts uploading the pending part once fewer than `limit` are in flight.
-    async fn send_pending(&mut self, limit: usize) -> object_store::Result<()> {
-        while self.in_flight.len() >= limit.max(1) {
-            self.join_one().await?;
-        }
-        let part = std::mem::take(&mut self.pending).freeze();
-        self.in_flight.spawn(self.upload.put_part(part));
-        Ok(())
-    }
-
-    async fn join_one(&mut self) -> object_store::Result<()> {
-        match self.in_flight.join_next().await {
-            None => Ok(()),
-            Some(Ok(result)) => result,
-            Some(Err(join_error)) => Err(object_store::Error::Generic {
-                store: "archive",
-                source: Box::new(join_error),
-            }),
-        }
-    }
-
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
-        if self.pending.content_length() > 0 {
-            self.send_pending(MAX_PARTS_IN_FLIGHT).await?;
-        }
-        while !self.in_flight.is_empty() {
-            self.join_one().await?;
-        }
-        self.upload.complete().await
-    }
-
-    /// Cancels in-flight parts and aborts the upload, so no staging data is
-    /// left (the local backend deletes its staging file; S3 drops the parts).
-    async fn abort(mut self) {
-        self.in_flight.shutdown().await;
-        if let Err(e) = self.upload.abort().await {
-            tracing::warn!(error = %e, "could not abort multipart upload");
-        }
-    }
-}
-
-fn open_local(path: &FsPath) -> Result<Archive, ArchiveError> {
-    if path.as_os_str().is_empty() {
-        return Err(ArchiveError::config("url", "the archive path is empty"));
-    }
-    std::fs::create_dir_all(path).map_err(|e| {
-        ArchiveError::config(
-            "url",
-            format!("cannot create archive folder {}: {e}", path.display()),
-        )
-    })?;
-    let root: PathBuf = std::fs::canonicalize(path).map_err(|e| {
-        ArchiveError::config(
-            "url",
-            format!("cannot resolve archive folder {}: {e}", path.display()),
-        )
-    })?;
-    let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| {
-        ArchiveError::config(
-            "url",
-            format!("cannot use archive folder {}: {e}", root.display()),
-        )
-    })?;
-    Ok(Archive {
-        store: Arc::new(store),
-        description: format!("file://{}", root.display()).into(),
-        local_root: Some(Arc::new(root)),
-    })
-}
-
-fn open_s3(
-    cfg: &StorageConfig,
-    bucket_and_prefix: &str,
-    keys: Option<Keys<'_>>,
-) -> Result<Archive, ArchiveError> {
-    let (bucket, prefix) = bucket_and_prefix
-        .split_once('/')
-        .unwrap_or((bucket_and_prefix, ""));
-    if bucket.is_empty()
-        || !bucket
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    {
-        return Err(ArchiveError::config(
-            "url",
-            format!("invalid bucket name {bucket:?}; expected s3://BUCKET[/PREFIX]"),
-        ));
-    }
-    let prefix = prefix.trim_matches('/');
-    let prefix_path = if prefix.is_empty() {
-        None
-    } else {
-        let valid = Path::parse(prefix)
-            .ok()
-            .filter(|p| p.parts().all(|part| !part.as_ref().starts_with('.')));
-        Some(valid.ok_or_else(|| {
-            ArchiveError::config(
-                "url",
-                format!("invalid prefix {prefix:?}: no empty, '.' or '..' segments"),
-            )
-        })?)
-    };
-
-    let mut builder = match &keys {
-        Some(k) => AmazonS3Builder::new()
-            .with_access_key_id(k.access_key)
-            .with_secret_access_key(k.secret_key),
-        None => AmazonS3Builder::from_env(),
-    };
-    builder = builder.with_bucket_name(bucket);
-    let mut endpoint_shown = None;
-    if let Some(endpoint) = cfg
-        .endpoint
-        .as_deref()
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-    {
-        let mut parsed = url::Url::parse(endpoint).map_err(|e| {
-            ArchiveError::config(
-                "endpoint",
-                format!("not a URL ({e}); expected e.g. https://s3.example.com"),
-            )
-        })?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if cfg.allow_http => {}
-            "http" => {
-                return Err(ArchiveError::config(
-                    "endpoint",
-                    "plain-HTTP endpoint; set allow_http = true (local test stores only) or use https",
-                ));
-            }
-            other => {
-                return Err(ArchiveError::config(
-                    "endpoint",
-                    format!("unsupported scheme {other:?}; use https (or http with allow_http)"),
-                ));
-            }
-        }
-        builder = builder.with_endpoint(endpoint);
-        // Never show userinfo or a query a user may have embedded in the endpoint.
-        let _ = parsed.set_username("");
-        let _ = parsed.set_password(None);
-        endpoint_shown = Some(redact::redact_url(parsed.as_str().trim_end_matches('/')));
-    }
-    if cfg.allow_http {
-        builder = builder.with_allow_http(true);
-    }
-    if let Some(region) = cfg.region.as_deref().filter(|r| !r.is_empty()) {
-        builder = builder.with_region(region);
-    } else if keys.is_some()
-        && let Some(region) = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()))
-    {
-        builder = builder.with_region(region);
-    }
-    // Native S3 (and stores that implement conditional writes) provide
-    // copy-if-not-exists through a multipart copy completed with
-    // `If-None-Match: *`. An explicit AWS_COPY_IF_NOT_EXISTS (e.g. R2's header
-    // mode) wins when credentials come from the environment.
-    if keys.is_some() || std::env::var_os("AWS_COPY_IF_NOT_EXISTS").is_none() {
-        builder = builder.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
-    }
-    let s3 = builder
-        .build()
-        .map_err(|e| ArchiveError::config("s3", redact::redact_urls_in(&e.to_string())))?;
-
-    let mut description = format!("s3://{bucket}");
-    let store: Arc<dyn ObjectStore> = match prefix_path {
-        Some(p) => {
-            description.push('/');
-            description.push_str(p.as_ref());
-            Arc::new(PrefixStore::new(s3, p))
-        }
-        None => Arc::new(s3),
-    };
-    if let Some(endpoint) = endpoint_shown {
-        description.push_str(&format!(" (endpoint {endpoint})"));
-    }
-    Ok(Archive {
-        store,
-        description: description.into(),
-        local_root: None,
-    })
+/// The store reports that the key exists: `AlreadyExists`, or a failed precondition
+/// (`If-None-Match: *` answered 412 by stores that do not map it).
+fn exists(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
 }

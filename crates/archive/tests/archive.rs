@@ -33,13 +33,8 @@ impl Backend {
     async fn local() -> Backend {
         let tmp = TempDir::new().unwrap();
         let dir = tmp.path().join("archive");
-        let archive = Archive::open(&StorageConfig {
-            url: format!("file://{}", dir.display()),
-            endpoint: None,
-            region: None,
-            allow_http: false,
-        })
-        .unwrap();
+        let archive =
+            Archive::open(&StorageConfig::new(format!("file://{}", dir.display()))).unwrap();
         let dir = dir.canonicalize().unwrap();
         Backend {
             archive,
@@ -530,12 +525,7 @@ async fn list_is_relative_sorted_and_hides_staging(b: Backend) {
 #[tokio::test]
 async fn open_local_variants() {
     let tmp = TempDir::new().unwrap();
-    let cfg = |url: String| StorageConfig {
-        url,
-        endpoint: None,
-        region: None,
-        allow_http: false,
-    };
+    let cfg = StorageConfig::new;
     let bare = tmp.path().join("a/b");
     let archive = Archive::open(&cfg(bare.display().to_string())).unwrap();
     assert!(bare.is_dir());
@@ -549,7 +539,10 @@ async fn open_local_variants() {
 
     for bad in [
         "ftp://x/y",
-        "gs://bucket",
+        "gs://",
+        "az://",
+        "az://c/../x",
+        "gs://b/.hidden",
         "",
         "s3://",
         "s3:///prefix",
@@ -655,4 +648,37 @@ async fn stale_staging_on_s3() {
     );
     assert!(!b.objects_dir.join(".wxvault-staging/old").exists());
     assert_eq!(b.archive.list("").await.unwrap().len(), 1);
+}
+
+fn age(path: &Path, by: std::time::Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - by)
+        .unwrap();
+}
+
+/// Staging data of an upload whose marker is still refreshed belongs to a live upload (maybe in
+/// another process) and stays, however old; once the marker is stale, all of it goes.
+#[tokio::test]
+async fn a_fresh_marker_keeps_old_staging_data() {
+    let b = Backend::local().await;
+    let staging = b.objects_dir.join(".wxvault-staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let two_days = std::time::Duration::from_secs(2 * 86_400);
+    let day = std::time::Duration::from_secs(86_400);
+    for name in ["aaaa", "aaaa#1"] {
+        std::fs::write(staging.join(name), b"part").unwrap();
+        age(&staging.join(name), two_days);
+    }
+    let marker = serde_json::json!({
+        "key": "org-a/x.wav", "staging": ".wxvault-staging/aaaa",
+        "upload_id": null, "started": "2026-01-01T00:00:00Z", "refreshed": 9,
+    });
+    std::fs::write(staging.join("aaaa.upload"), marker.to_string()).unwrap();
+
+    assert_eq!(b.archive.remove_stale_staging(day).await.unwrap(), 0);
+    assert_eq!(b.stray_files(&[]).len(), 3, "{:?}", b.files());
+
+    age(&staging.join("aaaa.upload"), two_days);
+    assert_eq!(b.archive.remove_stale_staging(day).await.unwrap(), 3);
+    assert!(b.stray_files(&[]).is_empty(), "{:?}", b.files());
 }

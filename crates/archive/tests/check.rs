@@ -11,6 +11,8 @@ fn local(path: &std::path::Path) -> Archive {
         endpoint: None,
         region: None,
         allow_http: false,
+        multipart_threshold: archive::DEFAULT_MULTIPART_THRESHOLD,
+        sse: None,
     })
     .unwrap()
 }

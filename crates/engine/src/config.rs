@@ -181,17 +181,107 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
-    /// `file://path` (default `./wxvault-data/archive`) or `s3://bucket/prefix`.
+    /// `file://path` (default `./wxvault-data/archive`), `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` or `az://container/prefix`.
     #[serde(default = "default_storage_url")]
     pub url: String,
-    /// S3-compatible endpoint (MinIO, Ceph, …); AWS when absent.
+    /// S3-compatible endpoint (MinIO, Ceph, …), a GCS emulator, or an Azure blob endpoint;
+    /// the cloud's own when absent.
     #[serde(default)]
     pub endpoint: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
-    /// Allow plain `http://` endpoints (local S3 implementations).
+    /// Allow plain `http://` endpoints (local S3 implementations and emulators).
     #[serde(default)]
     pub allow_http: bool,
+    /// Bodies above this size are uploaded in parts: a byte count, or a string such as
+    /// `"16MiB"` (default 16 MiB).
+    #[serde(default)]
+    pub multipart_threshold: ByteSize,
+    /// S3 server-side encryption: `"s3"` (SSE-S3) or `"kms"` (SSE-KMS with
+    /// `sse_kms_key_id`); absent leaves it to the bucket.
+    #[serde(default)]
+    pub sse: Option<SseMode>,
+    /// The KMS key (id, ARN or alias) for `sse = "kms"`.
+    #[serde(default)]
+    pub sse_kms_key_id: Option<String>,
+}
+
+/// `[storage] sse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SseMode {
+    /// SSE-S3: keys managed by S3.
+    S3,
+    /// SSE-KMS with `sse_kms_key_id`.
+    Kms,
+}
+
+/// A size in bytes, written in the file as an integer or as a string with a unit
+/// (`"16MiB"`, `"512 KiB"`, `"1GB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl Default for ByteSize {
+    fn default() -> Self {
+        ByteSize(archive::DEFAULT_MULTIPART_THRESHOLD)
+    }
+}
+
+impl ByteSize {
+    /// Parses `"16MiB"`, `"16 MiB"`, `"16mb"`, `"1048576"`, `"1048576B"`.
+    ///
+    /// # Errors
+    /// A message naming the accepted forms when `text` is none of them.
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let bad = || {
+            format!(
+                "{text:?} is not a size; use a byte count or a number with B, KiB, MiB, GiB, KB, MB or GB"
+            )
+        };
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            _ => return Err(bad()),
+        };
+        number.checked_mul(factor).map(ByteSize).ok_or_else(bad)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a byte count or a size such as \"16MiB\" (B, KiB, MiB, GiB, KB, MB, GB)",
+            )
+        })? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// `[webex]`
@@ -315,6 +405,9 @@ impl Default for StorageSection {
             endpoint: None,
             region: None,
             allow_http: false,
+            multipart_threshold: ByteSize::default(),
+            sse: None,
+            sse_kms_key_id: None,
         }
     }
 }
@@ -522,13 +615,17 @@ impl Config {
             ));
         }
         let st = &self.storage.url;
-        if !(st.starts_with("file://") || st.starts_with("s3://")) {
+        if !["file://", "s3://", "gs://", "az://"]
+            .iter()
+            .any(|scheme| st.starts_with(scheme))
+        {
             return Err(bad(
                 "storage.url",
                 st,
-                "use file://PATH or s3://BUCKET/PREFIX",
+                "use file://PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX",
             ));
         }
+        self.validate_storage_extras(&bad)?;
         if let Some(e) = &self.storage.endpoint {
             match url::Url::parse(e) {
                 Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
@@ -699,14 +796,80 @@ impl Config {
         Ok(())
     }
 
+    /// `[storage]` multipart threshold and server-side encryption: in range, and the KMS key id
+    /// given exactly when `sse = "kms"`, on an `s3://` archive.
+    fn validate_storage_extras(
+        &self,
+        bad: &dyn Fn(&'static str, &str, &str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        let threshold = st.multipart_threshold.0;
+        if !(archive::MIN_MULTIPART_THRESHOLD..=archive::MAX_MULTIPART_THRESHOLD)
+            .contains(&threshold)
+        {
+            return Err(bad(
+                "storage.multipart_threshold",
+                &threshold.to_string(),
+                "must be between 1 MiB and 512 MiB (bytes, or a size such as \"16MiB\")",
+            ));
+        }
+        let key_id = st
+            .sse_kms_key_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        match (st.sse, key_id) {
+            (Some(SseMode::Kms), None) => {
+                return Err(bad(
+                    "storage.sse_kms_key_id",
+                    "",
+                    "is required with sse = \"kms\"; set it to the KMS key id, ARN or alias",
+                ));
+            }
+            (Some(SseMode::S3) | None, Some(k)) => {
+                return Err(bad(
+                    "storage.sse_kms_key_id",
+                    k,
+                    "is only used with sse = \"kms\"; set sse = \"kms\" or remove it",
+                ));
+            }
+            _ => {}
+        }
+        if st.sse.is_some() && !st.url.starts_with("s3://") {
+            return Err(bad(
+                "storage.sse",
+                match st.sse {
+                    Some(SseMode::Kms) => "kms",
+                    _ => "s3",
+                },
+                "applies to s3:// archives only (Google Cloud Storage and Azure encrypt at rest \
+                 by default); remove it",
+            ));
+        }
+        Ok(())
+    }
+
     /// The archive crate's view of `[storage]`.
     pub fn storage_config(&self) -> archive::StorageConfig {
-        archive::StorageConfig {
-            url: self.storage.url.clone(),
-            endpoint: self.storage.endpoint.clone(),
-            region: self.storage.region.clone(),
-            allow_http: self.storage.allow_http,
-        }
+        let st = &self.storage;
+        let mut cfg = archive::StorageConfig::new(st.url.clone());
+        cfg.endpoint = st.endpoint.clone();
+        cfg.region = st.region.clone();
+        cfg.allow_http = st.allow_http;
+        cfg.multipart_threshold = st.multipart_threshold.0;
+        cfg.sse = match st.sse {
+            None => None,
+            Some(SseMode::S3) => Some(archive::Sse::S3),
+            Some(SseMode::Kms) => Some(archive::Sse::Kms {
+                key_id: st
+                    .sse_kms_key_id
+                    .clone()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            }),
+        };
+        cfg
     }
 
     /// Serializes the configuration back to TOML (used by `demo` to leave its config behind).
@@ -805,5 +968,106 @@ mod parse_error_tests {
             "{msg}"
         );
         assert!(!msg.contains("five"), "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxvault.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn multipart_threshold_takes_bytes_or_a_size() {
+        let cfg = load("[storage]\nurl = \"s3://b/p\"\n").unwrap();
+        assert_eq!(cfg.storage_config().multipart_threshold, 16 * 1024 * 1024);
+        for (value, bytes) in [
+            ("5242880", 5 * 1024 * 1024),
+            ("\"16MiB\"", 16 * 1024 * 1024),
+            ("\"8 MiB\"", 8 * 1024 * 1024),
+            ("\"2mb\"", 2_000_000),
+            ("\"1GiB\"", 1 << 30),
+        ] {
+            let text = format!("[storage]\nurl = \"gs://b\"\nmultipart_threshold = {value}\n");
+            match load(&text) {
+                Ok(cfg) => assert_eq!(cfg.storage.multipart_threshold.0, bytes, "{value}"),
+                // 1 GiB is above the limit: refused with the key named.
+                Err(e) => {
+                    assert_eq!(bytes, 1 << 30, "{value}: {e}");
+                    assert!(e.to_string().contains("storage.multipart_threshold"), "{e}");
+                }
+            }
+        }
+        for bad in ["\"16 parsecs\"", "\"MiB\"", "-1", "1024"] {
+            let text = format!("[storage]\nurl = \"gs://b\"\nmultipart_threshold = {bad}\n");
+            let e = load(&text).unwrap_err().to_string();
+            assert!(e.contains("multipart_threshold"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sse_needs_its_key_id_exactly_for_kms() {
+        let cfg = load("[storage]\nurl = \"s3://b\"\nsse = \"s3\"\n").unwrap();
+        assert_eq!(cfg.storage_config().sse, Some(archive::Sse::S3));
+        let cfg = load(
+            "[storage]\nurl = \"s3://b\"\nsse = \"kms\"\nsse_kms_key_id = \"alias/archive\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.storage_config().sse,
+            Some(archive::Sse::Kms {
+                key_id: "alias/archive".into()
+            })
+        );
+        assert_eq!(
+            load("[storage]\nurl = \"s3://b\"\n")
+                .unwrap()
+                .storage_config()
+                .sse,
+            None
+        );
+
+        for (text, key) in [
+            ("sse = \"kms\"\n", "storage.sse_kms_key_id"),
+            (
+                "sse = \"kms\"\nsse_kms_key_id = \" \"\n",
+                "storage.sse_kms_key_id",
+            ),
+            (
+                "sse = \"s3\"\nsse_kms_key_id = \"k1\"\n",
+                "storage.sse_kms_key_id",
+            ),
+            ("sse_kms_key_id = \"k1\"\n", "storage.sse_kms_key_id"),
+        ] {
+            let e = load(&format!("[storage]\nurl = \"s3://b\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("kms"), "{text}: {e}");
+        }
+        let e = load("[storage]\nurl = \"s3://b\"\nsse = \"aes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sse"), "{e}");
+        let e = load("[storage]\nurl = \"az://c\"\nsse = \"s3\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.sse") && e.contains("s3://"), "{e}");
+    }
+
+    #[test]
+    fn cloud_schemes_are_accepted_and_others_named() {
+        for url in ["gs://bucket/p", "az://container", "s3://b", "file://x"] {
+            load(&format!("[storage]\nurl = \"{url}\"\n")).unwrap();
+        }
+        let e = load("[storage]\nurl = \"ftp://u:pw@h/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gs://") && e.contains("az://"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
     }
 }

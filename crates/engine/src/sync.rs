@@ -234,14 +234,12 @@ impl Engine {
         Ok(SyncReport { orgs: reports })
     }
 
-    /// Removes uploads a killed run left half-way (kill -9 during an upload). A day is far
-    /// longer than any upload still in flight in a concurrent run takes.
+    /// Aborts and removes uploads a killed run left half-way (see
+    /// `archive::Archive::clean_interrupted_uploads`).
     pub async fn clean_staging(&self) {
-        match self
-            .archive
-            .remove_stale_staging(std::time::Duration::from_secs(24 * 3600))
-            .await
-        {
+        // Uploads a killed run left half-way (kill -9 during an upload): their markers stopped
+        // being refreshed; live uploads of concurrent processes refresh theirs and are kept.
+        match self.archive.clean_interrupted_uploads().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} unfinished upload(s) left by an interrupted run"),
             Err(e) => tracing::warn!("could not clean unfinished uploads: {e}"),

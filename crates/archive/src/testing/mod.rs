@@ -1,4 +1,5 @@
-//! An in-process S3 server for tests (feature `test-s3`).
+//! Test support (feature `test-s3`): an in-process S3 server, and clients for the Azurite and
+//! GCS emulators that CI starts ([`Azurite`], [`Gcs`]).
 //!
 //! [`TestS3`] serves a real S3 implementation (`s3s` protocol layer over the
 //! `s3s-fs` file-system backend, SigV4 authentication on) from
@@ -12,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
 use s3s::dto::*;
@@ -22,9 +24,14 @@ use tokio::task::JoinSet;
 
 use crate::StorageConfig;
 
+mod emulators;
+pub use emulators::{Azurite, Gcs, unique_name};
+
 /// A running in-process S3 server. Stops when dropped.
 pub struct TestS3 {
     addr: SocketAddr,
+    root: PathBuf,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
     bucket: String,
     access_key: String,
     secret_key: String,
@@ -55,6 +62,7 @@ impl TestS3 {
         let access_key = format!("AKTEST{}", uuid::Uuid::new_v4().simple())[..20].to_uppercase();
         let secret_key = uuid::Uuid::new_v4().simple().to_string();
 
+        let data_root = root.clone();
         let mut builder = S3ServiceBuilder::new(ConditionalFs {
             inner: fs,
             root: root.clone(),
@@ -66,6 +74,8 @@ impl TestS3 {
             secret_key.clone(),
         ));
         let service = builder.build().into_shared();
+        let requests: Arc<Mutex<Vec<RecordedRequest>>> = Arc::default();
+        let log = Arc::clone(&requests);
 
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -80,10 +90,22 @@ impl TestS3 {
                     continue;
                 };
                 let service = service.clone();
+                let log = Arc::clone(&log);
+                // Every request's method, target and headers are kept for tests to inspect,
+                // so a test can prove a header reached the server, not just that it was set.
+                let recording = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        log.lock()
+                            .expect("request log")
+                            .push(RecordedRequest::of(&req));
+                        let service = service.clone();
+                        async move { hyper::service::Service::call(&service, req).await }
+                    },
+                );
                 connections.spawn(async move {
                     // A client hanging up mid-request is not a server failure.
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
+                        .serve_connection(TokioIo::new(socket), recording)
                         .await;
                 });
                 while connections.try_join_next().is_some() {}
@@ -91,6 +113,8 @@ impl TestS3 {
         });
         TestS3 {
             addr,
+            root: data_root,
+            requests,
             bucket: bucket.to_owned(),
             access_key,
             secret_key,
@@ -124,16 +148,83 @@ impl TestS3 {
     /// [`access_key`](Self::access_key)/[`secret_key`](Self::secret_key).
     pub fn storage_config(&self, prefix: &str) -> StorageConfig {
         let prefix = prefix.trim_matches('/');
-        StorageConfig {
-            url: if prefix.is_empty() {
-                format!("s3://{}", self.bucket)
-            } else {
-                format!("s3://{}/{prefix}", self.bucket)
-            },
-            endpoint: Some(self.endpoint()),
-            region: Some("us-east-1".to_owned()),
-            allow_http: true,
+        let mut cfg = StorageConfig::new(if prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{prefix}", self.bucket)
+        });
+        cfg.endpoint = Some(self.endpoint());
+        cfg.region = Some("us-east-1".to_owned());
+        cfg.allow_http = true;
+        cfg
+    }
+}
+
+impl TestS3 {
+    /// Every request the server received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.lock().expect("request log").clone()
+    }
+
+    /// Multipart uploads started and neither completed nor aborted. The server keeps one
+    /// `.upload-<id>.json` file per open upload and `.upload_id-<id>.part-<n>` per stored
+    /// part at its data root; both are listed (sorted), so an empty answer means no upload and
+    /// no part is left.
+    pub fn open_uploads(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".upload-") || n.starts_with(".upload_id-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+/// One request as the in-process S3 server received it (the `Authorization` header left out).
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// `PUT`, `POST`, …
+    pub method: String,
+    /// Path and query, e.g. `/bucket/key?uploads`.
+    pub target: String,
+    /// Header names (lowercase) and values.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    fn of<B>(req: &hyper::Request<B>) -> RecordedRequest {
+        RecordedRequest {
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            headers: req
+                .headers()
+                .iter()
+                .filter(|(name, _)| *name != hyper::header::AUTHORIZATION)
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
         }
+    }
+
+    /// The value of header `name` (lowercase), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
