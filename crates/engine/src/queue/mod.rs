@@ -29,7 +29,7 @@ use vault::{Job, LeaseHolder, Org};
 use webex::ErrorClass;
 
 pub use config::{ScheduleConfig, WorkerConfig};
-pub use planner::{PLANNER, PlanSummary};
+pub use planner::{PLANNER, PlanSummary, plan_if_due};
 
 use crate::clock::rfc3339;
 use crate::error::EngineError;
@@ -233,6 +233,7 @@ async fn run_job(engine: &Engine, job: &Job, stop: Arc<AtomicBool>) -> OrgReport
         orgs: Vec::new(),
         from_ms: job.from_ms,
         to_ms: job.to_ms,
+        rescan: job.kind == vault::KIND_RESCAN,
     };
     engine.harvest_org(org, &opts, stop).await
 }
