@@ -18,4 +18,5 @@ mod serve;
 mod sources_cli;
 mod storage;
 mod sync;
+mod unattended;
 mod vault_state;
