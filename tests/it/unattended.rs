@@ -507,3 +507,79 @@ async fn a_transient_org_failure_is_retried_with_backoff_and_a_refused_grant_fai
 fn out_text_has(text: &str, secret: &str) -> bool {
     !secret.is_empty() && text.contains(secret)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_of_an_archived_window_downloads_nothing_again_for_either_source() {
+    use crate::calling::{COMPLIANCE, WXCC, acme};
+    let a = acme(
+        2,
+        8,
+        Faults::default(),
+        CONFIG,
+        &["wxcc", "calling"],
+        &[WXCC, COMPLIANCE],
+    )
+    .await;
+    let h = a.env.handle();
+    let t0 = h.now_ms();
+    h.advance_clock(Duration::from_secs(3600));
+    let report = a
+        .engine
+        .sync(&engine::SyncOptions {
+            orgs: vec![],
+            from_ms: Some(t0 - 3 * DAY),
+            to_ms: Some(h.now_ms()),
+            rescan: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.orgs[0].outcome, engine::OrgOutcome::Ok);
+    let archived = files(&a.env.archive_dir());
+    assert!(
+        archived.keys().any(|k| k.contains("/calling/")),
+        "both sources archived something"
+    );
+    let before = h.stats().by_endpoint;
+
+    let now = h.now_ms();
+    let rescan = NewJob {
+        kind: KIND_RESCAN.into(),
+        from_ms: Some(now - 3 * DAY),
+        to_ms: Some(now - engine::sync::SETTLE_LAG_MS),
+        requested_by: "test".into(),
+        max_attempts: 3,
+    };
+    let id = a
+        .engine
+        .vault
+        .enqueue_job(&a.org, &rescan, now)
+        .await
+        .unwrap();
+    let jobs = work_until_done(&a.engine, &[id]).await.unwrap();
+    assert_eq!(jobs[0].state, "done", "{:?}", jobs[0]);
+
+    let after = h.stats().by_endpoint;
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    // Nothing fetched or written again: no media, no Calling details or metadata.
+    for k in [
+        "media",
+        "calling_media",
+        "calling_details",
+        "calling_metadata",
+    ] {
+        assert_eq!(delta(k), 0, "{k} asked again by the rescan");
+    }
+    // Cheap: the window listed again (three days, one list per day and service type at most a
+    // page each), WxCC's archived tasks asked about 10 at a time.
+    assert!(
+        (1..=6).contains(&delta("calling_list")),
+        "{}",
+        delta("calling_list")
+    );
+    assert!(delta("captures") > 0);
+    assert_eq!(
+        files(&a.env.archive_dir()),
+        archived,
+        "the archive is untouched"
+    );
+}
