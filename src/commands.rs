@@ -385,6 +385,7 @@ async fn sync(config: &Config, args: SyncArgs) -> Result<u8> {
             orgs: args.orgs,
             from_ms: from,
             to_ms: to,
+            rescan: false,
         })
         .await
         .map_err(|e| match e {

@@ -187,6 +187,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
             orgs: vec![],
             from_ms: Some(now - 24 * 3_600_000),
             to_ms: Some(now),
+            rescan: false,
         })
         .await?;
     server.shutdown().await;

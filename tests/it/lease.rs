@@ -75,6 +75,7 @@ async fn a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once() {
         orgs: vec![],
         from_ms: Some(t0 - 86_400_000),
         to_ms: Some(t0),
+        rescan: false,
     };
     engine
         .vault
@@ -126,6 +127,7 @@ async fn a_held_org_is_skipped_others_go_on_and_an_expired_lease_is_taken_over()
         orgs: vec![],
         from_ms: Some(t0 - 3 * 86_400_000),
         to_ms: Some(t0),
+        rescan: false,
     };
 
     // Another process holds acme (it took the lease just now, on the same clock).
@@ -412,6 +414,7 @@ async fn a_run_that_loses_its_lease_stops_before_starting_more_work() {
             orgs: vec![],
             from_ms: Some(from),
             to_ms: Some(t0),
+            rescan: false,
         })
         .await
         .unwrap();

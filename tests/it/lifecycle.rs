@@ -20,6 +20,7 @@ async fn late_captures_wait_then_arrive_and_never_arriving_ones_go_missing() {
         orgs: vec![],
         from_ms: Some(t0 - 3 * 86_400_000),
         to_ms: Some(t0),
+        rescan: false,
     };
     let manifest = env.handle().manifest(&sim_org.org_id);
     let telephony: Vec<_> = manifest
@@ -254,6 +255,7 @@ async fn an_ad_hoc_window_ahead_of_the_cursor_leaves_no_gap() {
         orgs: vec![],
         from_ms: from,
         to_ms: to,
+        rescan: false,
     };
     // Day one, then an ad-hoc run for the last day: the day in between is a gap.
     engine

@@ -19,4 +19,5 @@ mod serve;
 mod sources_cli;
 mod storage;
 mod sync;
+mod unattended;
 mod vault_state;

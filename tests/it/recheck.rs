@@ -16,6 +16,7 @@ fn window(from_ms: i64, to_ms: i64) -> SyncOptions {
         orgs: vec![],
         from_ms: Some(from_ms),
         to_ms: Some(to_ms),
+        rescan: false,
     }
 }
 

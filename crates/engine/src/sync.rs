@@ -39,6 +39,9 @@ pub struct SyncOptions {
     pub from_ms: Option<i64>,
     /// Exclusive end (epoch ms); default: now.
     pub to_ms: Option<i64>,
+    /// A rescan (the planner's daily job): sources also re-check items of the window that
+    /// look finished, so captures Webex adds late are found. `false` for `sync` and harvests.
+    pub rescan: bool,
 }
 
 /// One org as `status` shows it.
@@ -307,7 +310,7 @@ impl Engine {
                     return report;
                 }
             };
-        let run = self.org_run_with(&org, tokens.clone(), stop);
+        let run = self.org_run_with(&org, tokens.clone(), stop, opts.rescan);
         lease.stop_on_loss(run.stop.clone());
         let names = org_sources(&org);
         // Sources run side by side; one source's refusal never stops the other.
@@ -399,15 +402,18 @@ impl Engine {
             org,
             tokens,
             Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            false,
         )
     }
 
-    /// [`Engine::org_run`] with a stop flag of the caller's (a job's: lease lost, shutdown).
+    /// [`Engine::org_run`] with a stop flag of the caller's (a job's: lease lost, shutdown),
+    /// and whether the run is a rescan ([`SyncOptions::rescan`]).
     pub(crate) fn org_run_with(
         &self,
         org: &Org,
         tokens: Arc<OrgTokens>,
         stop: Arc<std::sync::atomic::AtomicBool>,
+        rescan: bool,
     ) -> Arc<OrgRun> {
         Arc::new(OrgRun {
             vault: self.vault.clone(),
@@ -421,6 +427,7 @@ impl Engine {
             org: org.clone(),
             tokens,
             stop,
+            rescan,
         })
     }
 

@@ -63,6 +63,41 @@ impl Vault {
         rows.iter().map(task_from_row).collect()
     }
 
+    /// Tasks of `source` created in `[from_ms, to_ms)` that a rescan asks Webex about again,
+    /// whenever they were last checked: `captured` ones (a capture can be added to a task after
+    /// its first ones were archived), `missing` ones, and `absent` ones Webex never said had a
+    /// capture requested. Waiting tasks are queried on every run anyway.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure, [`VaultError::Corrupt`] for unreadable rows.
+    pub async fn tasks_for_rescan(
+        &self,
+        org: &Org,
+        source: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<TaskRow>, VaultError> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE org = $1 AND source = $2 \
+               AND (state IN ('captured', 'missing') \
+                    OR (state = 'absent' AND capture_requested IS NULL)) \
+               AND created_ms >= $3 AND created_ms < $4 \
+             ORDER BY created_ms, task_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(org.id)
+            .bind(source)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(VaultError::db(format!(
+                "listing {source} tasks to rescan of org {}",
+                org.name
+            )))?;
+        rows.iter().map(task_from_row).collect()
+    }
+
     /// Counts one captures query against each of `task_ids` of `source`, stamped `at_ms` (the caller's
     /// clock, so re-check intervals follow the same time as the grace period).
     ///

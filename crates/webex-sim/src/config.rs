@@ -151,6 +151,17 @@ pub struct DatasetSpec {
     /// no transcript.
     #[serde(default)]
     pub calling_per_org: u32,
+    /// Per org, telephony tasks (`captureRequested: true`, one recording each) created after
+    /// the simulator start, in `(start, start + future_hours]`: hidden from `/v1/tasks` until
+    /// the simulator clock passes their `createdTime`, their captures a few minutes after the
+    /// call ends. Generated on their own random stream, so the rest of the dataset is the same
+    /// whatever this is. For tests of a service that keeps harvesting as time goes on.
+    #[serde(default)]
+    pub future_tasks_per_org: u32,
+    /// The span after the start over which [`Self::future_tasks_per_org`] are spread, in hours
+    /// (at least 1 when there are future tasks).
+    #[serde(default)]
+    pub future_hours: u32,
 }
 
 impl DatasetSpec {
@@ -170,6 +181,8 @@ impl DatasetSpec {
             exact_recordings: None,
             large_recording_bytes: None,
             calling_per_org: 0,
+            future_tasks_per_org: 0,
+            future_hours: 0,
         }
     }
 
@@ -190,6 +203,8 @@ impl DatasetSpec {
             exact_recordings: None,
             large_recording_bytes: None,
             calling_per_org: 12,
+            future_tasks_per_org: 0,
+            future_hours: 0,
         }
     }
 
@@ -213,6 +228,8 @@ impl DatasetSpec {
             exact_recordings: Some(recordings),
             large_recording_bytes: None,
             calling_per_org: 0,
+            future_tasks_per_org: 0,
+            future_hours: 0,
         }
     }
 
@@ -222,6 +239,15 @@ impl DatasetSpec {
     #[must_use]
     pub fn with_large_recording(mut self, bytes: u64) -> Self {
         self.large_recording_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets [`Self::future_tasks_per_org`] and [`Self::future_hours`]: `n` telephony tasks per
+    /// org that appear over the `hours` after the start, as the simulator clock moves.
+    #[must_use]
+    pub fn with_future_tasks(mut self, n: u32, hours: u32) -> Self {
+        self.future_tasks_per_org = n;
+        self.future_hours = hours;
         self
     }
 

@@ -365,19 +365,7 @@ impl Dataset {
         let mut recordings = Vec::new();
         let mut optional_recordings = Vec::new();
         for (t, r) in all {
-            let e = ExpectedRecording {
-                task_id: t.id.clone(),
-                recording_id: r.id.clone(),
-                task_created_ms: t.created_ms,
-                file_name: r.file_name.clone(),
-                size_bytes: r.plan.len(),
-                sha256: r.sha256().to_owned(),
-                available_at_ms: r.available_at_ms,
-                segment: r.segment,
-                call_type: r.call_type.to_owned(),
-                duration_ms: r.plan.duration_ms(),
-                talk_spans: r.plan.talk_spans(),
-            };
+            let e = expected_recording(t, r);
             match r.view {
                 View::Default | View::StitchedMain => recordings.push(e),
                 View::Segment | View::VirtualAgent => optional_recordings.push(e),
@@ -399,6 +387,23 @@ impl Dataset {
             recordings,
             optional_recordings,
         }
+    }
+}
+
+/// The manifest entry of recording `r` of task `t`.
+pub(crate) fn expected_recording(t: &Task, r: &Recording) -> ExpectedRecording {
+    ExpectedRecording {
+        task_id: t.id.clone(),
+        recording_id: r.id.clone(),
+        task_created_ms: t.created_ms,
+        file_name: r.file_name.clone(),
+        size_bytes: r.plan.len(),
+        sha256: r.sha256().to_owned(),
+        available_at_ms: r.available_at_ms,
+        segment: r.segment,
+        call_type: r.call_type.to_owned(),
+        duration_ms: r.plan.duration_ms(),
+        talk_spans: r.plan.talk_spans(),
     }
 }
 
@@ -493,6 +498,7 @@ fn gen_org(spec: &DatasetSpec, seed: u64, o: u32, start_ms: i64, large: Option<u
         prev_created = Some(task.created_ms);
         tasks.push(task);
     }
+    tasks.extend(future_tasks(spec, seed, o, start_ms, &agents, &dest));
     tasks.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
     Org {
         id,
@@ -502,6 +508,39 @@ fn gen_org(spec: &DatasetSpec, seed: u64, o: u32, start_ms: i64, large: Option<u
         queues,
         tasks,
     }
+}
+
+/// Tasks created after the start (see [`DatasetSpec::future_tasks_per_org`]), on their own
+/// random stream so the tasks before the start do not depend on how many come later.
+fn future_tasks(
+    spec: &DatasetSpec,
+    seed: u64,
+    o: u32,
+    start_ms: i64,
+    agents: &[Agent],
+    dest: &str,
+) -> Vec<Task> {
+    if spec.future_tasks_per_org == 0 {
+        return Vec::new();
+    }
+    let mut rng = SplitMix64::new(mix2(seed ^ 0x4655_5455_5245, u64::from(o) + 1));
+    let span = i64::from(spec.future_hours.max(1)) * 3_600_000;
+    let draft = Draft::telephony(Some(true), vec![RecKind::Main]);
+    (0..spec.future_tasks_per_org)
+        .map(|_| {
+            let created = start_ms + rng.range_i64(1, span);
+            gen_task(
+                &mut rng,
+                spec,
+                &draft,
+                agents,
+                start_ms,
+                span,
+                dest,
+                Some(created),
+            )
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -696,7 +735,7 @@ fn gen_task(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn new_rec(
+pub(crate) fn new_rec(
     rng: &mut SplitMix64,
     file_name: &str,
     plan: WavPlan,
@@ -790,6 +829,28 @@ mod tests {
             .count();
         assert!((135..=165).contains(&tel), "{tel}");
         assert!(ds.orgs[0].tasks.iter().all(|t| t.created_ms > START - DAY));
+    }
+
+    #[test]
+    fn future_tasks_come_after_the_start_and_leave_the_rest_alone() {
+        let base = Dataset::generate(&DatasetSpec::small(), 3, START);
+        let spec = DatasetSpec::small().with_future_tasks(5, 6);
+        let ds = Dataset::generate(&spec, 3, START);
+        for (a, b) in base.orgs.iter().zip(&ds.orgs) {
+            let before: Vec<&Task> = b.tasks.iter().filter(|t| t.created_ms <= START).collect();
+            assert_eq!(before.len(), a.tasks.len());
+            for (x, y) in a.tasks.iter().zip(before) {
+                assert_eq!((&x.id, x.created_ms), (&y.id, y.created_ms));
+            }
+            let later: Vec<&Task> = b.tasks.iter().filter(|t| t.created_ms > START).collect();
+            assert_eq!(later.len(), 5);
+            for t in later {
+                assert!(t.created_ms <= START + 6 * 3_600_000);
+                assert_eq!(t.capture_requested, Some(true));
+                assert_eq!(t.recordings.len(), 1);
+                assert!(t.recordings[0].available_at_ms > t.created_ms);
+            }
+        }
     }
 
     #[test]

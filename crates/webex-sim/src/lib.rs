@@ -48,7 +48,14 @@
 //! `GET|POST /_sim/faults {Faults as snake_case JSON}`,
 //! `POST /_sim/grant {"clientId","orgId","scopes":[..]}`,
 //! `POST /_sim/revoke {"orgId"}`,
-//! `POST /_sim/consent {"mode":"approve|deny|blocked|interactive"}`.
+//! `POST /_sim/consent {"mode":"approve|deny|blocked|interactive"}`,
+//! `POST /_sim/late_recording {"taskId","bytes"}` (a capture added to an existing task,
+//! listed from now on; answers its manifest entry).
+//!
+//! Time goes on: [`DatasetSpec::future_tasks_per_org`] telephony tasks per org are
+//! created over the [`DatasetSpec::future_hours`] after the start and appear (tasks at
+//! their `createdTime`, captures a few minutes after the call) as the clock moves; the
+//! manifest holds them from the start, so compare with the tasks created by now.
 //!
 //! # Webex Calling converged recordings (webex-api.md §3)
 //!
@@ -103,6 +110,7 @@ mod calling_media;
 mod config;
 mod dataset;
 mod http;
+mod late;
 mod media;
 mod model;
 mod mp3;

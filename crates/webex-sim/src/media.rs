@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::http::{latency, parse_pairs, s3_error};
+use crate::late;
 use crate::state::{Shared, lock};
 
 const CHUNK: u64 = 64 * 1024;
@@ -154,27 +155,28 @@ pub(crate) async fn media(
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let found = match parts.as_slice() {
-        [_, org, task, rec, file] => {
-            shared
-                .data
-                .recordings
-                .get(*rec)
-                .copied()
-                .filter(|&(oi, ti, ri)| {
-                    let o = &shared.data.orgs[oi];
-                    let t = &o.tasks[ti];
-                    o.id == *org && t.id == *task && t.recordings[ri].file_name == *file
-                })
-        }
+        [_, org, task, rec, file] => shared
+            .data
+            .recordings
+            .get(*rec)
+            .copied()
+            .filter(|&(oi, ti, ri)| {
+                let o = &shared.data.orgs[oi];
+                let t = &o.tasks[ti];
+                o.id == *org && t.id == *task && t.recordings[ri].file_name == *file
+            })
+            .map(|(oi, ti, ri)| shared.data.orgs[oi].tasks[ti].recordings[ri].plan.clone())
+            .or_else(|| late::find(&shared, org, task, rec, file).map(|l| l.rec.plan.clone())),
         _ => None,
     };
-    let Some((oi, ti, ri)) = found else {
+    let Some(plan) = found else {
         return s3_error(
             StatusCode::NOT_FOUND,
             "NoSuchKey",
             "The specified key does not exist.",
         );
     };
+    let plan = Arc::new(plan);
     let faults = shared.faults();
     if shared.roll(faults.error_5xx_rate) {
         lock(&shared.stats).injected_5xx += 1;
@@ -184,7 +186,7 @@ pub(crate) async fn media(
             "Please reduce your request rate.",
         );
     }
-    let len = shared.data.orgs[oi].tasks[ti].recordings[ri].plan.len();
+    let len = plan.len();
     let (status, start, end) = match parse_range(&headers, len) {
         Ok(None) => (StatusCode::OK, 0, len - 1),
         Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
@@ -209,6 +211,7 @@ pub(crate) async fn media(
     let stream_shared = Arc::clone(&shared);
     let stream = futures::stream::unfold(start, move |pos| {
         let shared = Arc::clone(&stream_shared);
+        let plan = Arc::clone(&plan);
         async move {
             if pos > end {
                 return None;
@@ -228,9 +231,7 @@ pub(crate) async fn media(
             let stop = cut.map_or(end + 1, |c| c.min(end + 1)).min(pos + CHUNK);
             #[allow(clippy::cast_possible_truncation)]
             let mut buf = vec![0u8; (stop - pos) as usize];
-            shared.data.orgs[oi].tasks[ti].recordings[ri]
-                .plan
-                .fill(pos, &mut buf);
+            plan.fill(pos, &mut buf);
             lock(&shared.stats).media_bytes += buf.len() as u64;
             Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), stop))
         }

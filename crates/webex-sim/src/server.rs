@@ -24,10 +24,10 @@ use crate::config::{ConsentMode, Faults, SimConfig};
 use crate::dataset::Dataset;
 use crate::http::parse_pairs;
 use crate::media::BUCKET;
-use crate::model::{CallingManifest, GrantTokens, Manifest, SimOrg, Stats};
+use crate::model::{CallingManifest, ExpectedRecording, GrantTokens, Manifest, SimOrg, Stats};
 use crate::oauth::grantable;
 use crate::state::{Shared, lock};
-use crate::{admin, calling, calling_media, media, oauth, wxcc};
+use crate::{admin, calling, calling_media, late, media, oauth, wxcc};
 
 /// A running simulator bound to a loopback port.
 #[derive(Debug)]
@@ -241,7 +241,18 @@ impl SimHandle {
     /// hashes every recording of the org, which takes a moment for big datasets.
     #[must_use]
     pub fn manifest(&self, org_id: &str) -> Manifest {
-        self.shared.data.manifest(org_id)
+        let mut m = self.shared.data.manifest(org_id);
+        m.recordings
+            .extend(late::expected_of_org(&self.shared, org_id));
+        m
+    }
+
+    /// Adds a capture of about `bytes` to task `task_id`, listed by captures queries from now
+    /// on (as when Webex produces a capture late, after the task's first ones); it joins the
+    /// manifest. `None` for an unknown task.
+    #[must_use]
+    pub fn add_late_recording(&self, task_id: &str, bytes: u64) -> Option<ExpectedRecording> {
+        late::add(&self.shared, task_id, bytes)
     }
 
     /// Ground truth of one org's Webex Calling recordings (empty for unknown orgs).
@@ -316,6 +327,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_sim/orgs", get(ctl_orgs))
         .route("/_sim/manifest", get(ctl_manifest))
+        .route("/_sim/late_recording", post(ctl_late_recording))
         .route("/_sim/stats", get(ctl_stats))
         .route("/_sim/clock", get(ctl_clock))
         .route("/_sim/clock/advance", post(ctl_advance))
@@ -409,6 +421,30 @@ async fn ctl_prevent_downloading(State(s): St, body: axum::body::Bytes) -> Respo
     }
     handle(&s).set_prevent_downloading(&req.org_id, req.on);
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LateReq {
+    task_id: String,
+    bytes: u64,
+}
+
+async fn ctl_late_recording(State(s): St, body: axum::body::Bytes) -> Response {
+    let req = match parse_json::<LateReq>(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let h = handle(&s);
+    match tokio::task::spawn_blocking(move || h.add_late_recording(&req.task_id, req.bytes)).await {
+        Ok(Some(rec)) => axum::Json(rec).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "unknown taskId" })),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn ctl_stats(State(s): St) -> Response {

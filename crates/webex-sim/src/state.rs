@@ -2,13 +2,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use url::Url;
 
 use crate::config::{ConsentMode, Faults, SimConfig};
 use crate::dataset::Dataset;
+use crate::late::LateRecording;
 use crate::model::Stats;
 use crate::rng::{SplitMix64, mix2};
 
@@ -469,6 +470,8 @@ pub(crate) struct Shared {
     pub calling_media_url: Url,
     /// Orgs with Prevent Downloading on: Calling details carry no links.
     pub prevent_downloading: Mutex<HashSet<String>>,
+    /// Captures added to existing tasks after the start (`crate::late`).
+    pub late: Mutex<Vec<Arc<LateRecording>>>,
     pub sign_key: [u8; 32],
 }
 
@@ -499,6 +502,7 @@ impl Shared {
             base_url,
             calling_media_url,
             prevent_downloading: Mutex::new(HashSet::new()),
+            late: Mutex::new(Vec::new()),
             sign_key,
             data,
             cfg,

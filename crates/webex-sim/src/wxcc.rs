@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::dataset::{Agent, Org, Recording, View};
 use crate::http::{injected_5xx, latency, parse_pairs, too_many, wxcc_error, wxcc_ok};
+use crate::late;
 use crate::media::signed_url;
 use crate::state::{Bearer, BearerError, Shared, lock};
 
@@ -280,25 +281,27 @@ async fn captures_inner(
     let expires_secs = faults
         .url_expiry_secs
         .unwrap_or(u64::try_from(minutes).unwrap_or(60) * 60);
-    let data: Vec<Value> =
-        ids.iter()
-            .map(|id| {
-                let task = shared.data.tasks.get(*id).and_then(|&(oi, ti)| {
-                    (shared.data.orgs[oi].id == org.id).then(|| &org.tasks[ti])
-                });
-                let recs: Vec<Value> = task
-                    .filter(|t| !withheld(&t.id))
-                    .map(|t| {
-                        t.recordings
-                            .iter()
-                            .filter(|r| r.available_at_ms <= now && visible(r.view, segments, va))
-                            .map(|r| recording_json(shared, &org.id, &t.id, r, now, expires_secs))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!({ "taskId": id, "recording": recs, "transcription": [] })
-            })
-            .collect();
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let task = shared.data.tasks.get(*id).and_then(|&(oi, ti)| {
+                (shared.data.orgs[oi].id == org.id).then(|| (oi, ti, &org.tasks[ti]))
+            });
+            let recs: Vec<Value> = task
+                .filter(|(_, _, t)| !withheld(&t.id))
+                .map(|(oi, ti, t)| {
+                    let late = late::of_task(shared, oi, ti);
+                    t.recordings
+                        .iter()
+                        .chain(late.iter().map(|l| &l.rec))
+                        .filter(|r| r.available_at_ms <= now && visible(r.view, segments, va))
+                        .map(|r| recording_json(shared, &org.id, &t.id, r, now, expires_secs))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({ "taskId": id, "recording": recs, "transcription": [] })
+        })
+        .collect();
     Ok(wxcc_ok(
         shared,
         json!({ "meta": { "orgId": org.id, "urlExpiration": minutes }, "data": data }),

@@ -138,6 +138,7 @@ pub fn window(from_ms: i64, to_ms: i64) -> engine::SyncOptions {
         orgs: vec![],
         from_ms: Some(from_ms),
         to_ms: Some(to_ms),
+        rescan: false,
     }
 }
 

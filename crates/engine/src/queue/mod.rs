@@ -29,7 +29,7 @@ use vault::{Job, LeaseHolder, Org};
 use webex::ErrorClass;
 
 pub use config::{ScheduleConfig, WorkerConfig};
-pub use planner::{PLANNER, PlanSummary};
+pub use planner::{PLANNER, PlanSummary, plan_if_due};
 
 use crate::clock::rfc3339;
 use crate::error::EngineError;
@@ -255,6 +255,7 @@ async fn run_job(
         orgs: Vec::new(),
         from_ms: job.from_ms,
         to_ms: job.to_ms,
+        rescan: job.kind == vault::KIND_RESCAN,
     };
     engine.harvest_org(org, &opts, stop, holder).await
 }

@@ -129,6 +129,9 @@ pub struct OrgRun {
     /// Set once an org-level error is seen, or from outside (the sync lease, when lost): no
     /// further listing window, batch or window record is started.
     pub stop: Arc<AtomicBool>,
+    /// A rescan of the window ([`crate::SyncOptions::rescan`]): re-check items that look
+    /// finished too (WxCC: captured tasks whose recordings are all archived).
+    pub rescan: bool,
 }
 
 impl OrgRun {

@@ -151,7 +151,7 @@ impl WxccHarvest {
             self.list_window(start, end, report).await?;
             start = end;
         }
-        self.process_captures(report).await?;
+        self.process_captures(from_ms, to_ms, report).await?;
         // A window is complete once its tasks are listed and every capture that exists now has
         // been processed; tasks still waiting are tracked by their own state, not by the window.
         if !self.stopped() {
@@ -218,8 +218,10 @@ impl WxccHarvest {
     }
 
     /// Tasks that need a captures query: waiting ones, and captured ones with unfinished recordings
-    /// (after a crash or a transient failure the link must be fetched again).
-    async fn tasks_to_query(&self) -> Result<Vec<TaskRow>, OrgError> {
+    /// (after a crash or a transient failure the link must be fetched again). A rescan adds
+    /// every captured, missing and never-requested task created in `[from_ms, to_ms)`: Webex may
+    /// add a capture to a task late, and only asking again finds it.
+    async fn tasks_to_query(&self, from_ms: i64, to_ms: i64) -> Result<Vec<TaskRow>, OrgError> {
         let unfinished: BTreeSet<String> = self
             .run
             .db("reading unfinished recordings", || {
@@ -273,11 +275,28 @@ impl WxccHarvest {
                 .await?;
             tasks.extend(due);
         }
+        if self.run.rescan {
+            let again = self
+                .run
+                .db("reading tasks to rescan", || {
+                    self.run
+                        .vault
+                        .tasks_for_rescan(&self.run.org, SOURCE, from_ms, to_ms)
+                })
+                .await?;
+            let mut seen: BTreeSet<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+            tasks.extend(again.into_iter().filter(|t| seen.insert(t.task_id.clone())));
+        }
         Ok(tasks)
     }
 
-    async fn process_captures(&self, report: &mut OrgReport) -> Result<(), OrgError> {
-        let tasks = self.tasks_to_query().await?;
+    async fn process_captures(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        report: &mut OrgReport,
+    ) -> Result<(), OrgError> {
+        let tasks = self.tasks_to_query(from_ms, to_ms).await?;
         let batches: Vec<Vec<TaskRow>> = tasks.chunks(10).map(<[TaskRow]>::to_vec).collect();
         let results: Vec<Result<OrgReport, OrgError>> = stream::iter(batches)
             .map(|batch| async move {
