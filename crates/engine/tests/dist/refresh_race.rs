@@ -68,13 +68,17 @@ async fn one_refresh_per_expiry_across_processes() {
             Duration::from_secs(ACCESS_TTL_SECS + 60),
             Duration::from_secs(ACCESS_TTL_SECS - 600),
         ];
-        for phase in 0..=advances.len() {
+        'phases: for phase in 0..=advances.len() {
             let mut done = [0usize; PROCESSES];
             while done.iter().any(|&n| n < CALLS_PER_PHASE) {
                 let (i, r) = rx.recv().await.expect("callers run until stopped");
                 match r {
                     Ok(()) => done[i] += 1,
-                    Err(e) => errors.push(format!("process {i}, phase {phase}: {e}")),
+                    // A process whose grant died would never finish its phase: stop and report.
+                    Err(e) => {
+                        errors.push(format!("process {i}, phase {phase}: {e}"));
+                        break 'phases;
+                    }
                 }
             }
             if let Some(by) = advances.get(phase) {
