@@ -291,6 +291,10 @@ pub struct WebexConfig {
     /// OAuth and REST root; the simulator's URL in tests and the demo.
     #[serde(default = "default_webex_base")]
     pub api_base: String,
+    /// Webex's request limit per integration client id (all processes on this state database
+    /// together); requests are spaced to stay a little under it (see `engine::budget`).
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: u32,
 }
 
 /// `[wxcc]`
@@ -356,6 +360,9 @@ fn default_storage_url() -> String {
 fn default_webex_base() -> String {
     "https://webexapis.com".into()
 }
+fn default_requests_per_minute() -> u32 {
+    300
+}
 fn default_wxcc_base() -> String {
     "https://api.wxcc-{region}.cisco.com".into()
 }
@@ -415,6 +422,7 @@ impl Default for WebexConfig {
     fn default() -> Self {
         Self {
             api_base: default_webex_base(),
+            requests_per_minute: default_requests_per_minute(),
         }
     }
 }
@@ -665,6 +673,13 @@ impl Config {
                 }
                 _ => return Err(bad(key, &shown, "must be an http(s) URL")),
             }
+        }
+        if self.webex.requests_per_minute == 0 {
+            return Err(bad(
+                "webex.requests_per_minute",
+                "0",
+                "must be at least 1 (Webex allows 300 per client id by default)",
+            ));
         }
         if !(1..=60).contains(&self.wxcc.url_expiration_minutes) {
             return Err(bad(

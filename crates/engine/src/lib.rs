@@ -5,6 +5,7 @@
 //! It is the only crate that knows all three of the Webex client (`webex`), the state database
 //! (`vault`) and the object store (`archive`); those three know nothing of each other.
 
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod dbretry;

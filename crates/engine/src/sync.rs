@@ -114,12 +114,13 @@ impl Engine {
         )
         .await?;
         let archive = Archive::open(&config.storage_config())?;
+        let gates = crate::budget::shared_gates(&vault, &config.webex);
         Ok(Engine {
             vault,
             archive,
             config: Arc::new(config),
             http: webex::http::build_client(),
-            gates: RateGates::default(),
+            gates,
             retry: RetryPolicy::default(),
             clock,
             progress: Arc::new(NoProgress),

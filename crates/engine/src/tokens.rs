@@ -1,17 +1,29 @@
 //! Keeps one org's access token usable: proactive refresh before expiry, one reactive refresh
-//! after a 401, never two refreshes in flight for the same org, and every token-endpoint answer
-//! persisted (encrypted) before the new token is used (webex-api.md §1.5, "the safe rule").
+//! after a 401, never two refreshes in flight for the same org — in this process or any other
+//! on the same state database — and every token-endpoint answer persisted (encrypted) before the
+//! new token is used (webex-api.md §1.5, "the safe rule").
+//!
+//! Single flight across processes: a refresh first re-reads the org's tokens from the vault (a
+//! fresh enough token another process stored is used as it is), then takes the org's
+//! `token_refresh` lease, re-reads once more under it, and only then refreshes — with the
+//! refresh token read from the vault, never a cached one that another process may have rotated
+//! away (Webex may revoke it on rotation: refreshing with it would be `invalid_grant` and kill
+//! the grant). The answer is saved before the lease is released. A process that finds the lease
+//! held polls the vault until the holder's token appears or the lease is free (bounded by the
+//! lease's time-to-live). Within a process a mutex serializes the same steps, so the vault sees
+//! at most one refresh attempt per process at a time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
-use vault::{Org, OrgStatus, Vault};
+use vault::{LeaseAcquire, LeaseHolder, Org, OrgStatus, Vault};
 use webex::oauth::{ClientAuth, ClientCredentials, OAuthClient, TokenResponse};
 use webex::{Error as WebexError, ErrorClass, TokenProvider};
 
-use crate::clock::SharedClock;
+use crate::clock::{Clock, SharedClock, SystemClock};
 
 /// Never refresh proactively more often than this (Webex may hand back the same token).
 const MIN_PROACTIVE_INTERVAL_MS: i64 = 60 * 60 * 1000;
@@ -19,6 +31,17 @@ const MIN_PROACTIVE_INTERVAL_MS: i64 = 60 * 60 * 1000;
 const REFRESH_WHEN_LEFT: f64 = 0.25;
 /// ... and always when less than this is left, whatever the lifetime.
 const REFRESH_MARGIN_MS: i64 = 10 * 60 * 1000;
+
+/// Lease scope that makes an org's token refresh single-flight across processes.
+pub const REFRESH_SCOPE: &str = "token_refresh";
+/// The refresh lease's time-to-live: far longer than one token request with its retries, so it
+/// only expires when its holder died.
+const REFRESH_LEASE_TTL_MS: i64 = 60_000;
+/// How often a process waiting for another's refresh looks at the vault again.
+const REFRESH_POLL: Duration = Duration::from_millis(200);
+/// How long a process waits for another's refresh before giving up (transiently): the lease
+/// expires within its TTL, so by then it is either free or held by a live process that is stuck.
+const REFRESH_WAIT_MAX: Duration = Duration::from_millis(REFRESH_LEASE_TTL_MS as u64 + 5_000);
 
 /// Plain-words explanation shown when Webex refuses a grant (webex-api.md §1.9).
 pub const REAUTH_CAUSES: &str = "the authorizing user's password changed (non-SSO), the user was \
@@ -32,6 +55,19 @@ struct State {
     /// The access token obtained by the last refresh that a 401 forced. If Webex rejects that
     /// one too, the grant no longer authorizes the call: refreshing again would only loop.
     forced: Option<SecretString>,
+    /// Whether the tokens in this state came from a refresh by this instance (rather than
+    /// from the vault, possibly stored by another process).
+    refreshed_here: bool,
+}
+
+/// Why a refresh is wanted; decides whether a token another process stored will do instead.
+enum Need {
+    /// The current token is close to expiry: a stored one that is not will do.
+    Proactive,
+    /// Webex rejected this token (401): any other stored token will do.
+    Rejected(SecretString),
+    /// Keep-alive: a token stored since `seen` was read shows the grant was refreshed.
+    Forced { seen: Option<SecretString> },
 }
 
 /// [`TokenProvider`] for one org, backed by the vault.
@@ -41,6 +77,8 @@ pub struct OrgTokens {
     creds: ClientCredentials,
     clock: SharedClock,
     state: Mutex<State>,
+    /// This instance's identity on the org's `token_refresh` lease.
+    holder: LeaseHolder,
 }
 
 impl OrgTokens {
@@ -75,7 +113,9 @@ impl OrgTokens {
                 access: secrets.access_token,
                 refresh: secrets.refresh_token,
                 forced: None,
+                refreshed_here: false,
             }),
+            holder: crate::lease::holder_for_this_run(),
         }))
     }
 
@@ -178,6 +218,7 @@ impl OrgTokens {
         if let Some(r) = &resp.refresh_token {
             st.refresh = Some(r.clone());
         }
+        st.refreshed_here = true;
         tracing::info!(org = %st.org.name, "access token refreshed");
         Ok(())
     }
@@ -204,23 +245,193 @@ impl OrgTokens {
     pub async fn ensure_fresh(&self) -> Result<(), WebexError> {
         let mut st = self.state.lock().await;
         if self.needs_proactive_refresh(&st) {
-            self.refresh_locked(&mut st).await?;
+            self.refresh_shared(&mut st, Need::Proactive).await?;
         }
         Ok(())
     }
 
     /// Refreshes now if the proactive rule says so or `force` is set (keep-alive of an idle
-    /// grant). Returns whether a refresh happened; the org as persisted is in [`Self::org`].
+    /// grant). Returns whether the grant was refreshed — by this call, or by another process
+    /// since these tokens were read; the org as persisted is in [`Self::org`].
     ///
     /// # Errors
     /// The token endpoint's classified error (a refused grant also marks the org `needs_reauth`).
     pub async fn refresh_if(&self, force: bool) -> Result<bool, WebexError> {
         let mut st = self.state.lock().await;
-        if force || self.needs_proactive_refresh(&st) {
-            self.refresh_locked(&mut st).await?;
+        if force {
+            let seen = st.access.clone();
+            self.refresh_shared(&mut st, Need::Forced { seen }).await?;
+            return Ok(true);
+        }
+        if self.needs_proactive_refresh(&st) {
+            self.refresh_shared(&mut st, Need::Proactive).await?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Whether the tokens in `st` (just re-read from the vault) make a refresh for `need`
+    /// unnecessary.
+    fn satisfied(&self, st: &State, need: &Need) -> bool {
+        let Some(access) = &st.access else {
+            return false;
+        };
+        match need {
+            Need::Proactive => !self.needs_proactive_refresh(st),
+            Need::Rejected(rejected) => access.expose_secret() != rejected.expose_secret(),
+            Need::Forced { seen } => seen
+                .as_ref()
+                .is_none_or(|s| s.expose_secret() != access.expose_secret()),
+        }
+    }
+
+    /// Replaces `st`'s org and tokens with what the vault holds now.
+    async fn reload(&self, st: &mut State) -> Result<(), WebexError> {
+        let unreadable = |e: vault::VaultError| WebexError::TokenSource {
+            reason: format!(
+                "could not read the tokens of org {} from the state database ({e}); not refreshing without them",
+                st.org.name
+            ),
+            class: if e.is_transient() {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            },
+        };
+        let org = match self.vault.org_by_id(st.org.id).await {
+            Ok(Some(org)) => org,
+            Ok(None) => {
+                return Err(WebexError::TokenSource {
+                    reason: format!(
+                        "org {} was removed from the state database while it was in use",
+                        st.org.name
+                    ),
+                    class: ErrorClass::Permanent,
+                });
+            }
+            Err(e) => return Err(unreadable(e)),
+        };
+        let secrets = self.vault.org_secrets(&org).await.map_err(unreadable)?;
+        st.org = org;
+        st.access = secrets.access_token;
+        st.refresh = secrets.refresh_token;
+        st.refreshed_here = false;
+        Ok(())
+    }
+
+    /// The access token in `st`.
+    fn current(st: &State) -> Result<SecretString, WebexError> {
+        st.access.clone().ok_or_else(|| WebexError::TokenSource {
+            reason: format!(
+                "org {} has no access token stored; reconnect it",
+                st.org.name
+            ),
+            class: ErrorClass::Reauth,
+        })
+    }
+
+    /// The refused grant recorded in `st` (by any process), as an error.
+    fn refused(st: &State) -> Option<WebexError> {
+        match &st.org.status {
+            OrgStatus::NeedsReauth { reason } => Some(WebexError::TokenSource {
+                reason: reason.clone(),
+                class: ErrorClass::Reauth,
+            }),
+            OrgStatus::Active => None,
+        }
+    }
+
+    /// A refresh for `need`, single-flight across processes (see the module docs). Returns the
+    /// access token to use: one another process stored, or the one this call obtained (saved
+    /// before the lease is released).
+    async fn refresh_shared(&self, st: &mut State, need: Need) -> Result<SecretString, WebexError> {
+        // Another process may have refreshed since these tokens were read.
+        self.reload(st).await?;
+        if self.satisfied(st, &need) {
+            return Self::current(st);
+        }
+        if let Some(e) = Self::refused(st) {
+            return Err(e);
+        }
+        let waited_since = tokio::time::Instant::now();
+        loop {
+            // Lease times are real time: the lease is about this process being alive during one
+            // token request, whatever the engine's clock (simulated in tests) says.
+            let now = SystemClock.now_ms();
+            let taken = self
+                .vault
+                .acquire_lease(&st.org, REFRESH_SCOPE, &self.holder, now, REFRESH_LEASE_TTL_MS)
+                .await
+                .map_err(|e| WebexError::TokenSource {
+                    reason: format!(
+                        "could not take the token refresh lease of org {} in the state database ({e}); \
+                         not refreshing without it, so that two processes never refresh one grant",
+                        st.org.name
+                    ),
+                    class: if e.is_transient() {
+                        ErrorClass::Transient
+                    } else {
+                        ErrorClass::Permanent
+                    },
+                })?;
+            match taken {
+                LeaseAcquire::Acquired(_) => break,
+                LeaseAcquire::Busy(lease) => {
+                    if waited_since.elapsed() >= REFRESH_WAIT_MAX {
+                        return Err(WebexError::TokenSource {
+                            reason: format!(
+                                "another wxvault process (host {}, pid {}) has been refreshing the token of org {} \
+                                 for over {} s; try again, and check that process if this repeats",
+                                lease.host,
+                                lease.pid,
+                                st.org.name,
+                                REFRESH_WAIT_MAX.as_secs()
+                            ),
+                            class: ErrorClass::Transient,
+                        });
+                    }
+                    tokio::time::sleep(REFRESH_POLL).await;
+                    self.reload(st).await?;
+                    if self.satisfied(st, &need) {
+                        return Self::current(st);
+                    }
+                    if let Some(e) = Self::refused(st) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let result = self.refresh_leased(st, &need).await;
+        match self
+            .vault
+            .release_lease(&st.org, REFRESH_SCOPE, &self.holder.id)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                org = %st.org.name,
+                "the token refresh lease had expired before the refresh ended (it was saved first)"
+            ),
+            // It expires on its own; other processes wait for it at most its TTL.
+            Err(e) => {
+                tracing::warn!(org = %st.org.name, "could not release the token refresh lease: {e}")
+            }
+        }
+        result
+    }
+
+    /// The part of [`Self::refresh_shared`] that runs under the lease: a last re-read (the
+    /// previous holder may have finished just before the lease was taken), then the refresh.
+    async fn refresh_leased(
+        &self,
+        st: &mut State,
+        need: &Need,
+    ) -> Result<SecretString, WebexError> {
+        self.reload(st).await?;
+        if self.satisfied(st, need) {
+            return Self::current(st);
+        }
+        self.refresh_locked(st).await
     }
 }
 
@@ -229,7 +440,7 @@ impl TokenProvider for OrgTokens {
     async fn access_token(&self) -> Result<SecretString, WebexError> {
         let mut st = self.state.lock().await;
         if self.needs_proactive_refresh(&st) {
-            match self.refresh_locked(&mut st).await {
+            match self.refresh_shared(&mut st, Need::Proactive).await {
                 Ok(token) => return Ok(token),
                 // A proactive refresh that fails transiently must not fail a call the current
                 // token can still make; the next call tries the refresh again.
@@ -272,8 +483,14 @@ impl TokenProvider for OrgTokens {
                 class: ErrorClass::Reauth,
             });
         }
-        let token = self.refresh_locked(&mut st).await?;
-        st.forced = Some(token.clone());
+        let token = self
+            .refresh_shared(&mut st, Need::Rejected(rejected.clone()))
+            .await?;
+        // Only a token this process obtained because of the 401 counts as forced; one another
+        // process stored meanwhile gets its own chance.
+        if st.refreshed_here {
+            st.forced = Some(token.clone());
+        }
         Ok(token)
     }
 }

@@ -18,11 +18,15 @@
 //! Per-org leases (`lease.rs`) keep two processes from working on one org at once: taken by one
 //! conditional upsert, renewed by their holder, taken over only once expired.
 //!
+//! Per-client-id request budgets (`budget.rs`) let every process on the database share one
+//! Webex rate limit: a slot is one upsert of a GCRA schedule, a 429 pauses the client id for all.
+//!
 //! Tasks and recordings are keyed by (org, source, id): every call on one item names its source
 //! (the engine owns the names, e.g. `wxcc`); `counts`, `failures` and `retry` span all sources.
 //!
 //! Times are epoch milliseconds (`i64`); JSON is stored as text.
 
+mod budget;
 mod connect;
 mod crypto;
 mod db;
@@ -42,6 +46,7 @@ mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use budget::BudgetSlot;
 pub use connect::{CONNECT_SESSIONS_PER_INVITE, PENDING_AUTHS_PER_INVITE};
 pub use connect::{
     Invite, InviteStatus, IssuedInvite, IssuedSession, NewInvite, NewPendingAuth, PendingAuth,

@@ -79,12 +79,12 @@ pub(crate) async fn delete_authorizations(
         }
     };
     if let Err(secs) = shared.rate_check(&bearer.client_id) {
-        return too_many(&shared, secs);
+        return too_many(&shared, &bearer.client_id, secs);
     }
     let faults = shared.faults();
     if shared.roll(faults.rate_429_rate) {
         let secs = 1 + shared.pick_index(5);
-        return too_many(&shared, secs);
+        return too_many(&shared, &bearer.client_id, secs);
     }
     if shared.roll(faults.error_5xx_rate) {
         return injected_5xx(&shared);

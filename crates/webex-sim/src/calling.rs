@@ -56,12 +56,12 @@ async fn gate(shared: &Shared, endpoint: &str, headers: &HeaderMap) -> Result<Be
         }
     };
     if let Err(secs) = shared.rate_check(&bearer.client_id) {
-        return Err(too_many(shared, secs));
+        return Err(too_many(shared, &bearer.client_id, secs));
     }
     let faults = shared.faults();
     if shared.roll(faults.rate_429_rate) {
         let secs = 1 + shared.pick_index(5);
-        return Err(too_many(shared, secs));
+        return Err(too_many(shared, &bearer.client_id, secs));
     }
     if shared.roll(faults.error_5xx_rate) {
         return Err(injected_5xx(shared));

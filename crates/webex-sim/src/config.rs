@@ -38,8 +38,18 @@ pub struct SimConfig {
     /// lifetime) and invalidates the old one. Default `false`: Webex has been
     /// observed returning the same refresh token with its countdown running.
     pub rotate_refresh_tokens: bool,
-    /// API requests per rolling minute per client id; `None` disables the limit.
+    /// API requests per rolling window (a minute unless [`Self::rate_limit_window_secs`]
+    /// says otherwise) per client id; `None` disables the limit.
     pub rate_limit_per_minute: Option<u32>,
+    /// Length of the rolling window [`Self::rate_limit_per_minute`] counts over; 60 like
+    /// Webex. Tests shorten it so a limit is reached in seconds instead of minutes.
+    pub rate_limit_window_secs: u64,
+    /// A request of a client id arriving while a `Retry-After` the simulator gave that client
+    /// id is still running counts in [`crate::Stats::retry_after_violations`] — unless it
+    /// arrives within this many milliseconds of the 429, when it counts in
+    /// [`crate::Stats::retry_after_in_flight`] instead: it was sent before the 429 could
+    /// have reached any client. 0 (default) counts every such request as a violation.
+    pub retry_after_grace_ms: u64,
     /// Fault injection knobs; changeable at run time.
     pub faults: Faults,
     /// What the consent page does; changeable at run time.
@@ -66,6 +76,8 @@ impl Default for SimConfig {
             refresh_ttl_secs: 7_775_999,
             rotate_refresh_tokens: false,
             rate_limit_per_minute: Some(300),
+            rate_limit_window_secs: 60,
+            retry_after_grace_ms: 0,
             faults: Faults::default(),
             consent: ConsentMode::Approve,
             start_ms: None,

@@ -48,13 +48,16 @@ pub(crate) fn wxcc_ok(shared: &Shared, body: serde_json::Value) -> Response {
 
 /// 429 as the WxCC gateway sends it: `Retry-After` seconds, CORS header, and
 /// usually no body (sometimes the gateway JSON; sometimes a malformed header).
-pub(crate) fn too_many(shared: &Shared, retry_after_secs: u64) -> Response {
+/// The wait is recorded against `client_id`, so requests that come back too early are counted.
+pub(crate) fn too_many(shared: &Shared, client_id: &str, retry_after_secs: u64) -> Response {
     lock_stats_429(shared);
+    let retry_after_secs = retry_after_secs.max(1);
+    shared.note_retry_after(client_id, retry_after_secs);
     let faults = shared.faults();
     let retry = if shared.roll(faults.malformed_retry_after_rate) {
         "rand(30),add(30)".to_owned()
     } else {
-        retry_after_secs.max(1).to_string()
+        retry_after_secs.to_string()
     };
     let tracking = shared.tracking_id();
     let body = if shared.roll(faults.gateway_429_body_rate) {

@@ -35,6 +35,16 @@
 //! token's org, answers 204 for a client id with no grants, and errors in the
 //! router shape (`message`, `errors[].description`, `trackingId`).
 //!
+//! Limits and counters for distributed clients: [`SimConfig::rate_limit_per_minute`] counts
+//! per client id over a rolling [`SimConfig::rate_limit_window_secs`] (60 s like Webex; tests
+//! shorten it); every 429's `Retry-After` is remembered per client id, and a request of that
+//! client id arriving before it ends is counted in [`Stats::retry_after_violations`] (or, within
+//! [`SimConfig::retry_after_grace_ms`] of the 429, in [`Stats::retry_after_in_flight`]).
+//! [`Stats::rate_limited_429`] counts requests beyond the limit, [`Stats::peak_requests_in_window`]
+//! the busiest window, [`Stats::refresh_grants`] successful refreshes and
+//! [`Stats::invalid_grant`] refused token requests; all are in `GET /_sim/stats`. With
+//! [`SimConfig::rotate_refresh_tokens`] every refresh revokes the refresh token it was given.
+//!
 //! HTTP surface (paths relative to [`SimServer::base_url`]):
 //! `GET /v1/authorize`, `POST /v1/authorize/decision` (the buttons of the
 //! [`ConsentMode::Interactive`] page), `POST /v1/access_token`,

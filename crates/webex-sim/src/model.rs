@@ -149,6 +149,29 @@ pub struct Stats {
     pub by_endpoint: BTreeMap<String, u64>,
     /// 429 answers (real budget exhausted or injected).
     pub throttled_429: u64,
+    /// 429 answers because a client id's real budget
+    /// ([`crate::SimConfig::rate_limit_per_minute`]) was exhausted: requests beyond the limit.
+    #[serde(default)]
+    pub rate_limited_429: u64,
+    /// Highest number of requests one client id had in the rolling rate-limit window (the
+    /// refused ones not counted).
+    #[serde(default)]
+    pub peak_requests_in_window: u64,
+    /// API requests that arrived from a client id while a `Retry-After` the simulator gave it
+    /// was still running (past [`crate::SimConfig::retry_after_grace_ms`]).
+    #[serde(default)]
+    pub retry_after_violations: u64,
+    /// Requests that arrived during a `Retry-After` but within the grace after the 429
+    /// (already in flight when the 429 was sent).
+    #[serde(default)]
+    pub retry_after_in_flight: u64,
+    /// Successful `grant_type=refresh_token` requests (each one minted an access token).
+    #[serde(default)]
+    pub refresh_grants: u64,
+    /// Token requests refused with `invalid_grant` (a dead, revoked or rotated-away
+    /// refresh token, or a bad authorization code).
+    #[serde(default)]
+    pub invalid_grant: u64,
     /// Injected 5xx answers.
     pub injected_5xx: u64,
     /// Media body bytes handed to the network.

@@ -426,9 +426,20 @@ pub(crate) async fn access_token(
             "The grant type is not supported.",
         )),
     };
+    let refresh = form.get("grant_type").map(String::as_str) == Some("refresh_token");
     match result {
-        Ok(issued) => issued_json(&shared, &issued),
-        Err(e) => bad(StatusCode::BAD_REQUEST, e.code, e.description, false),
+        Ok(issued) => {
+            if refresh {
+                lock(&shared.stats).refresh_grants += 1;
+            }
+            issued_json(&shared, &issued)
+        }
+        Err(e) => {
+            if e.code == "invalid_grant" {
+                lock(&shared.stats).invalid_grant += 1;
+            }
+            bad(StatusCode::BAD_REQUEST, e.code, e.description, false)
+        }
     }
 }
 

@@ -463,6 +463,8 @@ pub(crate) struct Shared {
     pub consent: Mutex<ConsentMode>,
     pub auth: Mutex<Auth>,
     limiter: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// Per client id: when the last 429 was answered and until when its `Retry-After` runs.
+    retry_after: Mutex<HashMap<String, (i64, i64)>>,
     rng: Mutex<SplitMix64>,
     pub stats: Mutex<Stats>,
     pub base_url: Url,
@@ -494,6 +496,7 @@ impl Shared {
             consent: Mutex::new(cfg.consent),
             auth: Mutex::new(Auth::new(cfg.seed)),
             limiter: Mutex::new(HashMap::new()),
+            retry_after: Mutex::new(HashMap::new()),
             rng: Mutex::new(SplitMix64::new(mix2(cfg.seed, 0x4641_554C))),
             stats: Mutex::new(Stats {
                 by_endpoint: ENDPOINTS.iter().map(|e| ((*e).to_owned(), 0)).collect(),
@@ -542,23 +545,65 @@ impl Shared {
             .or_insert(0) += 1;
     }
 
-    /// Sliding one-minute window per client id. `Err(secs)` = retry after.
+    /// Sliding window ([`SimConfig::rate_limit_window_secs`], a minute by default) per client
+    /// id. `Err(secs)` = retry after. Also counts requests that arrive while a `Retry-After`
+    /// given to the client id is still running ([`Stats::retry_after_violations`]).
     pub(crate) fn rate_check(&self, client_id: &str) -> Result<(), u64> {
+        let now = self.now_ms();
+        self.check_retry_after(client_id, now);
         let Some(limit) = self.cfg.rate_limit_per_minute else {
             return Ok(());
         };
-        let now = self.now_ms();
+        let window = secs_to_ms(self.cfg.rate_limit_window_secs.max(1));
         let mut lim = lock(&self.limiter);
         let q = lim.entry(client_id.to_owned()).or_default();
-        while q.front().is_some_and(|&t| t <= now - 60_000) {
+        while q.front().is_some_and(|&t| t <= now - window) {
             q.pop_front();
         }
         if q.len() >= limit as usize {
             let oldest = q.front().copied().unwrap_or(now);
-            let wait_ms = (oldest + 60_000 - now).max(1);
+            drop(lim);
+            lock(&self.stats).rate_limited_429 += 1;
+            let wait_ms = (oldest + window - now).max(1);
             return Err(u64::try_from(wait_ms).unwrap_or(1).div_ceil(1_000));
         }
         q.push_back(now);
+        let in_window = q.len() as u64;
+        drop(lim);
+        let mut stats = lock(&self.stats);
+        stats.peak_requests_in_window = stats.peak_requests_in_window.max(in_window);
         Ok(())
+    }
+
+    /// Records that `client_id` was told to wait `secs` from now (never shortens a wait).
+    pub(crate) fn note_retry_after(&self, client_id: &str, secs: u64) {
+        let now = self.now_ms();
+        let until = now + secs_to_ms(secs);
+        let mut map = lock(&self.retry_after);
+        let entry = map.entry(client_id.to_owned()).or_insert((now, until));
+        if entry.1 < until {
+            *entry = (now, until);
+        }
+    }
+
+    fn check_retry_after(&self, client_id: &str, now: i64) {
+        let Some((issued, until)) = lock(&self.retry_after).get(client_id).copied() else {
+            return;
+        };
+        if now >= until {
+            return;
+        }
+        let grace = i64::try_from(self.cfg.retry_after_grace_ms).unwrap_or(i64::MAX / 4);
+        let mut stats = lock(&self.stats);
+        if now < issued.saturating_add(grace) {
+            stats.retry_after_in_flight += 1;
+        } else {
+            stats.retry_after_violations += 1;
+            tracing::warn!(
+                client_id,
+                early_ms = until - now,
+                "webex-sim: request before Retry-After elapsed"
+            );
+        }
     }
 }

@@ -390,6 +390,10 @@ async fn refresh_rotation_knob() {
     )
     .await;
     assert_eq!(old.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // The counters a refresh race test reads: one refresh minted, one refused.
+    let stats = ctx.sim.stats();
+    assert_eq!(stats.refresh_grants, 1);
+    assert_eq!(stats.invalid_grant, 1);
 }
 
 #[tokio::test]
@@ -898,7 +902,19 @@ async fn rate_limit_429_with_retry_after() {
     assert!((1..=60).contains(&secs));
     assert!(resp.bytes().await.unwrap().is_empty());
     // Media is outside the API budget.
-    assert_eq!(ctx.sim.stats().throttled_429, 1);
+    let stats = ctx.sim.stats();
+    assert_eq!(stats.throttled_429, 1);
+    assert_eq!(stats.rate_limited_429, 1);
+    assert_eq!(stats.peak_requests_in_window, 5);
+    assert_eq!(stats.retry_after_violations, 0);
+    // Coming back before the Retry-After has elapsed is a violation, counted per client id.
+    ctx.sim
+        .advance_clock(Duration::from_millis(secs * 1_000 - 1));
+    assert_eq!(
+        ctx.tasks(&t0, &format!("from={START}")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(ctx.sim.stats().retry_after_violations, 1);
     ctx.sim.advance_clock(Duration::from_secs(secs));
     assert_eq!(
         ctx.tasks(&t0, &format!("from={START}")).await.status(),

@@ -3,7 +3,11 @@
 //!
 //! Webex rate limits belong to the integration's client id, not to an org (webex-api.md §2.10),
 //! so all orgs connected through one integration must share one [`RateGate`]; [`RateGates`] is
-//! the registry that hands out that shared gate.
+//! the registry that hands out that shared gate. Several processes share a client id's limit
+//! too: a registry given a [`SharedBudget`] ([`RateGates::with_budget`]) has every gate take a
+//! request slot from it before each send and report every 429 to it, so the processes together
+//! stay under the limit and all wait out a `Retry-After` any one of them was given. This crate
+//! only defines the seam; the engine implements it on its state database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -155,6 +159,37 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// A per-client-id request budget shared with other processes.
+///
+/// [`RateGate::ready`] asks it for a slot before every API request (media downloads never get
+/// here: they are outside the API limit), and a 429 is reported to it with the `Retry-After`,
+/// so every process holding the same budget pauses that client id. Implementations decide how
+/// the slots are shared (the engine keeps them in its state database) and deal with their own
+/// failures: these methods cannot fail, because a budget that is unavailable must neither stop
+/// API calls nor be mistaken for a Webex error.
+#[async_trait::async_trait]
+pub trait SharedBudget: Send + Sync + std::fmt::Debug {
+    /// Takes one request slot of `client_id` and says when it may be used.
+    async fn reserve(&self, client_id: &str) -> Reservation;
+
+    /// How long `client_id` stays paused by a `Retry-After` from now (zero when it is not).
+    async fn paused_for(&self, client_id: &str) -> Duration;
+
+    /// Notes a 429 for `client_id`: nobody may send for it during `retry_after` from now
+    /// (never shortens a pause already noted).
+    async fn pause(&self, client_id: &str, retry_after: Duration);
+}
+
+/// When a slot taken from a [`SharedBudget`] may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reservation {
+    /// Wait this long before sending (zero: send now).
+    pub wait: Duration,
+    /// Whether the wait comes from a `Retry-After` pause rather than from the rate (waiters
+    /// then add jitter so that they do not all come back in the same instant).
+    pub paused: bool,
+}
+
 /// Blocks every request for one client id while Webex has told any of them to back off.
 ///
 /// Driven only by 429s: a request that sees `429 + Retry-After` calls [`RateGate::block_for`],
@@ -164,10 +199,21 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 ///
 /// A gate also carries the run's [`HostHealth`], so every request that waits at a gate is
 /// refused at once while its host is known to be down.
+///
+/// With a [`SharedBudget`] (from [`RateGates::with_budget`]) the gate also takes a slot of
+/// its client id's budget before every request, and a 429 pauses the client id there too.
 #[derive(Debug, Default)]
 pub struct RateGate {
     state: Mutex<GateState>,
     health: Arc<HostHealth>,
+    shared: Option<SharedGate>,
+}
+
+/// The shared budget a gate consults, and the client id it asks for.
+#[derive(Debug, Clone)]
+struct SharedGate {
+    budget: Arc<dyn SharedBudget>,
+    client_id: String,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -187,6 +233,24 @@ impl RateGate {
         RateGate {
             state: Mutex::default(),
             health,
+            shared: None,
+        }
+    }
+
+    /// A new, open gate for `client_id` that also takes every request's slot from `budget`
+    /// and reports 429s to it.
+    pub fn with_budget(
+        health: Arc<HostHealth>,
+        budget: Arc<dyn SharedBudget>,
+        client_id: &str,
+    ) -> Self {
+        RateGate {
+            state: Mutex::default(),
+            health,
+            shared: Some(SharedGate {
+                budget,
+                client_id: client_id.to_owned(),
+            }),
         }
     }
 
@@ -195,8 +259,47 @@ impl RateGate {
         &self.health
     }
 
-    /// Waits until the gate is open. Returns at once when nothing blocked it.
+    /// Waits until the gate is open and, with a [`SharedBudget`], until the slot it took for
+    /// this request is due. Returns at once when nothing holds the request back.
+    ///
+    /// After waiting for a slot it asks the budget once more whether a 429 paused the client
+    /// id meanwhile (in this process or another); if so it waits that out and takes a new slot.
+    /// A request therefore costs one budget round trip, two when it had to wait.
     pub async fn ready(&self) {
+        loop {
+            self.local_ready().await;
+            let Some(shared) = &self.shared else { return };
+            let slot = shared.budget.reserve(&shared.client_id).await;
+            if slot.wait.is_zero() {
+                return;
+            }
+            let jitter = if slot.paused {
+                random_up_to((slot.wait / 10).min(Duration::from_secs(1)))
+            } else {
+                Duration::ZERO
+            };
+            tokio::time::sleep(slot.wait + jitter).await;
+            let paused = shared.budget.paused_for(&shared.client_id).await;
+            if paused.is_zero() && self.blocked_for().is_zero() {
+                return;
+            }
+            // Paused while we waited: wait it out (with jitter), then take a fresh slot.
+            tokio::time::sleep(paused + random_up_to((paused / 10).min(Duration::from_secs(1))))
+                .await;
+        }
+    }
+
+    /// Notes a 429 whose `Retry-After` is `d`: closes this gate and, with a [`SharedBudget`],
+    /// pauses the client id for every process sharing it.
+    pub async fn rate_limited(&self, d: Duration) {
+        self.block_for(d);
+        if let Some(shared) = &self.shared {
+            shared.budget.pause(&shared.client_id, d).await;
+        }
+    }
+
+    /// Waits until this process's gate is open (the 429s this process has seen).
+    async fn local_ready(&self) {
         loop {
             let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
             let Some(until) = state.until else { return };
@@ -238,11 +341,13 @@ impl RateGate {
 }
 
 /// Registry of [`RateGate`]s keyed by client id; clones share the same gates, and all gates
-/// of one registry share one [`HostHealth`] (a host that is down is down for every org).
+/// of one registry share one [`HostHealth`] (a host that is down is down for every org) and,
+/// when set, one [`SharedBudget`].
 #[derive(Debug, Default, Clone)]
 pub struct RateGates {
     gates: Arc<Mutex<HashMap<String, Arc<RateGate>>>>,
     health: Arc<HostHealth>,
+    budget: Option<Arc<dyn SharedBudget>>,
 }
 
 impl RateGates {
@@ -251,7 +356,16 @@ impl RateGates {
         RateGates {
             gates: Arc::default(),
             health: Arc::new(health),
+            budget: None,
         }
+    }
+
+    /// This registry, with every gate created from now on taking its slots from `budget`
+    /// (shared with other processes). Set it before handing out gates.
+    #[must_use]
+    pub fn with_budget(mut self, budget: Arc<dyn SharedBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The gate for `client_id`, created on first use.
@@ -259,7 +373,12 @@ impl RateGates {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
         gates
             .entry(client_id.to_owned())
-            .or_insert_with(|| Arc::new(RateGate::with_health(self.health.clone())))
+            .or_insert_with(|| {
+                Arc::new(match &self.budget {
+                    Some(b) => RateGate::with_budget(self.health.clone(), b.clone(), client_id),
+                    None => RateGate::with_health(self.health.clone()),
+                })
+            })
             .clone()
     }
 
@@ -417,6 +536,113 @@ mod tests {
         let t1 = Instant::now();
         gates.gate("C2").ready().await;
         assert_eq!(Instant::now(), t1);
+    }
+
+    /// A budget kept in memory, as several processes sharing one database would see it.
+    #[derive(Debug, Default)]
+    struct FakeBudget {
+        /// Per reservation: how long to wait (then consumed in order; zero when exhausted).
+        waits: Mutex<std::collections::VecDeque<Duration>>,
+        /// Paused until (tokio time).
+        paused_until: Mutex<Option<Instant>>,
+        reserved: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SharedBudget for FakeBudget {
+        async fn reserve(&self, client_id: &str) -> Reservation {
+            assert_eq!(client_id, "C1");
+            self.reserved
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let paused = self.paused_for(client_id).await;
+            let wait = self.waits.lock().unwrap().pop_front().unwrap_or_default();
+            Reservation {
+                wait: wait.max(paused),
+                paused: !paused.is_zero(),
+            }
+        }
+
+        async fn paused_for(&self, _client_id: &str) -> Duration {
+            self.paused_until
+                .lock()
+                .unwrap()
+                .map(|u| u.saturating_duration_since(Instant::now()))
+                .unwrap_or_default()
+        }
+
+        async fn pause(&self, _client_id: &str, retry_after: Duration) {
+            let until = Instant::now() + retry_after;
+            let mut p = self.paused_until.lock().unwrap();
+            if p.is_none_or(|u| u < until) {
+                *p = Some(until);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gate_waits_for_its_shared_budget_slot() {
+        let budget = Arc::new(FakeBudget::default());
+        budget
+            .waits
+            .lock()
+            .unwrap()
+            .extend([Duration::ZERO, Duration::from_secs(3)]);
+        let gates = RateGates::default().with_budget(budget.clone());
+        let gate = gates.gate("C1");
+        let t0 = Instant::now();
+        gate.ready().await;
+        assert_eq!(Instant::now(), t0, "a slot due now goes at once");
+        gate.ready().await;
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_secs(3),
+            "waits for its slot"
+        );
+        assert_eq!(budget.reserved.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_noted_elsewhere_while_waiting_for_a_slot_is_waited_out() {
+        let budget = Arc::new(FakeBudget::default());
+        budget
+            .waits
+            .lock()
+            .unwrap()
+            .push_back(Duration::from_secs(2));
+        let gate = Arc::new(RateGates::default().with_budget(budget.clone()).gate("C1"));
+        let t0 = Instant::now();
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move {
+            g.ready().await;
+            Instant::now()
+        });
+        tokio::task::yield_now().await;
+        // Another process got a 429 with Retry-After 30 s while this one waited for its slot.
+        budget.pause("C1", Duration::from_secs(30)).await;
+        let woke = waiter.await.unwrap();
+        let waited = woke - t0;
+        assert!(waited >= Duration::from_secs(30), "{waited:?}");
+        assert!(waited <= Duration::from_secs(32), "{waited:?}");
+        // It took a fresh slot after the pause.
+        assert_eq!(budget.reserved.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // The local gate was never closed: the pause came from the budget alone.
+        assert_eq!(gate.blocked_for(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_here_pauses_the_shared_budget_too() {
+        let budget = Arc::new(FakeBudget::default());
+        let gate = RateGates::default().with_budget(budget.clone()).gate("C1");
+        gate.rate_limited(Duration::from_secs(7)).await;
+        assert_eq!(budget.paused_for("C1").await, Duration::from_secs(7));
+        assert_eq!(gate.blocked_for(), Duration::from_secs(7));
+        let t0 = Instant::now();
+        gate.ready().await;
+        let waited = Instant::now() - t0;
+        assert!(
+            waited >= Duration::from_secs(7) && waited <= Duration::from_secs(9),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,8 @@
 //! [`http::RateGate`] and the [`http::RetryPolicy`], applied by one retry driver to every
 //! request.
 //! It knows nothing of storage or databases: tokens come in through [`TokenProvider`], which
-//! the engine implements on top of its vault.
+//! the engine implements on top of its vault, and a request budget shared with other processes
+//! through [`http::SharedBudget`], which the engine implements on its state database.
 //!
 //! Every response is parsed tolerantly, following the UNCERTAIN/Tolerate notes of
 //! `webex-api.md`: epoch times may be numbers or strings, optional-looking fields are optional,

@@ -3,8 +3,8 @@
 //!
 //! Each caller supplies a per-attempt closure that sends one request and classifies its answer
 //! into an [`Attempt`]; the driver owns everything around it, so the policy is written once:
-//! waiting at the client id's [`RateGate`] before every send, closing it for a 429's
-//! `Retry-After` ([`Error::RateLimited`]), backing off after 5xx/423/network failures while
+//! waiting at the client id's [`RateGate`] before every send (and for a slot of its shared
+//! budget, when there is one), closing it for a 429's `Retry-After` ([`Error::RateLimited`]), backing off after 5xx/423/network failures while
 //! honouring a server `Retry-After`, the attempt budget of the [`RetryPolicy`], and the log
 //! lines (debug for network retries — a host that stays down is reported once, by the breaker
 //! — warnings for answers from the server).
@@ -74,12 +74,12 @@ impl Driver<'_> {
                     continue;
                 }
                 Attempt::Fail(err) => {
-                    self.close_gate_for(&err);
+                    self.close_gate_for(&err).await;
                     return Err(self.failed(err));
                 }
                 Attempt::Retry(err) => err,
             };
-            self.close_gate_for(&err);
+            self.close_gate_for(&err).await;
             if n >= max_attempts {
                 return Err(self.failed(err));
             }
@@ -122,9 +122,11 @@ impl Driver<'_> {
         .await
     }
 
-    fn close_gate_for(&self, err: &Error) {
+    /// A 429 closes the client id's gate for its `Retry-After`, and pauses the client id in the
+    /// shared budget when there is one (every process then waits it out).
+    async fn close_gate_for(&self, err: &Error) {
         if let (Error::RateLimited { retry_after, .. }, Some(gate)) = (err, self.gate) {
-            gate.block_for(*retry_after);
+            gate.rate_limited(*retry_after).await;
         }
     }
 
