@@ -36,8 +36,29 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 pub async fn run(config: Config, args: WorkerArgs) -> Result<()> {
-    let engine = crate::commands::open_engine(config).await?;
+    let engine = std::sync::Arc::new(crate::commands::open_engine(config).await?);
     let stop = shutdown_signal();
+    // /healthz and /readyz for the orchestrator's probes, when [worker] listen is set.
+    let health = match engine.config.worker.listen.clone() {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("[worker] listen {listen:?}: cannot listen there"))?;
+            eprintln!(
+                "wxvault worker: health probes on http://{}/healthz and /readyz",
+                listener.local_addr()?
+            );
+            let mut probe_stop = stop.clone();
+            Some(tokio::spawn(webapp::serve_health(
+                engine.clone(),
+                listener,
+                async move {
+                    let _ = probe_stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     eprintln!(
         "wxvault worker: up to {} job(s) at once{}",
         engine.config.worker.concurrency,
@@ -51,11 +72,15 @@ pub async fn run(config: Config, args: WorkerArgs) -> Result<()> {
         }
     );
     let summary = engine::queue::run_workers(
-        std::sync::Arc::new(engine),
+        engine.clone(),
         &engine::queue::WorkerOptions { plan: args.plan },
         stop,
     )
     .await;
+    if let Some(h) = health {
+        // The probes stop with the workers; a slow probe client must not hold the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
+    }
     eprintln!(
         "wxvault worker: stopped ({} job(s) done, {} to retry, {} failed, {} handed back)",
         summary.jobs_done, summary.jobs_retried, summary.jobs_failed, summary.jobs_released

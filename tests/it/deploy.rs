@@ -6,12 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// Keys the example configurations set for the scheduler and the workers. Until the loader
-/// knows them, the configurations are loaded without them — and the full load must fail on
-/// nothing else.
-const PENDING_SECTIONS: &[&str] = &["schedule", "worker"];
-const PENDING_SERVE_KEYS: &[&str] = &["shutdown_grace_seconds"];
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -37,28 +31,6 @@ fn embedded_config(configmap: &str) -> String {
     }
     // YAML's `|` keeps exactly one final newline.
     format!("{}\n", text.trim_end_matches('\n'))
-}
-
-/// `text` without the pending sections and keys.
-fn without_pending(text: &str) -> String {
-    let mut section = String::new();
-    let mut out = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.split(']').next()) {
-            section = name.trim().to_string();
-        }
-        let pending_key = section == "serve"
-            && PENDING_SERVE_KEYS
-                .iter()
-                .any(|k| trimmed.split('=').next().map(str::trim) == Some(k));
-        if PENDING_SECTIONS.contains(&section.as_str()) || pending_key {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }
 
 /// The value of `key` in `[section]` of a TOML text, unquoted and without a trailing comment.
@@ -90,25 +62,11 @@ fn load(dir: &Path, text: &str) -> Result<engine::Config, String> {
     engine::Config::load(Some(&path)).map_err(|e| e.to_string())
 }
 
-/// Loads an example configuration: in full when the loader knows every key, otherwise without
-/// the pending keys — after checking the full load fails only because of one of them.
+/// Loads an example configuration with the real loader: every key it sets must be known.
 fn load_example(rel: &str) -> (engine::Config, String) {
     let text = read(rel);
     let dir = tempfile::tempdir().unwrap();
-    let config = match load(dir.path(), &text) {
-        Ok(config) => config,
-        Err(e) => {
-            assert!(
-                PENDING_SECTIONS
-                    .iter()
-                    .chain(PENDING_SERVE_KEYS)
-                    .any(|k| e.contains(&format!("`{k}`"))),
-                "{rel} is refused for a reason other than the scheduler / worker keys: {e}"
-            );
-            load(dir.path(), &without_pending(&text))
-                .unwrap_or_else(|e| panic!("{rel} without the pending keys: {e}"))
-        }
-    };
+    let config = load(dir.path(), &text).unwrap_or_else(|e| panic!("{rel}: {e}"));
     (config, text)
 }
 
@@ -280,8 +238,4 @@ fn the_systemd_config_loads_and_the_units_outlast_the_grace() {
 fn the_embedded_block_is_read_as_yaml_reads_it() {
     let yaml = "data:\n  wxvault.toml: |\n    [a]\n\n    b = 1\n\n  other: x\n";
     assert_eq!(embedded_config(yaml), "[a]\n\nb = 1\n");
-    let stripped = without_pending(
-        "[serve]\nlisten = \"x\"\nshutdown_grace_seconds = 30\n[worker]\nlisten = \"y\"\n[sync]\na = 1\n",
-    );
-    assert_eq!(stripped, "[serve]\nlisten = \"x\"\n[sync]\na = 1\n");
 }

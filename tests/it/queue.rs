@@ -56,7 +56,13 @@ async fn wait_for_exit(mut child: Child, limit: Duration) -> std::process::Outpu
 
 #[tokio::test]
 async fn a_worker_that_plans_archives_every_org_on_its_own_and_stops_on_sigterm() {
-    let env = Env::start_with(crate::harness::small_with_client(), Some(WORKER_CONFIG)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!("{WORKER_CONFIG}listen = \"127.0.0.1:{port}\"\n");
+    let env = Env::start_with(crate::harness::small_with_client(), Some(&config)).await;
     let h = env.handle();
     let orgs = h.orgs();
     env.add_org("acme", &orgs[0].org_id).await;
@@ -64,6 +70,21 @@ async fn a_worker_that_plans_archives_every_org_on_its_own_and_stops_on_sigterm(
     let started = h.now_ms();
 
     let worker = spawn(&env, &["-v", "worker", "--plan"]);
+    // The worker's probes answer on [worker] listen.
+    let probe = |path: &'static str| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            probe("/healthz").await == 200
+        })
+        .await,
+        "the worker's /healthz never answered"
+    );
+    assert_eq!(probe("/readyz").await, 200);
     // Both orgs' planned harvests end, without any `sync`.
     let seen = std::sync::Mutex::new(Value::Null);
     let finished = wait_until(Duration::from_secs(120), || {
