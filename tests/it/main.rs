@@ -15,6 +15,7 @@ mod lifecycle;
 mod promises;
 mod queue;
 mod recheck;
+mod refresh_race;
 mod serve;
 mod sources_cli;
 mod storage;
