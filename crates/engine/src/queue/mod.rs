@@ -41,6 +41,9 @@ use crate::sync::{Engine, SyncOptions};
 /// attempt: a poison job must not cycle for ever, a crash-heavy week must not fail good work.
 const LOST_LEASES_PER_ATTEMPT: i64 = 10;
 
+/// How often a worker looks for interrupted uploads (their markers went stale) besides at start.
+const STAGING_SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
+
 /// How `sync` looks again at jobs that other processes are running.
 const SYNC_POLL: Duration = Duration::from_millis(250);
 
@@ -372,7 +375,14 @@ pub async fn run_workers(
         if opts.plan { ", planning" } else { "" }
     );
     engine.clean_staging().await;
+    let mut next_sweep = tokio::time::Instant::now() + STAGING_SWEEP_EVERY;
     while !*shutdown.borrow() {
+        // Uploads of a process killed and restarted within the stale age are only found by a
+        // later sweep: a long-running worker sweeps now and then, not only at start.
+        if tokio::time::Instant::now() >= next_sweep {
+            engine.clean_staging().await;
+            next_sweep = tokio::time::Instant::now() + STAGING_SWEEP_EVERY;
+        }
         if opts.plan {
             match planner::plan_if_due(&engine, &holder).await {
                 Ok(Some(s)) => tracing::info!("planner: {}", s.line()),
