@@ -289,6 +289,7 @@ start_sim() {
 # Sets SIM, ORG_ID and SIM_IDX (its index in SIM_PIDS, for stop_sim).
 launch_sim() {
     local logf="$1"; shift
+    : >"$logf"   # exists before the first look below, whoever runs first
     "$@" >"$logf" 2>&1 &
     SIM_IDX=${#SIM_PIDS[@]}
     SIM_PIDS+=("$!")
@@ -598,7 +599,7 @@ interval_minutes = 60"
         read -r queued running done failed < <(py queue "$state/queue.json" 2>/dev/null || echo "x x x x")
         [[ "$failed" == 0 || "$failed" == x ]] || die "fleet $label: $failed job(s) failed (see $state)"
         if [[ "$done" =~ ^[0-9]+$ && "$done" -ge "$i" && "$queued" == 0 && "$running" == 0 ]]; then break; fi
-        for q in "${FLEET_PIDS[@]}"; do kill -0 "$q" 2>/dev/null || die "fleet $label: a worker exited: $(tail -5 "$state"/worker-*.log)"; done
+        for q in "${FLEET_PIDS[@]}"; do kill -0 "$q" 2>/dev/null || die "fleet $label: a worker exited: $(tail -n 5 "$state"/worker-*.log)"; done
         sleep 0.2
     done
     F1="$(now)"
