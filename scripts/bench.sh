@@ -3,7 +3,7 @@
 #
 #   bash scripts/bench.sh [SUMMARY_FILE]
 #
-# 1. cargo build --release
+# 1. cargo build --release (BENCH_PROFILE=dev: the dev profile, for a quick look; say so with figures)
 # 2. throughput: 2,000 tasks / 3,000 recordings of ~200 kB, rate limit off; `wxvault sync` timed,
 #    API calls counted by the simulator (/_sim/stats, everything except media)
 # 3. curl reference: the same 3,000 media files with curl --parallel --parallel-max 16
@@ -13,13 +13,22 @@
 #    connected through `wxvault connect --sources calling`; `wxvault sync` timed, API calls per
 #    archived recording from the simulator's counters (list + details + metadata; media GETs not
 #    counted), every archived MP3 checked against the simulator's Calling manifest
-# 6. summary on stdout (and in SUMMARY_FILE when given)
+# 6. fleet (only with BENCH_ONLY=fleet): `wxvault worker` processes (the first with --plan) on one
+#    machine against `wxvault sim serve --dataset bench --orgs N` (rate limit off): recordings/s
+#    with 1, 2 and 4 workers on a SQLite file and on PostgreSQL, then 4 workers on PostgreSQL with
+#    the simulator's 300/min limit on; database rows and bytes per archived recording; queue claim
+#    latency from `cargo run -p vault --example claim_latency` (1 and 4 claimers, both backends)
+# 7. summary on stdout (and in SUMMARY_FILE when given)
 #
-# Knobs (environment): BENCH_ONLY (wxcc = parts 2-4, calling = part 5; default both),
+# Knobs (environment): BENCH_ONLY (wxcc = parts 2-4, calling = part 5, fleet = part 6; default
+# wxcc and calling), BENCH_FLEET_ORGS (16), BENCH_FLEET_RECORDINGS (1000 per org),
+# BENCH_FLEET_BYTES (50000), BENCH_FLEET_WORKERS ("1 2 4"), BENCH_FLEET_DBS ("sqlite postgres"),
+# BENCH_FLEET_LIMITED_RECORDINGS (150 per org), BENCH_CLAIM_JOBS (2000),
+# WXVAULT_TEST_PG (postgres://postgres@127.0.0.1:5432/test: the admin URL fleet databases are made on),
 # BENCH_TASKS (2000), BENCH_RECORDINGS (3000), BENCH_RECORDING_BYTES (200000),
 # BENCH_LARGE_BYTES (1073741824), BENCH_BATCH_CONCURRENCY (4), BENCH_DOWNLOADS_PER_BATCH (4),
 # BENCH_CURL_PARALLEL (16), BENCH_SKIP_MEMORY=1, BENCH_CALLING_RECORDINGS (2000),
-# BENCH_CALLING_DAYS (3), BENCH_KEEP=1 (keep the temp dir).
+# BENCH_CALLING_DAYS (3), BENCH_KEEP=1 (keep the temp dir), BENCH_PROFILE (release; dev for a quick look).
 # Part 5 serves its dataset with `wxvault sim serve --dataset bench --tasks 1 --recordings 1
 # --calling N --days D` (one WxCC task, so the org has agents to own `user` recordings).
 # Nothing leaves 127.0.0.1: the simulator binds loopback and every URL used here points at it.
@@ -37,11 +46,21 @@ CALLING_RECORDINGS="${BENCH_CALLING_RECORDINGS:-2000}"
 CALLING_DAYS="${BENCH_CALLING_DAYS:-3}"
 ONLY="${BENCH_ONLY:-}"
 case "$ONLY" in
-    "" | wxcc | calling) ;;
-    *) printf 'BENCH_ONLY must be wxcc or calling (or unset for both), not %s\n' "$ONLY" >&2; exit 2 ;;
+    "" | wxcc | calling | fleet) ;;
+    *) printf 'BENCH_ONLY must be wxcc, calling or fleet (or unset for wxcc and calling), not %s\n' "$ONLY" >&2; exit 2 ;;
 esac
-run_wxcc() { [[ "$ONLY" != calling ]]; }
-run_calling() { [[ "$ONLY" != wxcc ]]; }
+run_wxcc() { [[ -z "$ONLY" || "$ONLY" == wxcc ]]; }
+run_calling() { [[ -z "$ONLY" || "$ONLY" == calling ]]; }
+run_fleet() { [[ "$ONLY" == fleet ]]; }
+FLEET_ORGS="${BENCH_FLEET_ORGS:-16}"
+FLEET_RECORDINGS="${BENCH_FLEET_RECORDINGS:-1000}"
+FLEET_BYTES="${BENCH_FLEET_BYTES:-50000}"
+FLEET_WORKERS="${BENCH_FLEET_WORKERS:-1 2 4}"
+FLEET_DBS="${BENCH_FLEET_DBS:-sqlite postgres}"
+FLEET_LIMITED_RECORDINGS="${BENCH_FLEET_LIMITED_RECORDINGS:-150}"
+CLAIM_JOBS="${BENCH_CLAIM_JOBS:-2000}"
+PG_ADMIN="${WXVAULT_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
+PG_DBS=()
 SUMMARY_FILE="${1:-}"
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -62,8 +81,15 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/wxvault-bench.XXXXXX")"
 SIM_PIDS=()
+FLEET_PIDS=()
 cleanup() {
-    local pid
+    local pid db
+    for db in "${PG_DBS[@]:-}"; do
+        [[ -n "$db" ]] && psql "$PG_ADMIN" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    for pid in "${FLEET_PIDS[@]:-}"; do
+        [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null || true
+    done
     for pid in "${SIM_PIDS[@]:-}"; do
         [[ -n "$pid" ]] || continue
         if kill -0 "$pid" 2>/dev/null; then
@@ -176,6 +202,18 @@ def cmd_calling_check(manifest, root, org, from_ms, before_ms, after_ms):
         sys.exit(f"{len(must - seen)} required recordings are not in the archive")
     print(files, total, sidecars)
 
+def cmd_queue(path):
+    """queued running done failed from `wxvault queue --json`."""
+    q = json.load(open(path))
+    print(q["queued"], q["running"], q["done"], q["failed"])
+
+def cmd_archived(path):
+    """Recordings archived over every org of `wxvault status --json`."""
+    print(sum(o["counts"]["archived"] for o in json.load(open(path))))
+
+def cmd_org_ids(base):
+    print(" ".join(o["org_id"] for o in get(base.rstrip("/") + "/_sim/orgs")))
+
 def cmd_field(path, *keys):
     v = json.load(open(path))
     for k in keys:
@@ -251,6 +289,7 @@ start_sim() {
 # Sets SIM, ORG_ID and SIM_IDX (its index in SIM_PIDS, for stop_sim).
 launch_sim() {
     local logf="$1"; shift
+    : >"$logf"   # exists before the first look below, whoever runs first
     "$@" >"$logf" 2>&1 &
     SIM_IDX=${#SIM_PIDS[@]}
     SIM_PIDS+=("$!")
@@ -353,9 +392,11 @@ window() {
 }
 
 # --- 1. build --------------------------------------------------------------------------------------
-log "cargo build --release"
-(cd "$ROOT" && cargo build --release --quiet)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/wxvault"
+PROFILE="${BENCH_PROFILE:-release}"
+PROFILE_DIR="$([[ "$PROFILE" == dev ]] && echo debug || echo "$PROFILE")"
+log "cargo build --profile $PROFILE"
+(cd "$ROOT" && cargo build --profile "$PROFILE" --quiet --bin wxvault)
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR/wxvault"
 [[ -x "$BIN" ]] || die "no binary at $BIN"
 CLIENT_ID="$(sed -n '/DEMO_CLIENT_ID/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
 CLIENT_SECRET="$(sed -n '/DEMO_CLIENT_SECRET/,/;/p' "$ROOT/crates/webex-sim/src/config.rs" | grep -o '"[^"]*"' | head -1 | tr -d '"')"
@@ -509,7 +550,127 @@ window_days = 1'
     stop_sim "$CALLING_IDX"
 fi
 
-# --- 6. summary ------------------------------------------------------------------------------------
+# --- 6. fleet ----------------------------------------------------------------------------------------
+# One fleet run: $1 backend (sqlite|postgres), $2 workers, $3 label. Needs SIM. Sets F_WALL,
+# F_ARCHIVED, F_DB_BYTES, F_ROWS (table=rows,…), F_ROWS_TOTAL.
+fleet_run() {
+    local backend="$1" n="$2" label="$3" state="$WORK/fleet-$3" url db i org j q queued running done failed
+    write_config "$state" "first_lookback_hours = 25
+
+[worker]
+concurrency = 2
+poll_seconds = 1
+
+[schedule]
+interval_minutes = 60"
+    if [[ "$backend" == postgres ]]; then
+        db="wxv_bench_$(date +%s)_$RANDOM"
+        psql "$PG_ADMIN" -qAtc "CREATE DATABASE $db" >/dev/null || die "cannot create database $db on $PG_ADMIN"
+        PG_DBS+=("$db")
+        url="${PG_ADMIN%/*}/$db"
+        sed -i "s|^url = \"sqlite://.*\"|url = \"$url\"|" "$CFG"
+    fi
+    i=0
+    for org in $(py org_ids "$SIM"); do
+        curl -sf -X POST -H 'Content-Type: application/json' \
+            -d "{\"clientId\":\"$CLIENT_ID\",\"orgId\":\"$org\",\"scopes\":[\"cjp:config_read\",\"spark:kms\"]}" \
+            "${SIM}_sim/grant" >"$state/grant.json"
+        WXVAULT_CLIENT_SECRET="$CLIENT_SECRET" \
+            WXVAULT_REFRESH_TOKEN="$(py field "$state/grant.json" refresh_token)" \
+            WXVAULT_ACCESS_TOKEN="$(py field "$state/grant.json" access_token)" \
+            "$BIN" --config "$CFG" org add --name "org$i" --region us1 --client-id "$CLIENT_ID" >/dev/null 2>&1 \
+            || die "org add failed for $org"
+        i=$((i + 1))
+    done
+    log "fleet $label: $n worker(s), $i orgs, $backend"
+    FLEET_PIDS=()
+    F0="$(now)"
+    for ((j = 0; j < n; j++)); do
+        if [[ $j -eq 0 ]]; then
+            "$BIN" --config "$CFG" worker --plan >"$state/worker-$j.log" 2>&1 &
+        else
+            "$BIN" --config "$CFG" worker >"$state/worker-$j.log" 2>&1 &
+        fi
+        FLEET_PIDS+=("$!")
+    done
+    # Done when every org's planned harvest is done and nothing is queued or running.
+    while :; do
+        "$BIN" --config "$CFG" queue --json >"$state/queue.json" 2>/dev/null || true
+        read -r queued running done failed < <(py queue "$state/queue.json" 2>/dev/null || echo "x x x x")
+        [[ "$failed" == 0 || "$failed" == x ]] || die "fleet $label: $failed job(s) failed (see $state)"
+        if [[ "$done" =~ ^[0-9]+$ && "$done" -ge "$i" && "$queued" == 0 && "$running" == 0 ]]; then break; fi
+        for q in "${FLEET_PIDS[@]}"; do kill -0 "$q" 2>/dev/null || die "fleet $label: a worker exited: $(tail -n 5 "$state"/worker-*.log)"; done
+        sleep 0.2
+    done
+    F1="$(now)"
+    for q in "${FLEET_PIDS[@]}"; do kill -TERM "$q" 2>/dev/null || true; done
+    for q in "${FLEET_PIDS[@]}"; do wait "$q" || die "fleet $label: a worker did not exit 0 on SIGTERM"; done
+    FLEET_PIDS=()
+    F_WALL="$(calc "round($F1 - $F0, 2)")"
+    "$BIN" --config "$CFG" status --json >"$state/status.json"
+    F_ARCHIVED="$(py archived "$state/status.json")"
+    if [[ "$backend" == postgres ]]; then
+        F_DB_BYTES="$(psql "$url" -qAtc "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'wxvault' AND c.relkind = 'r'")"
+        F_ROWS=""; F_ROWS_TOTAL=0
+        for q in $(psql "$url" -qAtc "SELECT table_name FROM information_schema.tables WHERE table_schema = 'wxvault' AND table_name NOT LIKE '\_sqlx%' ORDER BY 1"); do
+            j="$(psql "$url" -qAtc "SELECT count(*) FROM wxvault.$q")"
+            F_ROWS_TOTAL=$((F_ROWS_TOTAL + j))
+            [[ "$j" -gt 0 ]] && F_ROWS="$F_ROWS $q=$j"
+        done
+    else
+        sqlite3 "$state/wxvault.db" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
+        F_DB_BYTES="$(stat -c %s "$state/wxvault.db")"
+        F_ROWS=""; F_ROWS_TOTAL=0
+        for q in $(sqlite3 "$state/wxvault.db" "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\_sqlx%' ESCAPE '\\' ORDER BY 1"); do
+            j="$(sqlite3 "$state/wxvault.db" "SELECT count(*) FROM \"$q\"")"
+            F_ROWS_TOTAL=$((F_ROWS_TOTAL + j))
+            [[ "$j" -gt 0 ]] && F_ROWS="$F_ROWS $q=$j"
+        done
+    fi
+    log "fleet $label: $F_ARCHIVED archived in $F_WALL s ($(calc "round($F_ARCHIVED / ($F1 - $F0), 1)")/s); database $F_DB_BYTES bytes, $F_ROWS_TOTAL rows:$F_ROWS"
+    printf '%-28s %8s %10s %12s %14s %14s\n' "$label" "$n" "$F_ARCHIVED" "$F_WALL" \
+        "$(calc "round($F_ARCHIVED / ($F1 - $F0), 1)")" \
+        "$(calc "round($F_DB_BYTES / max(1, $F_ARCHIVED))") B, $(calc "round($F_ROWS_TOTAL / max(1, $F_ARCHIVED), 2)") rows" >>"$WORK/fleet.txt"
+    printf '    %s rows:%s\n' "$label" "$F_ROWS" >>"$WORK/fleet-rows.txt"
+}
+
+if run_fleet; then
+    command -v psql >/dev/null || die "psql is required for the fleet benchmark"
+    command -v sqlite3 >/dev/null || die "sqlite3 is required for the fleet benchmark"
+    : >"$WORK/fleet.txt"; : >"$WORK/fleet-rows.txt"
+    log "fleet: simulator with $FLEET_ORGS orgs x $FLEET_RECORDINGS recordings of ~$FLEET_BYTES bytes, no rate limit"
+    start_sim "$WORK/sim-fleet.log" --dataset bench --orgs "$FLEET_ORGS" --tasks "$FLEET_RECORDINGS" \
+        --recordings "$FLEET_RECORDINGS" --recording-bytes "$FLEET_BYTES" --no-rate-limit
+    FLEET_IDX=$SIM_IDX
+    for backend in $FLEET_DBS; do
+        for n in $FLEET_WORKERS; do
+            fleet_run "$backend" "$n" "$backend-$n-unlimited"
+        done
+    done
+    stop_sim "$FLEET_IDX"
+    log "fleet: simulator with $FLEET_ORGS orgs x $FLEET_LIMITED_RECORDINGS recordings, 300/min limit on"
+    start_sim "$WORK/sim-fleet-limited.log" --dataset bench --orgs "$FLEET_ORGS" --tasks "$FLEET_LIMITED_RECORDINGS" \
+        --recordings "$FLEET_LIMITED_RECORDINGS" --recording-bytes "$FLEET_BYTES"
+    FLEET_IDX=$SIM_IDX
+    curl -sf "${SIM}_sim/stats" >"$WORK/stats-limited-before.json"
+    fleet_run postgres 4 "postgres-4-limited"
+    curl -sf "${SIM}_sim/stats" >"$WORK/stats-limited-after.json"
+    LIMITED_API=$(($(py stats_api "$WORK/stats-limited-after.json") - $(py stats_api "$WORK/stats-limited-before.json")))
+    LIMITED_429=$(($(py field "$WORK/stats-limited-after.json" throttled_429) - $(py field "$WORK/stats-limited-before.json" throttled_429)))
+    LIMITED_RPM="$(calc "round($LIMITED_API / ($F_WALL / 60), 1)")"
+    stop_sim "$FLEET_IDX"
+    log "claim latency: cargo run --profile $PROFILE -p vault --example claim_latency ($CLAIM_JOBS queued jobs over 200 lanes)"
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p vault --example claim_latency)
+    CLAIM_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR/examples/claim_latency"
+    : >"$WORK/claims.txt"
+    for backend in sqlite postgres; do
+        for c in 1 4; do
+            WXVAULT_TEST_PG="$PG_ADMIN" "$CLAIM_BIN" "$backend" "$CLAIM_JOBS" "$c" >>"$WORK/claims.txt"
+        done
+    done
+fi
+
+# --- 7. summary ------------------------------------------------------------------------------------
 pass() { if python3 -c "import sys; sys.exit(0 if $1 else 1)"; then echo "ok"; else echo "MISSED"; fi; }
 if run_wxcc; then
     PER_REC="$(calc "round($API_CALLS / $ARCHIVED, 4)")"
@@ -532,6 +693,7 @@ SUMMARY="$WORK/summary.txt"
     echo "wxvault benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)${ONLY:+ (BENCH_ONLY=$ONLY)}"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     echo "load average before: $LOAD_BEFORE"
+    echo "build profile: $PROFILE"
     echo "sync settings: batch_concurrency=$BATCH_CONCURRENCY downloads_per_batch=$DOWNLOADS_PER_BATCH"
     if run_wxcc; then
         echo "dataset: $TASKS tasks, $RECORDINGS recordings of ~$RECORDING_BYTES bytes ($BYTES bytes total), rate limit off"
@@ -570,6 +732,16 @@ SUMMARY="$WORK/summary.txt"
         printf '  MB/s (10^6 B)            %s (%s bytes)\n' "$K_MBPS" "$K_BYTES"
         printf '  peak RSS                 %s MiB\n' "$(calc "round($K_RSS_KB / 1024, 1)")"
         printf '  media GETs with an Authorization header (the bearer leaving Webex)  %s\n' "$K_MEDIA_AUTH"
+    fi
+    if run_fleet; then
+        echo
+        echo "fleet ($FLEET_ORGS orgs, one lane each; ~$FLEET_BYTES-byte recordings; [worker] concurrency = 2 per process; the first worker plans)"
+        printf '%-28s %8s %10s %12s %14s %14s\n' run workers archived "wall s" "recordings/s" "db per rec"
+        cat "$WORK/fleet.txt"
+        cat "$WORK/fleet-rows.txt"
+        printf '  limited run: %s API calls (media not counted) = %s/min, %s answered 429\n' "$LIMITED_API" "$LIMITED_RPM" "$LIMITED_429"
+        echo "queue claim latency (Vault::claim_job; each claimer its own pool)"
+        sed 's/^/  /' "$WORK/claims.txt"
     fi
 } >"$SUMMARY"
 echo

@@ -330,6 +330,9 @@ pub struct SimServeArgs {
     /// Days the dataset spans before the simulator's start (overrides the preset's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub days: Option<u32>,
+    /// Orgs (overrides the preset's; with --dataset bench each org gets --tasks and --recordings).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub orgs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

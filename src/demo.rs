@@ -40,6 +40,9 @@ pub async fn sim_serve(args: SimServeArgs) -> Result<()> {
     if let Some(d) = args.days {
         dataset.days = d;
     }
+    if let Some(n) = args.orgs {
+        dataset.orgs = n;
+    }
     let config = SimConfig {
         seed: args.seed,
         dataset,

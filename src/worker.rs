@@ -8,12 +8,18 @@ use crate::cli::WorkerArgs;
 
 /// Turns true on SIGTERM or SIGINT (Ctrl-C): the process stops claiming work, lets running jobs
 /// stop or hands them back within [serve] shutdown_grace_seconds, and exits 0.
+///
+/// The SIGTERM handler is installed before this returns (not inside the spawned task), so a
+/// SIGTERM that arrives while the process is still starting is not met by the default action
+/// (killed by the signal, no clean exit).
 pub fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
+    #[cfg(unix)]
+    let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
         #[cfg(unix)]
         let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            match sigterm {
                 Ok(mut s) => {
                     s.recv().await;
                 }
@@ -36,8 +42,9 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 pub async fn run(config: Config, args: WorkerArgs) -> Result<()> {
-    let engine = std::sync::Arc::new(crate::commands::open_engine(config).await?);
+    // The handlers first: a SIGTERM while the engine opens still ends in a clean exit.
     let stop = shutdown_signal();
+    let engine = std::sync::Arc::new(crate::commands::open_engine(config).await?);
     // /healthz and /readyz for the orchestrator's probes, when [worker] listen is set.
     let health = match engine.config.worker.listen.clone() {
         Some(listen) => {

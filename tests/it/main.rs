@@ -3,6 +3,7 @@
 
 mod admin;
 mod calling;
+mod chaos;
 mod cli;
 mod connect;
 mod demo;
