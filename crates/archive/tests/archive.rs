@@ -269,12 +269,27 @@ async fn large_body_is_streamed_in_parts(b: Backend) {
     let stored_before_end = Arc::new(AtomicU64::new(0));
     let probe = stored_before_end.clone();
     let data_dir = b.data_dir.clone();
-    let body = generated(len, 3).enumerate().map(move |(i, chunk)| {
-        if (i + 1) * CHUNK >= len {
-            probe.store(total_bytes(&data_dir), Ordering::SeqCst);
-        }
-        chunk
-    });
+    // The last chunk is held back until a full part has reached the backend (or 60 s passed):
+    // a put that buffered the whole body first would never get there.
+    let body = generated(len, 3)
+        .enumerate()
+        .then(move |(i, chunk)| {
+            let (probe, data_dir) = (probe.clone(), data_dir.clone());
+            async move {
+                if (i + 1) * CHUNK >= len {
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+                    while total_bytes(&data_dir) < PART_SIZE as u64
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tick.tick().await;
+                    }
+                    probe.store(total_bytes(&data_dir), Ordering::SeqCst);
+                }
+                chunk
+            }
+        })
+        .boxed();
     let out = b
         .archive
         .put_stream(&k, body, Some(len as u64))
