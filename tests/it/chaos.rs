@@ -390,9 +390,11 @@ async fn killing_workers_at_random_loses_and_duplicates_nothing() {
     );
     fleet.stop().await;
 
-    // The queue: nothing waiting, running or failed; no lease held by anyone.
+    // The queue: nothing running or failed; no lease held by anyone. (The planners go on
+    // planning every minute, so a harvest planned after the work was done may wait, untouched,
+    // for the next worker: the fleet was stopped, not drained.)
     let q = vault.queue_status(now_ms()).await.expect("queue status");
-    assert_eq!((q.queued, q.running, q.failed), (0, 0, 0), "{q:#?}");
+    assert_eq!((q.running, q.failed), (0, 0), "{q:#?}");
     assert!(q.done > 0, "{q:#?}");
     let leases = vault.leases().await.expect("leases");
     assert!(leases.is_empty(), "org leases left held: {leases:#?}");
@@ -425,7 +427,12 @@ async fn killing_workers_at_random_loses_and_duplicates_nothing() {
     // shorter than the stale age, so run that sweep now, as a worker restarted later would, with
     // nothing running: every interrupted upload must be traceable, none may be left.
     let config = engine::Config::load(Some(&env.config_path)).expect("config");
-    let archive = archive::Archive::open(&config.storage_config()).expect("archive");
+    let archive = archive::Archive::open_s3_with_keys(
+        &config.storage_config(),
+        s3.access_key(),
+        s3.secret_key(),
+    )
+    .expect("archive");
     archive
         .remove_stale_staging(std::time::Duration::ZERO)
         .await
