@@ -9,10 +9,11 @@ pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// multipart upload with its per-upload marker and extra requests.
 pub const MIN_MULTIPART_THRESHOLD: u64 = 1024 * 1024;
 
-/// Largest accepted `multipart_threshold` (512 MiB). A body up to the threshold is held in
-/// memory before its single put, once per transfer in flight, so the bound keeps a
-/// misconfiguration from exhausting memory.
-pub const MAX_MULTIPART_THRESHOLD: u64 = 512 * 1024 * 1024;
+/// Largest accepted `multipart_threshold` (64 MiB). A body up to the threshold is held in
+/// memory before its single put, once per transfer in flight, and goes up in one request that
+/// must finish within the request timeout; the bound keeps a misconfiguration from exhausting
+/// memory or timing out on a slow link.
+pub const MAX_MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 
 /// Where the archive lives; one section of the wxvault configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -84,6 +84,22 @@ pub enum ArchiveError {
         cloud: Cloud,
     },
 
+    /// A clean-up of interrupted uploads could not handle some of them; the others were
+    /// cleaned. What failed stays in place and is retried by the next clean-up.
+    #[error(
+        "could not clean up {failed} interrupted upload object(s) ({removed} removed); they are \
+         retried by the next clean-up; first failure: {first}"
+    )]
+    Cleanup {
+        /// Markers, staging objects or part files that could not be handled.
+        failed: usize,
+        /// Objects removed anyway.
+        removed: usize,
+        /// The first failure.
+        #[source]
+        first: Box<ArchiveError>,
+    },
+
     /// The object store failed. URLs in the store's message are redacted.
     #[error(
         "object store operation on {key} failed: {}",
@@ -108,6 +124,7 @@ impl ArchiveError {
     pub fn is_transient(&self) -> bool {
         match self {
             ArchiveError::Source(_) | ArchiveError::SizeMismatch { .. } => true,
+            ArchiveError::Cleanup { first, .. } => first.is_transient(),
             ArchiveError::Config { .. }
             | ArchiveError::MissingCredentials { .. }
             | ArchiveError::InvalidKey { .. }

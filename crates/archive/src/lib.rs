@@ -35,11 +35,14 @@ mod config;
 mod error;
 pub mod layout;
 mod open;
+mod settle;
 pub mod sidecar;
 mod tally;
 #[cfg(feature = "test-s3")]
 pub mod testing;
 mod upload;
+#[cfg(test)]
+mod upload_tests;
 
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
@@ -61,6 +64,7 @@ pub use layout::ObjectKey;
 pub use upload::{MARKER_REFRESH, STALE_UPLOAD_AGE};
 
 use open::{Keys, Multipart};
+use settle::exists;
 use tally::{Tally, source_error};
 use upload::{Heartbeat, Marker, Parts, STAGING_PREFIX, StoreUpload};
 
@@ -134,7 +138,8 @@ impl Archive {
     /// * `gs://bucket[/prefix]` opens a Google Cloud Storage bucket with
     ///   credentials from `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_SERVICE_ACCOUNT_KEY`
     ///   / `GOOGLE_APPLICATION_CREDENTIALS` or the instance's service account;
-    ///   with `endpoint` it talks to a GCS emulator without authentication.
+    ///   with a plain-HTTP or loopback `endpoint` it talks to a GCS emulator without
+    ///   authentication; another `endpoint` needs a service-account key from the environment.
     /// * `az://container[/prefix]` opens an Azure blob container of the account
     ///   `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`, a SAS, a
     ///   service principal or a managed identity (the `AZURE_*` variables).
@@ -300,10 +305,12 @@ impl Archive {
             return self.settle_existing(key, sha256, size).await;
         }
 
-        // Read up to the threshold: smaller bodies need a single request.
+        // Read up to the threshold: smaller bodies need a single request. A body announced
+        // above the threshold goes up in parts straight away, without buffering the threshold.
+        let parts_now = expected_len.is_some_and(|l| l > threshold);
         let mut first = PutPayloadMut::new();
         let mut rest_pending = None;
-        while let Some(chunk) = body.next().await {
+        while !parts_now && let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(source_error)?;
             tally.add(&chunk)?;
             if (first.content_length() + chunk.len()) as u64 > threshold {
@@ -313,7 +320,7 @@ impl Archive {
             first.push(chunk);
         }
 
-        let Some(overflow) = rest_pending else {
+        if rest_pending.is_none() && !parts_now {
             let (sha256, size) = tally.finish()?;
             let opts = PutOptions {
                 mode: PutMode::Create,
@@ -332,7 +339,7 @@ impl Archive {
                 Err(e) if exists(&e) => self.settle_existing(key, sha256, size).await,
                 Err(e) => Err(ArchiveError::store(key.as_str(), e)),
             };
-        };
+        }
 
         let id = uuid::Uuid::new_v4().to_string();
         let staging = Path::from_iter([STAGING_PREFIX, &id]);
@@ -365,7 +372,14 @@ impl Archive {
         };
         let mut parts = Parts::new(upload);
         if let Err(e) = upload::write_marker(self.store.as_ref(), &marker_path, &marker).await {
-            parts.abort().await;
+            if let Err(abort) = parts.abort().await {
+                // No marker names this upload: only a bucket lifecycle rule removes its parts.
+                tracing::warn!(
+                    key = %key,
+                    error = %redact::redact_urls_in(&abort.to_string()),
+                    "could not abort a multipart upload that has no marker"
+                );
+            }
             return Err(ArchiveError::store(key.as_str(), e));
         }
         let heartbeat = Heartbeat::start(
@@ -375,7 +389,7 @@ impl Archive {
             self.marker_refresh,
         );
         let streamed = async {
-            for chunk in first.freeze().into_iter().chain([overflow]) {
+            for chunk in first.freeze().into_iter().chain(rest_pending) {
                 parts
                     .push(chunk)
                     .await
@@ -400,8 +414,17 @@ impl Archive {
         let (sha256, size) = match streamed {
             Ok(summary) => summary,
             Err(e) => {
-                parts.abort().await;
-                self.finish_upload(heartbeat, &marker_path).await;
+                let aborted = parts.abort().await;
+                if let Err(abort) = &aborted {
+                    tracing::warn!(
+                        key = %key,
+                        error = %redact::redact_urls_in(&abort.to_string()),
+                        "could not abort a multipart upload; its marker is kept so that the \
+                         clean-up of interrupted uploads aborts it later"
+                    );
+                }
+                self.finish_upload(heartbeat, &marker_path, aborted.is_ok())
+                    .await;
                 return Err(e);
             }
         };
@@ -410,25 +433,33 @@ impl Archive {
             .store
             .copy_if_not_exists(&staging, &key.to_path())
             .await;
-        self.remove_staging(&staging).await;
-        self.finish_upload(heartbeat, &marker_path).await;
         match linked {
-            Ok(()) => Ok(PutOutcome {
-                sha256,
-                size,
-                status: PutStatus::Created,
-            }),
-            Err(e) if exists(&e) => self.settle_existing(key, sha256, size).await,
-            Err(e) => Err(ArchiveError::store(key.as_str(), e)),
-        }
-    }
-
-    /// Stops an upload's heartbeat and removes its marker (best effort: a leftover marker is
-    /// cleaned up once stale).
-    async fn finish_upload(&self, heartbeat: Heartbeat, marker_path: &Path) {
-        heartbeat.stop().await;
-        if let Err(e) = upload::delete(self.store.as_ref(), marker_path).await {
-            tracing::warn!(marker = %marker_path, error = %e, "could not remove the upload marker");
+            Ok(()) => {
+                // A server-side copy may report success before it is complete (Azure copies
+                // asynchronously): only a destination of the full size proves it. Otherwise
+                // the staging object and its marker stay (the sweep removes them) and the
+                // caller retries.
+                if let Err(e) = self.verify_copied(key, size).await {
+                    self.finish_upload(heartbeat, &marker_path, false).await;
+                    return Err(e);
+                }
+                self.remove_staging(&staging).await;
+                self.finish_upload(heartbeat, &marker_path, true).await;
+                Ok(PutOutcome {
+                    sha256,
+                    size,
+                    status: PutStatus::Created,
+                })
+            }
+            Err(e) => {
+                self.remove_staging(&staging).await;
+                self.finish_upload(heartbeat, &marker_path, true).await;
+                if exists(&e) {
+                    self.settle_existing(key, sha256, size).await
+                } else {
+                    Err(ArchiveError::store(key.as_str(), e))
+                }
+            }
         }
     }
 
@@ -580,55 +611,4 @@ impl Archive {
     pub async fn clean_interrupted_uploads(&self) -> Result<usize, ArchiveError> {
         self.remove_stale_staging(STALE_UPLOAD_AGE).await
     }
-
-    /// The key exists: report `AlreadyPresent` if it holds exactly the
-    /// offered bytes, `Conflict` otherwise.
-    async fn settle_existing(
-        &self,
-        key: &ObjectKey,
-        sha256: String,
-        size: u64,
-    ) -> Result<PutOutcome, ArchiveError> {
-        let Some((existing_sha256, existing_size)) = self.sha256_of(key).await? else {
-            // Deleted between the existence check and the read: nothing to
-            // compare with, let the caller retry.
-            return Err(ArchiveError::store(
-                key.as_str(),
-                object_store::Error::NotFound {
-                    path: key.to_string(),
-                    source: "object disappeared while comparing with it".into(),
-                },
-            ));
-        };
-        if existing_sha256 == sha256 && existing_size == size {
-            Ok(PutOutcome {
-                sha256,
-                size,
-                status: PutStatus::AlreadyPresent,
-            })
-        } else {
-            Err(ArchiveError::Conflict {
-                key: key.to_string(),
-                existing_sha256,
-                new_sha256: sha256,
-            })
-        }
-    }
-
-    /// Best-effort removal of a completed staging object; a leftover is
-    /// invisible to [`Archive::list`] and harmless.
-    async fn remove_staging(&self, staging: &Path) {
-        if let Err(e) = self.store.delete(staging).await {
-            tracing::warn!(staging = %staging, error = %e, "could not remove staging object");
-        }
-    }
-}
-
-/// The store reports that the key exists: `AlreadyExists`, or a failed precondition
-/// (`If-None-Match: *` answered 412 by stores that do not map it).
-fn exists(e: &object_store::Error) -> bool {
-    matches!(
-        e,
-        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
-    )
 }

@@ -8,7 +8,8 @@
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use std::time::Duration;
+
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -16,6 +17,7 @@ use object_store::local::LocalFileSystem;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore};
 
 use crate::config::{MAX_MULTIPART_THRESHOLD, MIN_MULTIPART_THRESHOLD};
 use crate::{ArchiveError, Sse, StorageConfig};
@@ -37,6 +39,9 @@ pub(crate) struct Opened {
 pub(crate) struct Multipart {
     pub store: Arc<dyn MultipartStore>,
     pub prefix: Option<Path>,
+    /// The raw store of an Azure archive, whose uploads are aborted by committing an empty
+    /// block list and deleting the blob (see `upload::abort_upload`); `None` elsewhere.
+    pub azure_objects: Option<Arc<dyn ObjectStore>>,
 }
 
 impl Multipart {
@@ -60,7 +65,7 @@ pub(crate) fn check_threshold(cfg: &StorageConfig) -> Result<(), ArchiveError> {
         return Err(ArchiveError::config(
             "multipart_threshold",
             format!(
-                "{} bytes is outside {MIN_MULTIPART_THRESHOLD}..={MAX_MULTIPART_THRESHOLD} (1 MiB to 512 MiB)",
+                "{} bytes is outside {MIN_MULTIPART_THRESHOLD}..={MAX_MULTIPART_THRESHOLD} (1 MiB to 64 MiB)",
                 cfg.multipart_threshold
             ),
         ));
@@ -105,6 +110,39 @@ pub(crate) fn open_local(path: &FsPath) -> Result<Opened, ArchiveError> {
     })
 }
 
+/// What the cloud would refuse in a GCS bucket or Azure container name, caught here so that a
+/// misspelt name is one clear configuration error instead of a 400 answered to every request
+/// (and retried as a store failure).
+///
+/// Azure containers: 3 to 63 lowercase letters, digits and single hyphens, starting and ending
+/// with a letter or digit. GCS buckets: 3 to 63 lowercase letters, digits, `-`, `_` and `.`
+/// (up to 222 with dots), starting and ending with a letter or digit; `_` is valid on GCS.
+fn cloud_name_problem(scheme: &str, name: &str) -> Option<&'static str> {
+    let max = match scheme {
+        "az" => 63,
+        "gs" if name.contains('.') => 222,
+        "gs" => 63,
+        _ => return None,
+    };
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        return Some("uppercase letters are not allowed; use lowercase");
+    }
+    if scheme == "az" && name.contains(['_', '.']) {
+        return Some("Azure container names allow only lowercase letters, digits and '-'");
+    }
+    if scheme == "az" && name.contains("--") {
+        return Some("Azure container names cannot contain consecutive hyphens");
+    }
+    if name.len() < 3 || name.len() > max {
+        return Some("the name must be 3 to 63 characters long");
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !edge_ok(name.chars().next()) || !edge_ok(name.chars().last()) {
+        return Some("the name must start and end with a letter or a digit");
+    }
+    None
+}
+
 /// Splits `bucket[/prefix]`, checking both.
 fn bucket_and_prefix<'a>(
     scheme: &str,
@@ -127,6 +165,12 @@ fn bucket_and_prefix<'a>(
                 "invalid {word} name {bucket:?}; expected {scheme}://{}[/PREFIX]",
                 word.to_uppercase()
             ),
+        ));
+    }
+    if let Some(why) = cloud_name_problem(scheme, bucket) {
+        return Err(ArchiveError::config(
+            "url",
+            format!("invalid {word} name {bucket:?}: {why}"),
         ));
     }
     let prefix = prefix.trim_matches('/');
@@ -208,11 +252,31 @@ fn cloud<T: ObjectStore + MultipartStore>(
     }
     Opened {
         store: view,
-        multipart: Some(Multipart { store, prefix }),
+        multipart: Some(Multipart {
+            azure_objects: (scheme == "az").then(|| Arc::clone(&store) as Arc<dyn ObjectStore>),
+            store,
+            prefix,
+        }),
         description,
         local_root: None,
     }
 }
+
+/// HTTP client options for every cloud store. object_store's default 30 s per request would cap
+/// a single put of up to the multipart threshold, an 8 MiB part or a server-side copy of a large
+/// recording on a slow link; a request may take up to [`REQUEST_TIMEOUT`], while connecting
+/// must still succeed within [`CONNECT_TIMEOUT`] so that an unreachable store fails fast.
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+}
+
+/// Upper bound of one store request (a put, a part, a copy, a listing page).
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Upper bound of establishing a connection to the store.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn build_error(what: &str, e: object_store::Error) -> ArchiveError {
     ArchiveError::config(what, redact::redact_urls_in(&e.to_string()))
@@ -230,7 +294,9 @@ pub(crate) fn open_s3(
             .with_secret_access_key(k.secret_key),
         None => AmazonS3Builder::from_env(),
     };
-    builder = builder.with_bucket_name(bucket);
+    builder = builder
+        .with_bucket_name(bucket)
+        .with_client_options(client_options());
     let endpoint = endpoint(cfg)?;
     if let Some((url, _)) = &endpoint {
         builder = builder.with_endpoint(url);
@@ -280,9 +346,12 @@ pub(crate) fn open_gcs(cfg: &StorageConfig, rest: &str) -> Result<Opened, Archiv
     let (bucket, prefix) = bucket_and_prefix("gs", rest)?;
     let endpoint = endpoint(cfg)?;
     let builder = match &endpoint {
-        // object_store takes a GCS base URL only from a service-account key: an emulator gets
-        // one that also turns OAuth off (emulators accept any or no token).
-        Some((url, _)) => {
+        None => GoogleCloudStorageBuilder::from_env(),
+        // object_store takes a GCS base URL only from a service-account key. An emulator (plain
+        // HTTP or a loopback address) gets one that also turns OAuth off: emulators accept any
+        // or no token. Any other endpoint is a real GCS-compatible service and keeps OAuth: the
+        // base URL goes into the service-account key from the environment.
+        Some((url, _)) if is_emulator(url) => {
             let key = serde_json::json!({
                 "private_key": "",
                 "private_key_id": "",
@@ -292,10 +361,14 @@ pub(crate) fn open_gcs(cfg: &StorageConfig, rest: &str) -> Result<Opened, Archiv
             });
             GoogleCloudStorageBuilder::new().with_service_account_key(key.to_string())
         }
-        None => GoogleCloudStorageBuilder::from_env(),
+        Some((url, _)) => {
+            let key = gcs_key_with_base_url(url)?;
+            GoogleCloudStorageBuilder::from_env().with_service_account_key(key)
+        }
     };
     let gcs = builder
         .with_bucket_name(bucket)
+        .with_client_options(client_options())
         .build()
         .map_err(|e| build_error("gcs", e))?;
     Ok(cloud(gcs, "gs", bucket, prefix, endpoint.map(|e| e.1)))
@@ -313,7 +386,9 @@ pub(crate) fn open_azure(
             .with_access_key(key),
         None => MicrosoftAzureBuilder::from_env(),
     };
-    let mut builder = builder.with_container_name(container);
+    let mut builder = builder
+        .with_container_name(container)
+        .with_client_options(client_options());
     let endpoint = endpoint(cfg)?;
     if let Some((url, _)) = &endpoint {
         builder = builder.with_endpoint(url.clone());
@@ -325,6 +400,65 @@ pub(crate) fn open_azure(
     Ok(cloud(azure, "az", container, prefix, endpoint.map(|e| e.1)))
 }
 
+/// A plain-HTTP endpoint or one on a loopback address: a local emulator, never a real cloud.
+fn is_emulator(endpoint: &str) -> bool {
+    let Ok(url) = url::Url::parse(endpoint) else {
+        return false;
+    };
+    url.scheme() == "http"
+        || match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+}
+
+/// The service-account key from the environment (`GOOGLE_SERVICE_ACCOUNT_KEY`, or the file
+/// named by `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_APPLICATION_CREDENTIALS`) with `gcs_base_url` set
+/// to `endpoint`: the only way object_store accepts a GCS base URL with OAuth still on.
+fn gcs_key_with_base_url(endpoint: &str) -> Result<String, ArchiveError> {
+    let missing = || {
+        ArchiveError::config(
+            "endpoint",
+            "a non-emulator gs:// endpoint needs a service-account key in \
+             GOOGLE_SERVICE_ACCOUNT_KEY, or a key file named by GOOGLE_SERVICE_ACCOUNT or \
+             GOOGLE_APPLICATION_CREDENTIALS; remove `endpoint` to use Google Cloud Storage itself",
+        )
+    };
+    let text = match std::env::var("GOOGLE_SERVICE_ACCOUNT_KEY") {
+        Ok(key) if !key.trim().is_empty() => key,
+        _ => {
+            let file = ["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_APPLICATION_CREDENTIALS"]
+                .iter()
+                .find_map(|v| std::env::var_os(v).filter(|f| !f.is_empty()))
+                .ok_or_else(missing)?;
+            std::fs::read_to_string(&file).map_err(|e| {
+                ArchiveError::config(
+                    "endpoint",
+                    format!(
+                        "cannot read the service-account key file {}: {e}",
+                        std::path::Path::new(&file).display()
+                    ),
+                )
+            })?
+        }
+    };
+    // Never echo the key's contents: only say that it is not a service-account key.
+    let mut key: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .ok()
+        .filter(|k: &serde_json::Map<String, serde_json::Value>| k.contains_key("private_key"))
+        .ok_or_else(|| {
+            ArchiveError::config(
+                "endpoint",
+                "the Google credentials found are not a service-account key (JSON with \
+                 private_key); a non-emulator gs:// endpoint needs one",
+            )
+        })?;
+    key.insert("gcs_base_url".into(), endpoint.into());
+    Ok(serde_json::Value::Object(key).to_string())
+}
+
 pub(crate) fn check_scheme(url: &str) -> Result<(), ArchiveError> {
     Err(ArchiveError::config(
         "url",
@@ -334,4 +468,62 @@ pub(crate) fn check_scheme(url: &str) -> Result<(), ArchiveError> {
             redact::redact_url(url)
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloud_names_the_clouds_would_refuse_are_config_errors() {
+        for (url, bad) in [
+            ("az://Archive", true),
+            ("az://my_container", true),
+            ("az://a--b", true),
+            ("az://ab", true),
+            ("az://-abc", true),
+            ("az://recordings-2024", false),
+            ("gs://Recordings", true),
+            ("gs://rec_ordings", false),
+            ("gs://rec.ordings.example.com", false),
+            ("gs://abc-", true),
+        ] {
+            let cfg = StorageConfig::new(url);
+            let opened = crate::Archive::open(&cfg);
+            match opened {
+                Err(ArchiveError::Config { what, detail }) if bad => {
+                    assert_eq!(what, "url", "{url}: {detail}");
+                    assert!(detail.contains("name"), "{url}: {detail}");
+                }
+                Err(ArchiveError::Config { detail, .. }) => {
+                    assert!(
+                        !detail.contains("invalid container name"),
+                        "{url}: {detail}"
+                    );
+                    assert!(!detail.contains("invalid bucket name"), "{url}: {detail}");
+                }
+                Ok(_) => assert!(!bad, "{url} was accepted"),
+                Err(other) => panic!("{url}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_plain_http_or_loopback_gcs_endpoints_skip_oauth() {
+        assert!(is_emulator("http://gcs.example.com:4443"));
+        assert!(is_emulator("https://127.0.0.1:4443"));
+        assert!(is_emulator("https://localhost:4443"));
+        assert!(is_emulator("https://[::1]:4443"));
+        assert!(!is_emulator("https://storage.example.com"));
+        assert!(!is_emulator("https://10.0.0.5"));
+    }
+
+    #[test]
+    fn cloud_clients_allow_long_writes_but_connect_fast() {
+        assert!(REQUEST_TIMEOUT >= Duration::from_secs(600));
+        assert!(CONNECT_TIMEOUT <= Duration::from_secs(30));
+        // The options build into a client (the timeouts are accepted).
+        let cfg = StorageConfig::new("s3://bucket/p");
+        crate::Archive::open_s3_with_keys(&cfg, "k", "s").unwrap();
+    }
 }

@@ -115,7 +115,11 @@ impl Heartbeat {
                 }
                 marker.refreshed += 1;
                 if let Err(e) = write_marker(store.as_ref(), &path, &marker).await {
-                    tracing::warn!(marker = %path, error = %e, "could not refresh the upload marker");
+                    tracing::warn!(
+                        marker = %path,
+                        error = %redact::redact_urls_in(&e.to_string()),
+                        "could not refresh the upload marker"
+                    );
                 }
             }
         });
@@ -131,6 +135,7 @@ impl Heartbeat {
 /// A multipart upload through [`MultipartStore`], which exposes the upload id the marker
 /// records (`ObjectStore::put_multipart` hides it).
 pub(crate) struct StoreUpload {
+    mp: Multipart,
     store: Arc<dyn MultipartStore>,
     path: Path,
     id: MultipartId,
@@ -144,6 +149,7 @@ impl StoreUpload {
         let path = mp.full(path);
         let id = mp.store.create_multipart(&path).await?;
         Ok(StoreUpload {
+            mp: mp.clone(),
             store: Arc::clone(&mp.store),
             path,
             id,
@@ -206,7 +212,30 @@ impl MultipartUpload for StoreUpload {
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
-        self.store.abort_multipart(&self.path, &self.id).await
+        abort_upload(&self.mp, &self.path, &self.id).await
+    }
+}
+
+/// Aborts the upload `id` to `path` (as the store sees it).
+///
+/// Azure has no abort (object_store's `abort_multipart` does nothing, and uncommitted blocks
+/// would linger for a week): committing an empty block list discards every uncommitted block
+/// of the blob, and deleting the then-empty blob leaves nothing. The path is a private staging
+/// key, so committing it never exposes anything.
+pub(crate) async fn abort_upload(
+    mp: &Multipart,
+    path: &Path,
+    id: &MultipartId,
+) -> object_store::Result<()> {
+    match &mp.azure_objects {
+        None => mp.store.abort_multipart(path, id).await,
+        Some(objects) => {
+            mp.store.complete_multipart(path, id, Vec::new()).await?;
+            match objects.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
     }
 }
 
@@ -275,13 +304,15 @@ impl Parts {
     }
 
     /// Cancels in-flight parts and aborts the upload, so no staging data is left (the local
-    /// backend deletes its part files; S3 and GCS drop the parts; Azure has no abort and
-    /// garbage-collects uncommitted blocks after a week).
-    pub async fn abort(mut self) {
+    /// backend deletes its part files; S3 and GCS drop the parts; on Azure an empty block list
+    /// is committed and the blob deleted, see [`abort_upload`]).
+    ///
+    /// # Errors
+    /// The store's error when the abort failed: the caller must then keep the upload's marker
+    /// so that [`remove_stale`] retries the abort once the marker is stale.
+    pub async fn abort(mut self) -> object_store::Result<()> {
         self.in_flight.shutdown().await;
-        if let Err(e) = self.upload.abort().await {
-            tracing::warn!(error = %e, "could not abort multipart upload");
-        }
+        self.upload.abort().await
     }
 }
 
@@ -329,51 +360,12 @@ pub(crate) async fn remove_stale(
         }
     }
 
-    let mut removed = 0;
+    // One marker that cannot be handled (a refused abort, an unreadable object) must not keep
+    // the others from being cleaned: each failure is logged and counted, the first reported.
+    let mut sweep = Sweep::default();
     for path in stale_markers {
-        let marker: Option<Marker> = match store.get(&path).await {
-            Ok(got) => match got.bytes().await {
-                Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
-            },
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
-        };
-        if let Some(marker) = &marker {
-            // Only ever below the staging folder, whatever the marker says.
-            let staging = Path::parse(&marker.staging)
-                .ok()
-                .filter(|p| p.prefix_matches(&staging_dir) && *p != staging_dir);
-            if let (Some(mp), Some(id), Some(staging)) = (multipart, &marker.upload_id, &staging) {
-                match mp.store.abort_multipart(&mp.full(staging), id).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    // An upload completed before the crash is no longer known to the store
-                    // (some stores refuse its id instead of answering 404): its staging object
-                    // or its final object says so. Otherwise keep the marker and report.
-                    Err(e) => {
-                        let finished = store.head(staging).await.is_ok()
-                            || match Path::parse(&marker.key) {
-                                Ok(key) => store.head(&key).await.is_ok(),
-                                Err(_) => false,
-                            };
-                        if !finished {
-                            return Err(ArchiveError::store(marker.staging.clone(), e));
-                        }
-                    }
-                }
-                tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
-            }
-            // A staging object completed before the crash goes with its marker.
-            if let Some(staging) = &staging
-                && store.head(staging).await.is_ok()
-                && delete(store, staging).await?
-            {
-                removed += 1;
-            }
-        }
-        delete(store, &path).await?;
-        removed += 1;
+        let outcome = sweep_marker(store, multipart, &staging_dir, &path).await;
+        sweep.record(outcome);
     }
 
     for meta in others {
@@ -381,9 +373,8 @@ pub(crate) async fn remove_stale(
         if live.contains(upload_of(name)) || !is_stale(meta.last_modified.into()) {
             continue;
         }
-        if delete(store, &meta.location).await? {
-            removed += 1;
-        }
+        let outcome = delete(store, &meta.location).await.map(usize::from);
+        sweep.record(outcome);
     }
 
     // The local backend writes parts to `<staging>#<n>` files, which it does not list; remove
@@ -395,7 +386,14 @@ pub(crate) async fn remove_stale(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
         }
-        .map_err(|e| ArchiveError::store(STAGING_PREFIX, local_io_error(&dir, e)))?;
+        .map_err(|e| ArchiveError::store(STAGING_PREFIX, local_io_error(&dir, e)));
+        let files = match files {
+            Ok(files) => files,
+            Err(e) => {
+                sweep.record(Err(e));
+                Vec::new()
+            }
+        };
         for entry in files {
             let name = entry.file_name().to_string_lossy().into_owned();
             let stale = entry
@@ -406,19 +404,107 @@ pub(crate) async fn remove_stale(
                 continue;
             }
             let path = entry.path();
-            match std::fs::remove_file(&path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(ArchiveError::store(
-                        STAGING_PREFIX,
-                        local_io_error(&path, e),
-                    ));
-                }
+            let outcome = match std::fs::remove_file(&path) {
+                Ok(()) => Ok(1),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(ArchiveError::store(
+                    STAGING_PREFIX,
+                    local_io_error(&path, e),
+                )),
+            };
+            sweep.record(outcome);
+        }
+    }
+    sweep.finish()
+}
+
+/// Tally of one clean-up: what was removed, what failed.
+#[derive(Default)]
+struct Sweep {
+    removed: usize,
+    failed: usize,
+    first: Option<ArchiveError>,
+}
+
+impl Sweep {
+    fn record(&mut self, outcome: Result<usize, ArchiveError>) {
+        match outcome {
+            Ok(n) => self.removed += n,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "could not clean up an interrupted upload; the next clean-up retries it"
+                );
+                self.failed += 1;
+                self.first.get_or_insert(e);
             }
         }
     }
-    Ok(removed)
+
+    fn finish(self) -> Result<usize, ArchiveError> {
+        match self.first {
+            None => Ok(self.removed),
+            Some(first) => Err(ArchiveError::Cleanup {
+                failed: self.failed,
+                removed: self.removed,
+                first: Box::new(first),
+            }),
+        }
+    }
+}
+
+/// Handles one stale marker: aborts its upload, removes its staging object and the marker.
+/// Returns how many objects were removed; on an error the marker stays for the next sweep.
+async fn sweep_marker(
+    store: &dyn ObjectStore,
+    multipart: Option<&Multipart>,
+    staging_dir: &Path,
+    path: &Path,
+) -> Result<usize, ArchiveError> {
+    let marker: Option<Marker> = match store.get(path).await {
+        Ok(got) => match got.bytes().await {
+            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+            Err(object_store::Error::NotFound { .. }) => return Ok(0),
+            Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
+        },
+        Err(object_store::Error::NotFound { .. }) => return Ok(0),
+        Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
+    };
+    let mut removed = 0;
+    if let Some(marker) = &marker {
+        // Only ever below the staging folder, whatever the marker says.
+        let staging = Path::parse(&marker.staging)
+            .ok()
+            .filter(|p| p.prefix_matches(staging_dir) && p != staging_dir);
+        if let (Some(mp), Some(id), Some(staging)) = (multipart, &marker.upload_id, &staging) {
+            match abort_upload(mp, &mp.full(staging), &id.clone()).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                // An upload completed before the crash is no longer known to the store
+                // (some stores refuse its id instead of answering 404): its staging object
+                // or its final object says so. Otherwise keep the marker and report.
+                Err(e) => {
+                    let finished = store.head(staging).await.is_ok()
+                        || match Path::parse(&marker.key) {
+                            Ok(key) => store.head(&key).await.is_ok(),
+                            Err(_) => false,
+                        };
+                    if !finished {
+                        return Err(ArchiveError::store(marker.staging.clone(), e));
+                    }
+                }
+            }
+            tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
+        }
+        // A staging object completed before the crash goes with its marker.
+        if let Some(staging) = &staging
+            && store.head(staging).await.is_ok()
+            && delete(store, staging).await?
+        {
+            removed += 1;
+        }
+    }
+    delete(store, path).await?;
+    Ok(removed + 1)
 }
 
 /// Deletes `path`; `false` when it was already gone.

@@ -636,6 +636,16 @@ impl Config {
         self.validate_storage_extras(&bad)?;
         if let Some(e) = &self.storage.endpoint {
             match url::Url::parse(e) {
+                // Credentials in the endpoint would end up in logs and error messages; they
+                // belong in the environment the store reads (AWS_*, GOOGLE_*, AZURE_*).
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    return Err(bad(
+                        "storage.endpoint",
+                        e,
+                        "must not contain a user name or password; give the store's \
+                         credentials through its environment variables (AWS_*, GOOGLE_*, AZURE_*)",
+                    ));
+                }
                 Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
                 _ => {
                     return Err(bad(
@@ -825,7 +835,7 @@ impl Config {
             return Err(bad(
                 "storage.multipart_threshold",
                 &threshold.to_string(),
-                "must be between 1 MiB and 512 MiB (bytes, or a size such as \"16MiB\")",
+                "must be between 1 MiB and 64 MiB (bytes, or a size such as \"16MiB\")",
             ));
         }
         let key_id = st
@@ -1084,5 +1094,20 @@ mod storage_tests {
             .to_string();
         assert!(e.contains("gs://") && e.contains("az://"), "{e}");
         assert!(!e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn an_endpoint_with_credentials_is_refused_without_echoing_them() {
+        let e = load(
+            "[storage]\nurl = \"s3://b\"\nendpoint = \"https://AKIAX:hunter2@s3.example.com\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("storage.endpoint") && e.contains("user name"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2") && !e.contains("AKIAX"), "{e}");
+        load("[storage]\nurl = \"s3://b\"\nendpoint = \"https://s3.example.com\"\n").unwrap();
     }
 }
