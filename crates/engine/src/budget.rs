@@ -9,9 +9,9 @@
 //! under the limit (95 %, burst 3 %) so that the processes together stay within the limit in any
 //! rolling window even when requests reach Webex a little late.
 //!
-//! When the database cannot be reached the budget falls back to the same schedule kept in this
-//! process (and says so in the log, at most once a minute): API calls go on, shared with nobody
-//! until the database answers again.
+//! When the database cannot be reached the budget falls back to a schedule kept in this
+//! process at a quarter of the limit (other processes are still sending), honouring the last
+//! `Retry-After` pause it saw, and says so in the log at most once a minute.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,6 +31,10 @@ const TARGET_PERCENT: u64 = 95;
 const BURST_PERCENT: u64 = 3;
 /// How often a fallback to the in-process schedule is logged.
 const WARN_EVERY_MS: i64 = 60_000;
+/// While the database does not answer, a process spaces its requests this many times wider
+/// than the shared schedule: a quarter of the limit, so a few processes falling back together
+/// do not exceed it.
+const FALLBACK_SHARE_DIVISOR: i64 = 4;
 
 /// How one client id's requests are spaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +119,8 @@ impl DbBudget {
         {
             tracing::warn!(
                 "could not {what} in the state database ({e}); spacing Webex requests by this \
-                 process's own schedule until it answers, so other wxvault processes are not \
-                 counted meanwhile"
+                 process's own schedule, at a quarter of the limit and honouring the last \
+                 Retry-After pause seen, until it answers"
             );
         }
     }
@@ -127,7 +131,9 @@ impl DbBudget {
             tat_ms: now_ms,
             paused_until_ms: 0,
         });
-        slot.tat_ms = slot.tat_ms.max(now_ms).max(slot.paused_until_ms) + self.policy.interval_ms;
+        // Other processes still send: take only a conservative share of the limit, not all.
+        slot.tat_ms = slot.tat_ms.max(now_ms).max(slot.paused_until_ms)
+            + self.policy.interval_ms * FALLBACK_SHARE_DIVISOR;
         *slot
     }
 
@@ -168,7 +174,11 @@ impl SharedBudget for DbBudget {
             .reserve_request(client_id, now, self.policy.interval_ms)
             .await
         {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                // Remembered, so that a database outage does not forget a pause in force.
+                self.fallback_pause(client_id, slot.paused_until_ms);
+                slot
+            }
             Err(e) => {
                 self.warn(now, "take a request slot", &e);
                 self.fallback_slot(client_id, now)
@@ -184,7 +194,11 @@ impl SharedBudget for DbBudget {
     async fn paused_for(&self, client_id: &str) -> Duration {
         let now = Self::now_ms();
         let until = match self.vault.requests_paused_until(client_id).await {
-            Ok(until) => until.unwrap_or(0),
+            Ok(until) => {
+                let until = until.unwrap_or(0);
+                self.fallback_pause(client_id, until);
+                until
+            }
             Err(e) => {
                 self.warn(now, "read the request pause", &e);
                 0

@@ -126,7 +126,11 @@ impl Engine {
             };
             let before = org.refresh_expires_at_ms;
             // Forced only every few days; otherwise only an access token running out refreshes.
-            let refreshed = tokens.refresh_if(force).await;
+            // The window is passed on so that the vault's last refresh (another process's) decides,
+            // not this possibly stale snapshot.
+            let refreshed = tokens
+                .refresh_if(force.then_some(KEEP_ALIVE_EVERY_MS))
+                .await;
             let fresh = tokens.org().await;
             match refreshed {
                 Ok(did) => {

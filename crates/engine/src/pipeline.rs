@@ -65,6 +65,11 @@ pub fn classify(e: webex::Error) -> ItemError {
     if e.is_link_expired() {
         return ItemError::LinkExpired(e.to_string());
     }
+    // The org's token could not be had (refused grant, unreadable state database, contended
+    // lease): that concerns the org, never this one recording.
+    if matches!(e, webex::Error::TokenSource { .. }) && e.class() != ErrorClass::Transient {
+        return ItemError::Org(e.into());
+    }
     match e.class() {
         ErrorClass::Transient => ItemError::Transient(e.to_string()),
         // A refused grant or a missing scope/role concerns the whole org, not this recording.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
-use vault::{LeaseAcquire, LeaseHolder, Org, OrgStatus, Vault};
+use vault::{LeaseAcquire, LeaseHolder, LeaseRenewal, Org, OrgStatus, Vault};
 use webex::oauth::{ClientAuth, ClientCredentials, OAuthClient, TokenResponse};
 use webex::{Error as WebexError, ErrorClass, TokenProvider};
 
@@ -34,9 +34,11 @@ const REFRESH_MARGIN_MS: i64 = 10 * 60 * 1000;
 
 /// Lease scope that makes an org's token refresh single-flight across processes.
 pub const REFRESH_SCOPE: &str = "token_refresh";
-/// The refresh lease's time-to-live: far longer than one token request with its retries, so it
-/// only expires when its holder died.
+/// The refresh lease's time-to-live; its holder renews it every third of that while the
+/// request runs, so it only expires when its holder died.
 const REFRESH_LEASE_TTL_MS: i64 = 60_000;
+/// How many times a refreshed answer's save is tried before the refresh fails.
+const SAVE_ATTEMPTS: u32 = 6;
 /// How often a process waiting for another's refresh looks at the vault again.
 const REFRESH_POLL: Duration = Duration::from_millis(200);
 /// How long a process waits for another's refresh before giving up (transiently): the lease
@@ -66,8 +68,12 @@ enum Need {
     Proactive,
     /// Webex rejected this token (401): any other stored token will do.
     Rejected(SecretString),
-    /// Keep-alive: a token stored since `seen` was read shows the grant was refreshed.
-    Forced { seen: Option<SecretString> },
+    /// Keep-alive: a token stored since `seen` was read, or a refresh recorded at or after
+    /// `fresh_since` (epoch ms, engine clock), shows the grant was refreshed.
+    Forced {
+        seen: Option<SecretString>,
+        fresh_since: i64,
+    },
 }
 
 /// [`TokenProvider`] for one org, backed by the vault.
@@ -150,7 +156,13 @@ impl OrgTokens {
                 .is_none_or(|exp| exp - self.clock.now_ms() > REFRESH_MARGIN_MS)
     }
 
-    /// Refreshes under the lock held by the caller, persisting before returning the new token.
+    /// Refreshes under the lock and the lease held by the caller, persisting before returning
+    /// the new token.
+    ///
+    /// The token request, the save of its answer and the lease's release run in a spawned
+    /// task that the caller awaits: a caller that is dropped (a job aborted after the shutdown
+    /// grace) must not drop an answer Webex already gave — with a rotated refresh token it
+    /// would be the only copy of the grant.
     async fn refresh_locked(&self, st: &mut State) -> Result<SecretString, WebexError> {
         if let OrgStatus::NeedsReauth { reason } = &st.org.status {
             // Already refused in this process: asking Webex again would only repeat the refusal.
@@ -170,11 +182,47 @@ impl OrgTokens {
                 class: ErrorClass::Reauth,
             });
         };
-        let sent_at = self.clock.now_ms();
-        match self.oauth.refresh(&self.creds, &refresh).await {
-            Ok(resp) => {
-                self.persist(st, &resp, sent_at).await?;
+        let task = LeasedRefresh {
+            vault: self.vault.clone(),
+            oauth: self.oauth.clone(),
+            creds: self.creds.clone(),
+            clock: self.clock.clone(),
+            org: st.org.clone(),
+            refresh,
+            holder_id: self.holder.id.clone(),
+        };
+        let outcome = tokio::spawn(task.run())
+            .await
+            .map_err(|e| WebexError::TokenSource {
+                reason: format!(
+                    "the token refresh of org {} stopped unexpectedly ({e}); try again",
+                    st.org.name
+                ),
+                class: ErrorClass::Transient,
+            })?;
+        match outcome {
+            Ok(Refreshed::Saved { org, resp }) => {
+                if let OrgStatus::NeedsReauth { .. } = org.status {
+                    // A successful refresh proves the grant works again.
+                    let _ = self.vault.set_org_status(&org, OrgStatus::Active).await;
+                }
+                st.org = *org;
+                st.org.status = OrgStatus::Active;
+                st.access = Some(resp.access_token.clone());
+                if let Some(r) = &resp.refresh_token {
+                    st.refresh = Some(r.clone());
+                }
+                st.refreshed_here = true;
+                tracing::info!(org = %st.org.name, "access token refreshed");
                 Ok(resp.access_token)
+            }
+            Ok(Refreshed::ByAnother) => {
+                tracing::info!(
+                    org = %st.org.name,
+                    "Webex refused a refresh token another process had already rotated; using the tokens it stored"
+                );
+                self.reload(st).await?;
+                Self::current(st)
             }
             Err(e) => {
                 if e.class() == ErrorClass::Reauth {
@@ -188,39 +236,6 @@ impl OrgTokens {
                 Err(e)
             }
         }
-    }
-
-    async fn persist(
-        &self,
-        st: &mut State,
-        resp: &TokenResponse,
-        sent_at: i64,
-    ) -> Result<(), WebexError> {
-        let update = crate::onboard::token_update(resp, sent_at);
-        let org = self
-            .vault
-            .save_tokens(&st.org, &update)
-            .await
-            .map_err(|e| WebexError::TokenSource {
-                reason: format!(
-                    "refreshed the token for org {} but could not save it ({e}); not using it",
-                    st.org.name
-                ),
-                class: ErrorClass::Transient,
-            })?;
-        if let OrgStatus::NeedsReauth { .. } = org.status {
-            // A successful refresh proves the grant works again.
-            let _ = self.vault.set_org_status(&org, OrgStatus::Active).await;
-        }
-        st.org = org;
-        st.org.status = OrgStatus::Active;
-        st.access = Some(resp.access_token.clone());
-        if let Some(r) = &resp.refresh_token {
-            st.refresh = Some(r.clone());
-        }
-        st.refreshed_here = true;
-        tracing::info!(org = %st.org.name, "access token refreshed");
-        Ok(())
     }
 
     async fn mark_reauth(&self, st: &mut State, reason: &str) {
@@ -250,17 +265,21 @@ impl OrgTokens {
         Ok(())
     }
 
-    /// Refreshes now if the proactive rule says so or `force` is set (keep-alive of an idle
-    /// grant). Returns whether the grant was refreshed — by this call, or by another process
-    /// since these tokens were read; the org as persisted is in [`Self::org`].
+    /// Refreshes now if the proactive rule says so, or (keep-alive of an idle grant) when
+    /// `force_older_than_ms` is set and the org's last refresh, as re-read from the vault, is
+    /// older than that: N processes deciding to force from the same stale snapshot refresh once.
+    /// Returns whether the grant was refreshed — by this call, or by another process since
+    /// these tokens were read; the org as persisted is in [`Self::org`].
     ///
     /// # Errors
     /// The token endpoint's classified error (a refused grant also marks the org `needs_reauth`).
-    pub async fn refresh_if(&self, force: bool) -> Result<bool, WebexError> {
+    pub async fn refresh_if(&self, force_older_than_ms: Option<i64>) -> Result<bool, WebexError> {
         let mut st = self.state.lock().await;
-        if force {
+        if let Some(age) = force_older_than_ms {
             let seen = st.access.clone();
-            self.refresh_shared(&mut st, Need::Forced { seen }).await?;
+            let fresh_since = self.clock.now_ms() - age;
+            self.refresh_shared(&mut st, Need::Forced { seen, fresh_since })
+                .await?;
             return Ok(true);
         }
         if self.needs_proactive_refresh(&st) {
@@ -279,9 +298,14 @@ impl OrgTokens {
         match need {
             Need::Proactive => !self.needs_proactive_refresh(st),
             Need::Rejected(rejected) => access.expose_secret() != rejected.expose_secret(),
-            Need::Forced { seen } => seen
-                .as_ref()
-                .is_none_or(|s| s.expose_secret() != access.expose_secret()),
+            Need::Forced { seen, fresh_since } => {
+                seen.as_ref()
+                    .is_none_or(|s| s.expose_secret() != access.expose_secret())
+                    || st
+                        .org
+                        .last_refresh_at_ms
+                        .is_some_and(|at| at >= *fresh_since)
+            }
         }
     }
 
@@ -355,14 +379,20 @@ impl OrgTokens {
         }
         let waited_since = tokio::time::Instant::now();
         loop {
+            // A Retry-After pause of the client id is waited out before the lease is taken, not
+            // under it: the lease is held only while the request can actually be sent.
+            self.oauth.wait_unpaused(&self.creds.client_id).await;
             // Lease times are real time: the lease is about this process being alive during one
             // token request, whatever the engine's clock (simulated in tests) says.
             let now = SystemClock.now_ms();
-            let taken = self
+            let taken = match self
                 .vault
                 .acquire_lease(&st.org, REFRESH_SCOPE, &self.holder, now, REFRESH_LEASE_TTL_MS)
                 .await
-                .map_err(|e| WebexError::TokenSource {
+            {
+                // The lease changed hands while being taken: others are at it; wait like busy.
+                Err(vault::VaultError::Conflict(_)) => None,
+                other => Some(other.map_err(|e| WebexError::TokenSource {
                     reason: format!(
                         "could not take the token refresh lease of org {} in the state database ({e}); \
                          not refreshing without it, so that two processes never refresh one grant",
@@ -373,17 +403,25 @@ impl OrgTokens {
                     } else {
                         ErrorClass::Permanent
                     },
-                })?;
+                })?),
+            };
             match taken {
-                LeaseAcquire::Acquired(_) => break,
-                LeaseAcquire::Busy(lease) => {
+                Some(LeaseAcquire::Acquired(_)) => break,
+                busy @ (Some(LeaseAcquire::Busy(_)) | None) => {
                     if waited_since.elapsed() >= REFRESH_WAIT_MAX {
+                        let who = match busy {
+                            Some(LeaseAcquire::Busy(lease)) => {
+                                format!(
+                                    "another wxvault process (host {}, pid {})",
+                                    lease.host, lease.pid
+                                )
+                            }
+                            _ => "another wxvault process".to_string(),
+                        };
                         return Err(WebexError::TokenSource {
                             reason: format!(
-                                "another wxvault process (host {}, pid {}) has been refreshing the token of org {} \
+                                "{who} has been refreshing the token of org {} \
                                  for over {} s; try again, and check that process if this repeats",
-                                lease.host,
-                                lease.pid,
                                 st.org.name,
                                 REFRESH_WAIT_MAX.as_secs()
                             ),
@@ -401,37 +439,204 @@ impl OrgTokens {
                 }
             }
         }
-        let result = self.refresh_leased(st, &need).await;
-        match self
-            .vault
-            .release_lease(&st.org, REFRESH_SCOPE, &self.holder.id)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                org = %st.org.name,
-                "the token refresh lease had expired before the refresh ended (it was saved first)"
-            ),
-            // It expires on its own; other processes wait for it at most its TTL.
-            Err(e) => {
-                tracing::warn!(org = %st.org.name, "could not release the token refresh lease: {e}")
-            }
-        }
-        result
+        self.refresh_leased(st, &need).await
+    }
+
+    /// Releases this instance's refresh lease of the org in `st`.
+    async fn release(&self, st: &State) {
+        release_refresh_lease(&self.vault, &st.org, &self.holder.id).await;
     }
 
     /// The part of [`Self::refresh_shared`] that runs under the lease: a last re-read (the
-    /// previous holder may have finished just before the lease was taken), then the refresh.
+    /// previous holder may have finished just before the lease was taken), then the refresh,
+    /// whose task releases the lease once the answer is saved.
     async fn refresh_leased(
         &self,
         st: &mut State,
         need: &Need,
     ) -> Result<SecretString, WebexError> {
-        self.reload(st).await?;
-        if self.satisfied(st, need) {
-            return Self::current(st);
+        let early = match self.reload(st).await {
+            Err(e) => Some(Err(e)),
+            Ok(()) if self.satisfied(st, need) => Some(Self::current(st)),
+            Ok(()) => None,
+        };
+        if let Some(out) = early {
+            self.release(st).await;
+            return out;
+        }
+        if st.refresh.is_none() || matches!(st.org.status, OrgStatus::NeedsReauth { .. }) {
+            // Nothing will be sent: the lease is not needed past this point.
+            self.release(st).await;
         }
         self.refresh_locked(st).await
+    }
+}
+
+/// Deletes `holder_id`'s refresh lease of `org`, logging (not failing) when it cannot: it
+/// expires on its own, and others wait for it at most its TTL.
+async fn release_refresh_lease(vault: &Vault, org: &Org, holder_id: &str) {
+    match vault.release_lease(org, REFRESH_SCOPE, holder_id).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            org = %org.name,
+            "the token refresh lease had been lost before the refresh ended"
+        ),
+        Err(e) => tracing::warn!(org = %org.name, "could not release the token refresh lease: {e}"),
+    }
+}
+
+/// What a [`LeasedRefresh`] came to when it did not fail.
+enum Refreshed {
+    /// Webex answered and the answer is saved; `org` is the row as saved.
+    Saved { org: Box<Org>, resp: TokenResponse },
+    /// Webex refused the refresh token, but the vault meanwhile holds tokens another process
+    /// stored after rotating it: the grant is fine, use those.
+    ByAnother,
+}
+
+/// One refresh under the org's `token_refresh` lease, run as a spawned task so that it
+/// finishes (answer saved, lease released) even when the caller that started it is dropped.
+struct LeasedRefresh {
+    vault: Vault,
+    oauth: OAuthClient,
+    creds: ClientCredentials,
+    clock: SharedClock,
+    /// The org as read under the lease.
+    org: Org,
+    /// The refresh token read under the lease.
+    refresh: SecretString,
+    holder_id: String,
+}
+
+impl LeasedRefresh {
+    async fn run(self) -> Result<Refreshed, WebexError> {
+        let out = self.refresh_and_save().await;
+        release_refresh_lease(&self.vault, &self.org, &self.holder_id).await;
+        out
+    }
+
+    async fn refresh_and_save(&self) -> Result<Refreshed, WebexError> {
+        let sent_at = self.clock.now_ms();
+        // The lease is renewed while the request (with its retries, which may wait out a
+        // Retry-After) runs. Once a renewal is lost another process may refresh: stop, so that
+        // no request is sent with a refresh token it may rotate.
+        let answer = tokio::select! {
+            biased;
+            lost = self.keep_lease() => return Err(lost),
+            answer = self.oauth.refresh(&self.creds, &self.refresh) => answer,
+        };
+        let resp = match answer {
+            Ok(resp) => resp,
+            Err(e) if e.class() == ErrorClass::Reauth => return self.refused(e).await,
+            Err(e) => return Err(e),
+        };
+        let update = crate::onboard::token_update(&resp, sent_at);
+        // Webex has answered: from here the answer must be saved whatever happens to the
+        // lease (the renewals only keep other processes waiting meanwhile).
+        let save = self.save(&update);
+        tokio::pin!(save);
+        let org = tokio::select! {
+            saved = &mut save => saved,
+            _ = self.keep_lease() => save.await,
+        }?;
+        Ok(Refreshed::Saved {
+            org: Box::new(org),
+            resp,
+        })
+    }
+
+    /// Renews the lease every third of its TTL; returns (as the error to report) when it is
+    /// lost or could not be renewed before it would expire.
+    async fn keep_lease(&self) -> WebexError {
+        let every = Duration::from_millis(REFRESH_LEASE_TTL_MS as u64 / 3);
+        let mut expires_at = SystemClock.now_ms() + REFRESH_LEASE_TTL_MS;
+        loop {
+            tokio::time::sleep(every).await;
+            let now = SystemClock.now_ms();
+            let why = match self
+                .vault
+                .renew_lease(
+                    &self.org,
+                    REFRESH_SCOPE,
+                    &self.holder_id,
+                    now,
+                    REFRESH_LEASE_TTL_MS,
+                )
+                .await
+            {
+                Ok(LeaseRenewal::Renewed { expires_at_ms }) => {
+                    expires_at = expires_at_ms;
+                    continue;
+                }
+                Ok(LeaseRenewal::Lost(_)) => "was taken over".to_string(),
+                // A database hiccup: the lease still runs until `expires_at`.
+                Err(e) if now + every.as_millis() as i64 * 2 < expires_at => {
+                    tracing::warn!(org = %self.org.name, "could not renew the token refresh lease (will retry): {e}");
+                    continue;
+                }
+                Err(e) => format!("could not be renewed ({e})"),
+            };
+            return WebexError::TokenSource {
+                reason: format!(
+                    "the token refresh lease of org {} {why} before Webex answered; not refreshing \
+                     without it, so that two processes never refresh one grant; try again",
+                    self.org.name
+                ),
+                class: ErrorClass::Transient,
+            };
+        }
+    }
+
+    /// Saves a refresh answer, retrying database failures with backoff.
+    async fn save(&self, update: &vault::TokenUpdate) -> Result<Org, WebexError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.vault.save_tokens(&self.org, update).await {
+                Ok(org) => return Ok(org),
+                Err(e) if e.is_transient() && attempt < SAVE_ATTEMPTS => {
+                    tracing::warn!(org = %self.org.name, attempt, "could not save refreshed tokens (retrying): {e}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(WebexError::TokenSource {
+                        reason: format!(
+                            "refreshed the token for org {} but could not save it ({e}); not using it",
+                            self.org.name
+                        ),
+                        class: ErrorClass::Transient,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Webex refused the refresh token read under the lease. If the vault now holds a
+    /// different one (or a newer refresh), another process rotated it — a lease that ran out
+    /// from under a slow holder, say — and the grant is fine: adopt, never mark reauth.
+    async fn refused(&self, refused: WebexError) -> Result<Refreshed, WebexError> {
+        let unsure = |e: vault::VaultError| WebexError::TokenSource {
+            reason: format!(
+                "Webex refused the refresh token of org {} ({refused}) and the state database could not be \
+                 read to check whether another process had rotated it ({e}); try again",
+                self.org.name
+            ),
+            class: ErrorClass::Transient,
+        };
+        let Some(now) = self.vault.org_by_id(self.org.id).await.map_err(unsure)? else {
+            return Err(refused);
+        };
+        let secrets = self.vault.org_secrets(&now).await.map_err(unsure)?;
+        let rotated = secrets
+            .refresh_token
+            .as_ref()
+            .is_some_and(|r| r.expose_secret() != self.refresh.expose_secret());
+        if rotated || now.last_refresh_at_ms != self.org.last_refresh_at_ms {
+            return Ok(Refreshed::ByAnother);
+        }
+        Err(refused)
     }
 }
 

@@ -33,7 +33,8 @@ pub struct NewOrg {
 pub struct TokenUpdate {
     /// New access token.
     pub access_token: Option<SecretString>,
-    /// When the access token expires (epoch ms).
+    /// When the access token expires (epoch ms). With a new access token, `None` stores the
+    /// expiry as unknown rather than keeping the old token's; without one, `None` keeps it.
     pub access_expires_at_ms: Option<i64>,
     /// New refresh token.
     pub refresh_token: Option<SecretString>,

@@ -289,7 +289,7 @@ impl Vault {
         let sql = format!(
             "UPDATE orgs SET \
                access_token_enc = COALESCE($2, access_token_enc), \
-               access_expires_at_ms = COALESCE($3, access_expires_at_ms), \
+               access_expires_at_ms = CASE WHEN $2 IS NULL THEN COALESCE($3, access_expires_at_ms) ELSE $3 END, \
                refresh_token_enc = COALESCE($4, refresh_token_enc), \
                refresh_expires_at_ms = COALESCE($5, refresh_expires_at_ms), \
                scopes = COALESCE($6, scopes), \

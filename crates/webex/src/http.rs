@@ -289,6 +289,22 @@ impl RateGate {
         }
     }
 
+    /// Waits until neither this process's gate nor (with a [`SharedBudget`]) a 429 pause of
+    /// the client id holds requests back, without taking a slot. For work that must not
+    /// start waiting once begun (a token refresh holding a lease waits here before taking it).
+    pub async fn wait_unpaused(&self) {
+        loop {
+            self.local_ready().await;
+            let Some(shared) = &self.shared else { return };
+            let paused = shared.budget.paused_for(&shared.client_id).await;
+            if paused.is_zero() {
+                return;
+            }
+            tokio::time::sleep(paused + random_up_to((paused / 10).min(Duration::from_secs(1))))
+                .await;
+        }
+    }
+
     /// Notes a 429 whose `Retry-After` is `d`: closes this gate and, with a [`SharedBudget`],
     /// pauses the client id for every process sharing it.
     pub async fn rate_limited(&self, d: Duration) {

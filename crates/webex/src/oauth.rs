@@ -507,16 +507,6 @@ fn is_invisible_format(c: char) -> bool {
     )
 }
 
-/// Which transient failures a token request may retry.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RetryScope {
-    /// Refresh is idempotent enough: retry every transient failure.
-    AllTransient,
-    /// An authorization code is single-use: retry only when the server certainly did not
-    /// consume it (connection never made, 429, 423).
-    NotConsumed,
-}
-
 /// Client for the token endpoint `{api_base}v1/access_token` and the admin revocation API
 /// `{api_base}v1/authorizations`.
 ///
@@ -551,6 +541,12 @@ impl OAuthClient {
         self
     }
 
+    /// Waits until no 429 pause (of this process, or shared through the budget) holds back
+    /// requests of `client_id`, without taking a request slot.
+    pub async fn wait_unpaused(&self, client_id: &str) {
+        self.gates.gate(client_id).wait_unpaused().await;
+    }
+
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
     ///
     /// # Errors
@@ -571,17 +567,14 @@ impl OAuthClient {
             ("redirect_uri", redirect_uri),
             ("code_verifier", code_verifier.expose_secret()),
         ];
-        self.token_request(
-            creds,
-            &form,
-            &[code, code_verifier.expose_secret()],
-            RetryScope::NotConsumed,
-        )
-        .await
+        self.token_request(creds, &form, &[code, code_verifier.expose_secret()])
+            .await
     }
 
-    /// Refreshes an access token. Retries transient errors per the policy; never retries a
-    /// grant error.
+    /// Refreshes an access token. Retries only what cannot have reached Webex (a connection
+    /// never made) or was refused unprocessed (429, 423): Webex may rotate the refresh token
+    /// and revoke the old one, so resending after a read timeout or a 502/504 could spend the
+    /// grant. Never retries a grant error.
     ///
     /// # Errors
     ///
@@ -597,13 +590,8 @@ impl OAuthClient {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
         ];
-        self.token_request(
-            creds,
-            &form,
-            &[refresh_token.expose_secret()],
-            RetryScope::AllTransient,
-        )
-        .await
+        self.token_request(creds, &form, &[refresh_token.expose_secret()])
+            .await
     }
 
     /// Admin revocation (webex-api.md §1.7): `DELETE {api_base}v1/authorizations?clientId=…&orgId=…`
@@ -703,7 +691,6 @@ impl OAuthClient {
         creds: &ClientCredentials,
         form: &[(&str, &str)],
         request_secrets: &[&str],
-        scope: RetryScope,
     ) -> Result<TokenResponse, Error> {
         let url = endpoint_url(&self.api_base, "v1/access_token")?;
         let mut secrets: Vec<&str> = request_secrets.to_vec();
@@ -750,30 +737,28 @@ impl OAuthClient {
                 };
                 let resp = match guarded_execute(&self.http, gate.health(), req).await {
                     Err(e) => return Attempt::Fail(e),
-                    // A code is consumed only by a request that reached the server.
+                    // A code is consumed, and a refresh token may be rotated (and the old one
+                    // revoked), only by a request that reached the server: only a connection
+                    // never made is safe to send again.
                     Ok(Err(e)) => {
-                        return retry_if(
-                            scope == RetryScope::AllTransient || e.is_connect(),
-                            network_error(TOKEN_ENDPOINT, &e),
-                        );
+                        return retry_if(e.is_connect(), network_error(TOKEN_ENDPOINT, &e));
                     }
                     Ok(Ok(resp)) => resp,
                 };
                 let status = resp.status().as_u16();
                 let (tracking, wait) = answer_meta(&self.retry, &resp);
                 match resp.bytes().await {
-                    Err(e) => retry_if(
-                        scope == RetryScope::AllTransient,
-                        network_error(TOKEN_ENDPOINT, &e),
-                    ),
+                    // The server answered: the request was processed.
+                    Err(e) => Attempt::Fail(network_error(TOKEN_ENDPOINT, &e)),
                     Ok(body) if (200..300).contains(&status) => match TokenResponse::parse(&body) {
                         Ok(t) => Attempt::Done(t),
                         Err(e) => Attempt::Fail(e),
                     },
                     Ok(body) => {
                         let err = classify_token_error(status, tracking, wait, &body, secrets);
-                        let retryable = status_is_transient(status)
-                            && (scope == RetryScope::AllTransient || matches!(status, 423 | 429));
+                        // 429 and 423 refuse the request before processing it; a 5xx may
+                        // come after the server rotated the refresh token.
+                        let retryable = matches!(status, 423 | 429);
                         retry_if(retryable, err)
                     }
                 }

@@ -106,23 +106,45 @@ async fn refresh_with_basic_auth() {
 }
 
 #[tokio::test]
-async fn refresh_retries_transient_but_never_grant_errors() {
-    let flaky = serve(|_, n| match n {
-        0 => status_with(503, &[], "maintenance"),
-        1 => status_with(429, &[("Retry-After", "0")], ""),
+async fn refresh_retries_only_what_webex_did_not_process() {
+    // 429 and 423 are refused before processing: sent again.
+    let limited = serve(|_, n| match n {
+        0 => status_with(429, &[("Retry-After", "0")], ""),
+        1 => status_with(423, &[("Retry-After", "0")], ""),
         _ => ok_token(),
     })
     .await;
     let oauth = OAuthClient::new(
         webex::http::build_client(),
-        flaky.base.clone(),
+        limited.base.clone(),
         fast_retry(),
     );
     oauth
         .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
         .await
         .unwrap();
-    assert_eq!(flaky.count(), 3);
+    assert_eq!(limited.count(), 3);
+
+    // A 502/503/504 may come after Webex rotated (and revoked) the refresh token: resending
+    // it could spend the grant, so the error goes back to the caller after one request.
+    for status in [502, 503, 504] {
+        let flaky = serve(move |_, n| match n {
+            0 => status_with(status, &[], "upstream trouble"),
+            _ => ok_token(),
+        })
+        .await;
+        let oauth = OAuthClient::new(
+            webex::http::build_client(),
+            flaky.base.clone(),
+            fast_retry(),
+        );
+        let err = oauth
+            .refresh(&creds(ClientAuth::Form), &SecretString::from(REFRESH))
+            .await
+            .unwrap_err();
+        assert_eq!(flaky.count(), 1, "{status} must not be resent");
+        assert_eq!(err.class(), ErrorClass::Transient, "{status}");
+    }
 
     let dead = serve(|_, _| {
         json(
