@@ -11,7 +11,11 @@ impl Archive {
     ///
     /// # Errors
     /// A transient [`ArchiveError::Store`] when the object is missing or has another size.
-    pub(crate) async fn verify_copied(&self, key: &ObjectKey, size: u64) -> Result<(), ArchiveError> {
+    pub(crate) async fn verify_copied(
+        &self,
+        key: &ObjectKey,
+        size: u64,
+    ) -> Result<(), ArchiveError> {
         let found = self.head(key).await?;
         if found == Some(size) {
             return Ok(());
@@ -33,7 +37,12 @@ impl Archive {
     /// Stops an upload's heartbeat and, when `remove_marker`, removes its marker (best effort:
     /// a leftover marker is cleaned up once stale). A marker kept (the abort failed, the copy is
     /// unconfirmed) goes stale now that the heartbeat stopped, and the sweep retries.
-    pub(crate) async fn finish_upload(&self, heartbeat: Heartbeat, marker_path: &Path, remove_marker: bool) {
+    pub(crate) async fn finish_upload(
+        &self,
+        heartbeat: Heartbeat,
+        marker_path: &Path,
+        remove_marker: bool,
+    ) {
         heartbeat.stop().await;
         if !remove_marker {
             return;
