@@ -368,7 +368,8 @@ pub(crate) fn open_gcs(cfg: &StorageConfig, rest: &str) -> Result<Opened, Archiv
     };
     let gcs = builder
         .with_bucket_name(bucket)
-        .with_client_options(client_options())
+        // Plain HTTP (an emulator) only when the configuration allows it.
+        .with_client_options(client_options().with_allow_http(cfg.allow_http))
         .build()
         .map_err(|e| build_error("gcs", e))?;
     Ok(cloud(gcs, "gs", bucket, prefix, endpoint.map(|e| e.1)))

@@ -477,13 +477,14 @@ async fn stale_staging_is_cleaned_and_objects_stay(c: Cloud) {
         0,
         "all young"
     );
-    assert_eq!(
-        c.archive
-            .remove_stale_staging(Duration::ZERO)
-            .await
-            .unwrap(),
-        4
-    );
+    let removed = c
+        .archive
+        .remove_stale_staging(Duration::ZERO)
+        .await
+        .unwrap();
+    // Three markers and their uploads; on Azure the abort itself deletes the staging blob it
+    // discards (an empty block list committed, then deleted), so that one is not counted again.
+    assert!((3..=4).contains(&removed), "removed {removed}");
     assert!(staging(&c.archive).await.is_empty());
     assert_eq!(
         c.archive.get_bytes(&k).await.unwrap(),
