@@ -3,10 +3,11 @@
 //! emulator's variable its tests print one line and pass; CI sets `WXVAULT_REQUIRE_AZURITE` /
 //! `WXVAULT_REQUIRE_GCS`, which turns a missing emulator into a failure.
 //!
-//! The GCS emulators on PyPI do not implement the XML API writes object_store's GCS client uses
-//! (object PUT, multipart uploads, copy): the GCS tests cover what the emulator serves — reads,
-//! listing, deletes, adopting an identical object, refusing a different one, cleaning staging
-//! data. See NOTES.md.
+//! No GCS emulator in the package registries implements the XML API writes object_store's GCS
+//! client uses (object PUT with `x-goog-if-generation-match`, multipart uploads, copy): the GCS
+//! tests cover what the emulator serves — reads, listing, deletes, adopting an identical object,
+//! refusing a different one, cleaning staging data. NOTES.md ("GCS emulator gap") has the
+//! requests and answers.
 
 use std::io;
 use std::sync::Arc;
