@@ -15,15 +15,15 @@
 #    counted), every archived MP3 checked against the simulator's Calling manifest
 # 6. fleet (only with BENCH_ONLY=fleet): `wxvault worker` processes (the first with --plan) on one
 #    machine against `wxvault sim serve --dataset bench --orgs N` (rate limit off): recordings/s
-#    with 1, 2 and 4 workers on a SQLite file and on PostgreSQL, then 4 workers on PostgreSQL with
-#    the simulator's 300/min limit on; database rows and bytes per archived recording; queue claim
+#    with 1, 2 and 4 workers on a SQLite file and on PostgreSQL, then 1, 2 and 4 workers on
+#    PostgreSQL with the simulator's 300/min limit on, each for a fixed time; database rows and bytes per archived recording; queue claim
 #    latency from `cargo run -p vault --example claim_latency` (1 and 4 claimers, both backends)
 # 7. summary on stdout (and in SUMMARY_FILE when given)
 #
 # Knobs (environment): BENCH_ONLY (wxcc = parts 2-4, calling = part 5, fleet = part 6; default
 # wxcc and calling), BENCH_FLEET_ORGS (16), BENCH_FLEET_RECORDINGS (1000 per org),
 # BENCH_FLEET_BYTES (50000), BENCH_FLEET_WORKERS ("1 2 4"), BENCH_FLEET_DBS ("sqlite postgres"),
-# BENCH_FLEET_LIMITED_RECORDINGS (150 per org), BENCH_CLAIM_JOBS (2000),
+# BENCH_FLEET_LIMITED_WORKERS ("1 2 4"), BENCH_FLEET_LIMITED_SECONDS (150), BENCH_CLAIM_JOBS (2000),
 # WXVAULT_TEST_PG (postgres://postgres@127.0.0.1:5432/test: the admin URL fleet databases are made on),
 # BENCH_TASKS (2000), BENCH_RECORDINGS (3000), BENCH_RECORDING_BYTES (200000),
 # BENCH_LARGE_BYTES (1073741824), BENCH_BATCH_CONCURRENCY (4), BENCH_DOWNLOADS_PER_BATCH (4),
@@ -57,7 +57,8 @@ FLEET_RECORDINGS="${BENCH_FLEET_RECORDINGS:-1000}"
 FLEET_BYTES="${BENCH_FLEET_BYTES:-50000}"
 FLEET_WORKERS="${BENCH_FLEET_WORKERS:-1 2 4}"
 FLEET_DBS="${BENCH_FLEET_DBS:-sqlite postgres}"
-FLEET_LIMITED_RECORDINGS="${BENCH_FLEET_LIMITED_RECORDINGS:-150}"
+FLEET_LIMITED_WORKERS="${BENCH_FLEET_LIMITED_WORKERS:-1 2 4}"
+FLEET_LIMITED_SECONDS="${BENCH_FLEET_LIMITED_SECONDS:-150}"
 CLAIM_JOBS="${BENCH_CLAIM_JOBS:-2000}"
 PG_ADMIN="${WXVAULT_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
 PG_DBS=()
@@ -551,10 +552,13 @@ window_days = 1'
 fi
 
 # --- 6. fleet ----------------------------------------------------------------------------------------
-# One fleet run: $1 backend (sqlite|postgres), $2 workers, $3 label. Needs SIM. Sets F_WALL,
-# F_ARCHIVED, F_DB_BYTES, F_ROWS (table=rows,…), F_ROWS_TOTAL.
+# One fleet run: $1 backend (sqlite|postgres), $2 workers, $3 label, $4 (optional) seconds: run for
+# that long and measure what was archived by then, instead of running until the queue is empty.
+# Needs SIM. Sets F_WALL, F_ARCHIVED, F_DB_BYTES, F_ROWS (table=rows,…), F_ROWS_TOTAL; with $4 also
+# F_API (API calls the simulator answered during the run, media not counted), F_429 and F_PEAK (the
+# busiest rolling window the simulator saw, over its whole life).
 fleet_run() {
-    local backend="$1" n="$2" label="$3" state="$WORK/fleet-$3" url db i org j q queued running done failed
+    local backend="$1" n="$2" label="$3" duration="${4:-}" state="$WORK/fleet-$3" url db i org j q queued running done failed
     write_config "$state" "first_lookback_hours = 25
 
 [worker]
@@ -582,8 +586,9 @@ interval_minutes = 60"
             || die "org add failed for $org"
         i=$((i + 1))
     done
-    log "fleet $label: $n worker(s), $i orgs, $backend"
+    log "fleet $label: $n worker(s), $i orgs, $backend${duration:+, for $duration s}"
     FLEET_PIDS=()
+    [[ -z "$duration" ]] || curl -sf "${SIM}_sim/stats" >"$state/stats-before.json"
     F0="$(now)"
     for ((j = 0; j < n; j++)); do
         if [[ $j -eq 0 ]]; then
@@ -593,8 +598,19 @@ interval_minutes = 60"
         fi
         FLEET_PIDS+=("$!")
     done
-    # Done when every org's planned harvest is done and nothing is queued or running.
-    while :; do
+    # Done when every org's planned harvest is done and nothing is queued or running — or, for a
+    # timed run, when the time is up (what is archived by then counts; the rest is cut off).
+    while [[ -n "$duration" ]]; do
+        for q in "${FLEET_PIDS[@]}"; do kill -0 "$q" 2>/dev/null || die "fleet $label: a worker exited: $(tail -n 5 "$state"/worker-*.log)"; done
+        if [[ "$(calc "int($(now) - $F0 >= $duration)")" == 1 ]]; then
+            F1="$(now)"
+            curl -sf "${SIM}_sim/stats" >"$state/stats-after.json"
+            "$BIN" --config "$CFG" status --json >"$state/status-at-end.json"
+            break
+        fi
+        sleep 0.5
+    done
+    while [[ -z "$duration" ]]; do
         "$BIN" --config "$CFG" queue --json >"$state/queue.json" 2>/dev/null || true
         read -r queued running done failed < <(py queue "$state/queue.json" 2>/dev/null || echo "x x x x")
         [[ "$failed" == 0 || "$failed" == x ]] || die "fleet $label: $failed job(s) failed (see $state)"
@@ -602,13 +618,20 @@ interval_minutes = 60"
         for q in "${FLEET_PIDS[@]}"; do kill -0 "$q" 2>/dev/null || die "fleet $label: a worker exited: $(tail -n 5 "$state"/worker-*.log)"; done
         sleep 0.2
     done
-    F1="$(now)"
+    [[ -n "$duration" ]] || F1="$(now)"
     for q in "${FLEET_PIDS[@]}"; do kill -TERM "$q" 2>/dev/null || true; done
     for q in "${FLEET_PIDS[@]}"; do wait "$q" || die "fleet $label: a worker did not exit 0 on SIGTERM"; done
     FLEET_PIDS=()
     F_WALL="$(calc "round($F1 - $F0, 2)")"
-    "$BIN" --config "$CFG" status --json >"$state/status.json"
-    F_ARCHIVED="$(py archived "$state/status.json")"
+    if [[ -n "$duration" ]]; then
+        F_ARCHIVED="$(py archived "$state/status-at-end.json")"
+        F_API=$(($(py stats_api "$state/stats-after.json") - $(py stats_api "$state/stats-before.json")))
+        F_429=$(($(py field "$state/stats-after.json" throttled_429) - $(py field "$state/stats-before.json" throttled_429)))
+        F_PEAK="$(py field "$state/stats-after.json" peak_requests_in_window)"
+    else
+        "$BIN" --config "$CFG" status --json >"$state/status.json"
+        F_ARCHIVED="$(py archived "$state/status.json")"
+    fi
     if [[ "$backend" == postgres ]]; then
         F_DB_BYTES="$(psql "$url" -qAtc "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'wxvault' AND c.relkind = 'r'")"
         F_ROWS=""; F_ROWS_TOTAL=0
@@ -628,6 +651,7 @@ interval_minutes = 60"
         done
     fi
     log "fleet $label: $F_ARCHIVED archived in $F_WALL s ($(calc "round($F_ARCHIVED / ($F1 - $F0), 1)")/s); database $F_DB_BYTES bytes, $F_ROWS_TOTAL rows:$F_ROWS"
+    [[ -z "$duration" ]] || return 0   # a timed run's figures go to the limited table
     printf '%-28s %8s %10s %12s %14s %14s\n' "$label" "$n" "$F_ARCHIVED" "$F_WALL" \
         "$(calc "round($F_ARCHIVED / ($F1 - $F0), 1)")" \
         "$(calc "round($F_DB_BYTES / max(1, $F_ARCHIVED))") B, $(calc "round($F_ROWS_TOTAL / max(1, $F_ARCHIVED), 2)") rows" >>"$WORK/fleet.txt"
@@ -648,17 +672,21 @@ if run_fleet; then
         done
     done
     stop_sim "$FLEET_IDX"
-    log "fleet: simulator with $FLEET_ORGS orgs x $FLEET_LIMITED_RECORDINGS recordings, 300/min limit on"
-    start_sim "$WORK/sim-fleet-limited.log" --dataset bench --orgs "$FLEET_ORGS" --tasks "$FLEET_LIMITED_RECORDINGS" \
-        --recordings "$FLEET_LIMITED_RECORDINGS" --recording-bytes "$FLEET_BYTES"
-    FLEET_IDX=$SIM_IDX
-    curl -sf "${SIM}_sim/stats" >"$WORK/stats-limited-before.json"
-    fleet_run postgres 4 "postgres-4-limited"
-    curl -sf "${SIM}_sim/stats" >"$WORK/stats-limited-after.json"
-    LIMITED_API=$(($(py stats_api "$WORK/stats-limited-after.json") - $(py stats_api "$WORK/stats-limited-before.json")))
-    LIMITED_429=$(($(py field "$WORK/stats-limited-after.json" throttled_429) - $(py field "$WORK/stats-limited-before.json" throttled_429)))
-    LIMITED_RPM="$(calc "round($LIMITED_API / ($F_WALL / 60), 1)")"
-    stop_sim "$FLEET_IDX"
+    # With Webex's limit on: the same dataset, each worker count for a fixed time on PostgreSQL,
+    # a fresh simulator each (its rolling window starts empty). The shared budget, not the
+    # workers, sets the pace: the API calls per minute stay just under 300 whatever the count.
+    : >"$WORK/fleet-limited.txt"
+    for n in $FLEET_LIMITED_WORKERS; do
+        log "fleet: simulator with $FLEET_ORGS orgs x $FLEET_RECORDINGS recordings, 300/min limit on, $n worker(s) for $FLEET_LIMITED_SECONDS s"
+        start_sim "$WORK/sim-fleet-limited-$n.log" --dataset bench --orgs "$FLEET_ORGS" --tasks "$FLEET_RECORDINGS" \
+            --recordings "$FLEET_RECORDINGS" --recording-bytes "$FLEET_BYTES"
+        FLEET_IDX=$SIM_IDX
+        fleet_run postgres "$n" "postgres-$n-limited" "$FLEET_LIMITED_SECONDS"
+        stop_sim "$FLEET_IDX"
+        printf '%-28s %8s %10s %10s %14s %14s %8s %10s\n' "postgres-$n-limited" "$n" "$F_WALL" "$F_ARCHIVED" \
+            "$(calc "round($F_ARCHIVED / $F_WALL, 1)")" "$(calc "round($F_API / ($F_WALL / 60), 1)")" \
+            "$F_429" "$F_PEAK" >>"$WORK/fleet-limited.txt"
+    done
     log "claim latency: cargo run --profile $PROFILE -p vault --example claim_latency ($CLAIM_JOBS queued jobs over 200 lanes)"
     (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p vault --example claim_latency)
     CLAIM_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR/examples/claim_latency"
@@ -739,7 +767,9 @@ SUMMARY="$WORK/summary.txt"
         printf '%-28s %8s %10s %12s %14s %14s\n' run workers archived "wall s" "recordings/s" "db per rec"
         cat "$WORK/fleet.txt"
         cat "$WORK/fleet-rows.txt"
-        printf '  limited run: %s API calls (media not counted) = %s/min, %s answered 429\n' "$LIMITED_API" "$LIMITED_RPM" "$LIMITED_429"
+        echo "with the simulator's 300 requests/min limit on (timed runs; API calls = every call but media GETs)"
+        printf '%-28s %8s %10s %10s %14s %14s %8s %10s\n' run workers "wall s" archived "recordings/s" "API calls/min" "429s" "peak/60s"
+        cat "$WORK/fleet-limited.txt"
         echo "queue claim latency (Vault::claim_job; each claimer its own pool)"
         sed 's/^/  /' "$WORK/claims.txt"
     fi

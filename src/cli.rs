@@ -284,7 +284,7 @@ pub struct SyncArgs {
     /// Window start, inclusive (RFC 3339 or YYYY-MM-DD, UTC). Default: end of the last completed window; first run: 24 h ago.
     #[arg(long)]
     pub from: Option<String>,
-    /// Window end, exclusive (RFC 3339 or YYYY-MM-DD, UTC). Default: now.
+    /// Window end, exclusive (RFC 3339 or YYYY-MM-DD, UTC). Default: 5 minutes ago (Webex lists items a little late).
     #[arg(long)]
     pub to: Option<String>,
     /// Machine-readable report on standard output.

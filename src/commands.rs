@@ -90,6 +90,43 @@ pub async fn open_engine(config: Config) -> Result<Engine> {
         .context("cannot open wxvault's state")
 }
 
+/// [`open_engine`] for the long-running processes (`serve`, `worker`): a database that is busy,
+/// restarting or not reachable yet (a boot where wxvault starts before PostgreSQL) is tried
+/// again with a growing pause, up to a minute apart, instead of ending the process; anything
+/// else (bad config, bad key, a schema from a newer release) still ends it at once. `None` when
+/// a stop was requested meanwhile: the caller exits 0, there is nothing to hand back.
+///
+/// # Errors
+/// What [`open_engine`] reports, unless it is transient.
+pub async fn open_engine_until_stopped(
+    config: Config,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Engine>> {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        let env = master_key_env();
+        let opened = tokio::select! {
+            r = Engine::open(config.clone(), env.as_deref(), Arc::new(SystemClock)) => r,
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+        };
+        match opened {
+            Ok(engine) => return Ok(Some(engine)),
+            Err(engine::EngineError::Vault(e)) if e.is_transient() => {
+                eprintln!(
+                    "wxvault: the state database is not usable yet, trying again in {} s: {e}",
+                    pause.as_secs()
+                );
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot open wxvault's state")),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(60));
+    }
+}
+
 async fn init(config: &Config) -> Result<()> {
     // Everything that can be checked without the key is checked before the key is written, so a
     // bad [storage] section does not leave a key file behind (the config, with the database URL,

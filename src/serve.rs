@@ -27,7 +27,13 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<()> {
     };
     let keepalive = Duration::from_secs(config.serve.keepalive_minutes * 60);
     let serve_config = config.serve.clone();
-    let engine = Arc::new(crate::commands::open_engine(config).await?);
+    // The handlers first: a SIGTERM while the engine opens still ends in a clean exit.
+    let mut stop = crate::worker::shutdown_signal();
+    let Some(engine) = crate::commands::open_engine_until_stopped(config, &mut stop).await? else {
+        eprintln!("wxvault serve: stopped before it started");
+        return Ok(());
+    };
+    let engine = Arc::new(engine);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -59,7 +65,6 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<()> {
         settings.limits.header_read_timeout.as_secs(),
         settings.limits.max_connections
     );
-    let stop = crate::worker::shutdown_signal();
     if !args.no_workers {
         println!(
             "workers:      up to {} job(s) at once, planning every {} min ([worker] concurrency, [schedule] interval_minutes)",

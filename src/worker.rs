@@ -43,8 +43,12 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 
 pub async fn run(config: Config, args: WorkerArgs) -> Result<()> {
     // The handlers first: a SIGTERM while the engine opens still ends in a clean exit.
-    let stop = shutdown_signal();
-    let engine = std::sync::Arc::new(crate::commands::open_engine(config).await?);
+    let mut stop = shutdown_signal();
+    let Some(engine) = crate::commands::open_engine_until_stopped(config, &mut stop).await? else {
+        eprintln!("wxvault worker: stopped before it started");
+        return Ok(());
+    };
+    let engine = std::sync::Arc::new(engine);
     // /healthz and /readyz for the orchestrator's probes, when [worker] listen is set.
     let health = match engine.config.worker.listen.clone() {
         Some(listen) => {

@@ -378,11 +378,18 @@ async fn pg_prepare_schema(
 /// Applies every pending migration in one transaction: either all of them land or none does
 /// (sqlx alone commits each migration separately, so a failure half-way left a database with
 /// some of a release's migrations applied). Both backends have transactional DDL.
+///
+/// When every migration is applied already (every open after the first), nothing is written: on
+/// SQLite the transaction below takes the file's write lock, and a process starting while others
+/// write heavily (a fleet of workers on one file) would otherwise wait for it and could fail.
 async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::migrate::MigrateError> {
     let migrator = match backend {
         Backend::Sqlite => &SQLITE_MIGRATIONS,
         Backend::Postgres => &POSTGRES_MIGRATIONS,
     };
+    if all_applied(pool, migrator).await {
+        return Ok(());
+    }
     let mut tx = match backend {
         // Take SQLite's write lock up front, so a concurrent opener waits instead of failing.
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
@@ -392,6 +399,26 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::migrate::
     migrator.run_direct(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// True when the database records every migration of `migrator` as applied with the same
+/// checksum, and none it does not know. Anything else (no table yet, a newer or edited schema, a
+/// read error) is left to the migrator, which applies what is pending or says what is wrong.
+async fn all_applied(pool: &AnyPool, migrator: &Migrator) -> bool {
+    let Ok(rows) = sqlx::query_as::<_, (i64, Vec<u8>)>(
+        "SELECT version, checksum FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_all(pool)
+    .await
+    else {
+        return false;
+    };
+    let applied: std::collections::HashMap<i64, Vec<u8>> = rows.into_iter().collect();
+    let known: Vec<_> = migrator.iter().filter(|m| m.migration_type.is_up_migration()).collect();
+    applied.len() == known.len()
+        && known
+            .iter()
+            .all(|m| applied.get(&m.version).is_some_and(|c| c[..] == m.checksum[..]))
 }
 
 /// What a `sqlite:` URL points at.

@@ -75,9 +75,7 @@ pub enum VaultError {
     },
 
     /// Applying the schema migrations failed.
-    #[error(
-        "cannot migrate database {url}: {source} — was it written by a newer wxvault, or edited by hand?"
-    )]
+    #[error("cannot migrate database {url}: {source}{}", migrate_hint(source))]
     Migrate {
         /// The URL, password redacted.
         url: String,
@@ -205,6 +203,10 @@ impl VaultError {
         match self {
             VaultError::Db { source, .. } => sqlx_is_transient(source),
             VaultError::Open { .. } => true,
+            VaultError::Migrate {
+                source: sqlx::migrate::MigrateError::Execute(e),
+                ..
+            } => sqlx_is_transient(e),
             _ => false,
         }
     }
@@ -212,6 +214,17 @@ impl VaultError {
     /// True when a unique or primary-key constraint rejected the write.
     pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+    }
+}
+
+/// What to tell the operator about a failed migration: a busy or unreachable database is worth
+/// another try; anything else points at a schema this version does not know.
+fn migrate_hint(e: &sqlx::migrate::MigrateError) -> &'static str {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) if sqlx_is_transient(e) => {
+            " — the database was busy or unreachable; try again (serve and worker keep trying)"
+        }
+        _ => " — was it written by a newer wxvault, or edited by hand?",
     }
 }
 

@@ -241,3 +241,51 @@ async fn postgres_tables_from_before_the_schema_stay_in_public() {
     assert_eq!(in_default, 0);
     admin.close().await;
 }
+
+/// A process starting while another holds the SQLite file's write lock (a fleet of workers on one
+/// file, busy writing) opens at once when its schema is current: the open writes nothing then.
+/// A file whose migrations are still pending has to wait for the lock; when it cannot get it,
+/// the error says the database was busy and counts as transient, so `serve` and `worker` try
+/// again instead of exiting.
+#[tokio::test]
+async fn a_current_sqlite_database_opens_while_another_process_writes() {
+    use sqlx::{Connection as _, Executor as _};
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = random_keyring();
+    let path = dir.path().join("state.db");
+    let url = format!("sqlite://{}", path.display());
+    Vault::open(&url, keyring.clone())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let fresh_path = dir.path().join("fresh.db");
+    let fresh_url = format!("sqlite://{}", fresh_path.display());
+    let mut writers = Vec::new();
+    for p in [&path, &fresh_path] {
+        let mut w = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", p.display()))
+            .await
+            .unwrap();
+        w.execute("PRAGMA journal_mode = WAL").await.unwrap();
+        w.execute("BEGIN IMMEDIATE").await.unwrap();
+        writers.push(w);
+    }
+
+    let v = Vault::open(&url, keyring.clone())
+        .await
+        .expect("a current schema opens without the write lock");
+    assert!(v.orgs().await.unwrap().is_empty());
+
+    let err = Vault::open(&fresh_url, keyring.clone()).await.unwrap_err();
+    assert!(matches!(err, VaultError::Migrate { .. }), "{err:?}");
+    assert!(err.is_transient(), "a locked database is worth another try: {err}");
+    let msg = err.to_string();
+    assert!(msg.contains("busy or unreachable"), "{msg}");
+    assert!(!msg.contains("newer wxvault"), "{msg}");
+
+    for mut w in writers {
+        w.execute("ROLLBACK").await.unwrap();
+    }
+    let fresh = Vault::open(&fresh_url, keyring).await.unwrap();
+    assert!(fresh.orgs().await.unwrap().is_empty());
+}
