@@ -36,14 +36,15 @@ const REFRESH_MARGIN_MS: i64 = 10 * 60 * 1000;
 pub const REFRESH_SCOPE: &str = "token_refresh";
 /// The refresh lease's time-to-live; its holder renews it every third of that while the
 /// request runs, so it only expires when its holder died.
-const REFRESH_LEASE_TTL_MS: i64 = 60_000;
+pub const REFRESH_LEASE_TTL: Duration = Duration::from_secs(60);
 /// How many times a refreshed answer's save is tried before the refresh fails.
 const SAVE_ATTEMPTS: u32 = 6;
 /// How often a process waiting for another's refresh looks at the vault again.
 const REFRESH_POLL: Duration = Duration::from_millis(200);
-/// How long a process waits for another's refresh before giving up (transiently): the lease
-/// expires within its TTL, so by then it is either free or held by a live process that is stuck.
-const REFRESH_WAIT_MAX: Duration = Duration::from_millis(REFRESH_LEASE_TTL_MS as u64 + 5_000);
+/// How much longer than the lease's TTL a process waits for another's refresh before giving
+/// up (transiently): the lease expires within its TTL, so by then it is either free or held by
+/// a live process that is stuck.
+const REFRESH_WAIT_BEYOND_TTL: Duration = Duration::from_secs(5);
 
 /// Plain-words explanation shown when Webex refuses a grant (webex-api.md §1.9).
 pub const REAUTH_CAUSES: &str = "the authorizing user's password changed (non-SSO), the user was \
@@ -85,6 +86,8 @@ pub struct OrgTokens {
     state: Mutex<State>,
     /// This instance's identity on the org's `token_refresh` lease.
     holder: LeaseHolder,
+    /// The `token_refresh` lease's time-to-live ([`REFRESH_LEASE_TTL`] unless a test shortens it).
+    lease_ttl_ms: i64,
 }
 
 impl OrgTokens {
@@ -97,6 +100,22 @@ impl OrgTokens {
         oauth: OAuthClient,
         org: Org,
         clock: SharedClock,
+    ) -> Result<Arc<OrgTokens>, vault::VaultError> {
+        Self::load_with_lease_ttl(vault, oauth, org, clock, REFRESH_LEASE_TTL).await
+    }
+
+    /// [`Self::load`] with another `token_refresh` lease time-to-live than
+    /// [`REFRESH_LEASE_TTL`]: tests shorten it to see, in seconds, that a refresh slower than
+    /// the TTL keeps its lease (renewed every third of it) and that waiters give up after it.
+    ///
+    /// # Errors
+    /// Vault errors (database unreachable, wrong master key).
+    pub async fn load_with_lease_ttl(
+        vault: Vault,
+        oauth: OAuthClient,
+        org: Org,
+        clock: SharedClock,
+        lease_ttl: Duration,
     ) -> Result<Arc<OrgTokens>, vault::VaultError> {
         let secrets = vault.org_secrets(&org).await?;
         let auth = if org.client_auth.eq_ignore_ascii_case("basic") {
@@ -122,6 +141,9 @@ impl OrgTokens {
                 refreshed_here: false,
             }),
             holder: crate::lease::holder_for_this_run(),
+            lease_ttl_ms: i64::try_from(lease_ttl.as_millis())
+                .unwrap_or(i64::MAX / 4)
+                .max(3),
         }))
     }
 
@@ -190,6 +212,7 @@ impl OrgTokens {
             org: st.org.clone(),
             refresh,
             holder_id: self.holder.id.clone(),
+            lease_ttl_ms: self.lease_ttl_ms,
         };
         let outcome = tokio::spawn(task.run())
             .await
@@ -378,6 +401,7 @@ impl OrgTokens {
             return Err(e);
         }
         let waited_since = tokio::time::Instant::now();
+        let wait_max = Duration::from_millis(self.lease_ttl_ms as u64) + REFRESH_WAIT_BEYOND_TTL;
         loop {
             // A Retry-After pause of the client id is waited out before the lease is taken, not
             // under it: the lease is held only while the request can actually be sent.
@@ -387,7 +411,7 @@ impl OrgTokens {
             let now = SystemClock.now_ms();
             let taken = match self
                 .vault
-                .acquire_lease(&st.org, REFRESH_SCOPE, &self.holder, now, REFRESH_LEASE_TTL_MS)
+                .acquire_lease(&st.org, REFRESH_SCOPE, &self.holder, now, self.lease_ttl_ms)
                 .await
             {
                 // The lease changed hands while being taken: others are at it; wait like busy.
@@ -408,7 +432,7 @@ impl OrgTokens {
             match taken {
                 Some(LeaseAcquire::Acquired(_)) => break,
                 busy @ (Some(LeaseAcquire::Busy(_)) | None) => {
-                    if waited_since.elapsed() >= REFRESH_WAIT_MAX {
+                    if waited_since.elapsed() >= wait_max {
                         let who = match busy {
                             Some(LeaseAcquire::Busy(lease)) => {
                                 format!(
@@ -423,7 +447,7 @@ impl OrgTokens {
                                 "{who} has been refreshing the token of org {} \
                                  for over {} s; try again, and check that process if this repeats",
                                 st.org.name,
-                                REFRESH_WAIT_MAX.as_secs()
+                                wait_max.as_secs()
                             ),
                             class: ErrorClass::Transient,
                         });
@@ -506,6 +530,7 @@ struct LeasedRefresh {
     /// The refresh token read under the lease.
     refresh: SecretString,
     holder_id: String,
+    lease_ttl_ms: i64,
 }
 
 impl LeasedRefresh {
@@ -548,8 +573,8 @@ impl LeasedRefresh {
     /// Renews the lease every third of its TTL; returns (as the error to report) when it is
     /// lost or could not be renewed before it would expire.
     async fn keep_lease(&self) -> WebexError {
-        let every = Duration::from_millis(REFRESH_LEASE_TTL_MS as u64 / 3);
-        let mut expires_at = SystemClock.now_ms() + REFRESH_LEASE_TTL_MS;
+        let every = Duration::from_millis(self.lease_ttl_ms as u64 / 3);
+        let mut expires_at = SystemClock.now_ms() + self.lease_ttl_ms;
         loop {
             tokio::time::sleep(every).await;
             let now = SystemClock.now_ms();
@@ -560,7 +585,7 @@ impl LeasedRefresh {
                     REFRESH_SCOPE,
                     &self.holder_id,
                     now,
-                    REFRESH_LEASE_TTL_MS,
+                    self.lease_ttl_ms,
                 )
                 .await
             {

@@ -44,6 +44,11 @@
 //! the busiest window, [`Stats::refresh_grants`] successful refreshes and
 //! [`Stats::invalid_grant`] refused token requests; all are in `GET /_sim/stats`. With
 //! [`SimConfig::rotate_refresh_tokens`] every refresh revokes the refresh token it was given.
+//! Token requests are outside the limit unless [`SimConfig::rate_limit_token_endpoint`] (opt-in:
+//! whether Webex counts them against the client id is UNCERTAIN in webex-api.md); then they
+//! count, can be answered 429 with `Retry-After`, and are checked against earlier ones.
+//! [`Faults::token_latency_ms`] delays the token endpoint alone (received at once, processed
+//! after the delay), for slow-refresh tests.
 //!
 //! HTTP surface (paths relative to [`SimServer::base_url`]):
 //! `GET /v1/authorize`, `POST /v1/authorize/decision` (the buttons of the

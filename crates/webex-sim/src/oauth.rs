@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::config::{BLOCKED_PAGE_TEXT, ConsentMode, SimClient};
 use crate::dataset::Org;
-use crate::http::{escape_html, html, injected_5xx, latency, oauth_error, parse_pairs};
+use crate::http::{escape_html, html, injected_5xx, latency, oauth_error, parse_pairs, too_many};
 use crate::state::{Challenge, CodeEntry, GrantError, Issued, PendingConsent, Shared, lock};
 
 fn redirect(mut target: Url, pairs: &[(&str, &str)], body: Option<&str>) -> Response {
@@ -347,6 +347,10 @@ pub(crate) async fn access_token(
 ) -> Response {
     shared.count("access_token");
     latency(&shared).await;
+    let token_latency = shared.faults().token_latency_ms;
+    if token_latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(token_latency)).await;
+    }
     if shared.roll(shared.faults().error_5xx_rate) {
         return injected_5xx(&shared);
     }
@@ -386,6 +390,15 @@ pub(crate) async fn access_token(
                 "Client authentication failed.",
                 basic,
             );
+        }
+    }
+    if shared.cfg.rate_limit_token_endpoint {
+        if let Err(secs) = shared.rate_check(&client_id) {
+            return too_many(&shared, &client_id, secs);
+        }
+        if shared.roll(shared.faults().rate_429_rate) {
+            let secs = 1 + shared.pick_index(5);
+            return too_many(&shared, &client_id, secs);
         }
     }
     let cfg = &shared.cfg;

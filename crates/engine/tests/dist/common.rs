@@ -1,12 +1,14 @@
 //! Set-up shared by the distributed-correctness tests: one state database per backend, and
 //! "processes" that share nothing but that database and the simulator.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::budget::{BudgetPolicy, DbBudget};
-use engine::tokens::OrgTokens;
+use engine::tokens::{OrgTokens, REFRESH_LEASE_TTL};
 use engine::{FnClock, SharedClock};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use vault::testing::{TempPostgres, random_keyring};
 use vault::{Keyring, NewOrg, Org, TokenUpdate, Vault};
 use webex::TokenProvider;
@@ -95,6 +97,10 @@ pub async fn add_org(vault: &Vault, sim: &SimServer) -> Org {
 pub struct Process {
     pub tokens: Arc<OrgTokens>,
     pub client: WxccClient,
+    /// This process's handle on the state database (closing it cuts only this process off).
+    pub vault: Vault,
+    /// The shared budget its rate gates draw from.
+    pub budget: Arc<DbBudget>,
 }
 
 impl Process {
@@ -104,18 +110,30 @@ impl Process {
         org: &Org,
         policy: BudgetPolicy,
     ) -> Self {
+        Self::start_with_lease_ttl(backend, sim, org, policy, REFRESH_LEASE_TTL).await
+    }
+
+    /// [`Self::start`] with a `token_refresh` lease of `lease_ttl` instead of the default.
+    pub async fn start_with_lease_ttl(
+        backend: &Backend,
+        sim: &SimServer,
+        org: &Org,
+        policy: BudgetPolicy,
+        lease_ttl: Duration,
+    ) -> Self {
         let vault = backend.open().await;
         let handle = sim.handle();
         let clock: SharedClock = Arc::new(FnClock(move || handle.now_ms()));
         let http = webex::http::build_client();
         let retry = RetryPolicy::default();
-        let gates =
-            RateGates::default().with_budget(Arc::new(DbBudget::new(vault.clone(), policy)));
+        let budget = Arc::new(DbBudget::new(vault.clone(), policy));
+        let gates = RateGates::default().with_budget(budget.clone());
         let oauth =
             OAuthClient::new(http.clone(), sim.base_url(), retry.clone()).with_gates(gates.clone());
-        let tokens = OrgTokens::load(vault, oauth, org.clone(), clock)
-            .await
-            .expect("load tokens");
+        let tokens =
+            OrgTokens::load_with_lease_ttl(vault.clone(), oauth, org.clone(), clock, lease_ttl)
+                .await
+                .expect("load tokens");
         let provider: Arc<dyn TokenProvider> = tokens.clone();
         let client = WxccClient::new(
             http,
@@ -125,7 +143,12 @@ impl Process {
             gates.gate(&org.client_id),
             retry,
         );
-        Process { tokens, client }
+        Process {
+            tokens,
+            client,
+            vault,
+            budget,
+        }
     }
 
     /// One API request (a page of tasks), through the token manager and the rate gate.
@@ -134,5 +157,46 @@ impl Process {
             .tasks_page(now_ms - 3_600_000, now_ms, 10)
             .await
             .map(|_| ())
+    }
+}
+
+/// The org's tokens as stored now: (access, refresh).
+pub async fn stored_tokens(vault: &Vault, org: &Org) -> (String, String) {
+    let org = vault
+        .org_by_id(org.id)
+        .await
+        .unwrap()
+        .expect("org still there");
+    let secrets = vault.org_secrets(&org).await.unwrap();
+    let plain = |s: Option<SecretString>| s.expect("token stored").expose_secret().to_owned();
+    (plain(secrets.access_token), plain(secrets.refresh_token))
+}
+
+/// How many token requests (`POST /v1/access_token`) the simulator has received.
+pub fn token_requests(sim: &SimServer) -> u64 {
+    sim.handle()
+        .stats()
+        .by_endpoint
+        .get("access_token")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; whether it held. For waiting on
+/// a condition (never on time) without hanging a failing test.
+pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
