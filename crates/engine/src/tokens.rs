@@ -543,12 +543,20 @@ impl LeasedRefresh {
     async fn refresh_and_save(&self) -> Result<Refreshed, WebexError> {
         let sent_at = self.clock.now_ms();
         // The lease is renewed while the request (with its retries, which may wait out a
-        // Retry-After) runs. Once a renewal is lost another process may refresh: stop, so that
-        // no request is sent with a refresh token it may rotate.
+        // Retry-After) runs. If a renewal is lost (this process was paused, or the database was
+        // unreachable for the whole TTL), another process may refresh too — but a request already
+        // sent may have rotated the refresh token, and dropping its answer would lose the grant
+        // for good. So the answer is still awaited and saved: if both refresh, the one Webex
+        // answers second gets `invalid_grant` and adopts the stored tokens (`refused`).
+        let refresh = self.oauth.refresh(&self.creds, &self.refresh);
+        tokio::pin!(refresh);
         let answer = tokio::select! {
             biased;
-            lost = self.keep_lease() => return Err(lost),
-            answer = self.oauth.refresh(&self.creds, &self.refresh) => answer,
+            answer = &mut refresh => answer,
+            lost = self.keep_lease() => {
+                tracing::warn!(org = %self.org.name, "{lost}; still waiting for the answer to save it");
+                refresh.await
+            }
         };
         let resp = match answer {
             Ok(resp) => resp,
@@ -570,9 +578,9 @@ impl LeasedRefresh {
         })
     }
 
-    /// Renews the lease every third of its TTL; returns (as the error to report) when it is
-    /// lost or could not be renewed before it would expire.
-    async fn keep_lease(&self) -> WebexError {
+    /// Renews the lease every third of its TTL; returns why when it is lost or could not be
+    /// renewed before it would expire (the caller logs it and still saves the answer).
+    async fn keep_lease(&self) -> String {
         let every = Duration::from_millis(self.lease_ttl_ms as u64 / 3);
         let mut expires_at = SystemClock.now_ms() + self.lease_ttl_ms;
         loop {
@@ -601,14 +609,10 @@ impl LeasedRefresh {
                 }
                 Err(e) => format!("could not be renewed ({e})"),
             };
-            return WebexError::TokenSource {
-                reason: format!(
-                    "the token refresh lease of org {} {why} before Webex answered; not refreshing \
-                     without it, so that two processes never refresh one grant; try again",
-                    self.org.name
-                ),
-                class: ErrorClass::Transient,
-            };
+            return format!(
+                "the token refresh lease of org {} {why} before Webex answered",
+                self.org.name
+            );
         }
     }
 

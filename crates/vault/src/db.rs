@@ -414,11 +414,16 @@ async fn all_applied(pool: &AnyPool, migrator: &Migrator) -> bool {
         return false;
     };
     let applied: std::collections::HashMap<i64, Vec<u8>> = rows.into_iter().collect();
-    let known: Vec<_> = migrator.iter().filter(|m| m.migration_type.is_up_migration()).collect();
+    let known: Vec<_> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .collect();
     applied.len() == known.len()
-        && known
-            .iter()
-            .all(|m| applied.get(&m.version).is_some_and(|c| c[..] == m.checksum[..]))
+        && known.iter().all(|m| {
+            applied
+                .get(&m.version)
+                .is_some_and(|c| c[..] == m.checksum[..])
+        })
 }
 
 /// What a `sqlite:` URL points at.

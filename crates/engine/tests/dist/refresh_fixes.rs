@@ -244,3 +244,89 @@ async fn invalid_grant_after_another_process_rotated_adopts_its_tokens() {
         sim.shutdown().await;
     }
 }
+
+/// A refresh whose `token_refresh` lease is taken over while Webex is still answering (the
+/// process was paused, or its database was out for the whole TTL) still waits for the answer and
+/// saves it: the request has been sent and may have rotated the refresh token, and dropping the
+/// answer would leave only a revoked refresh token in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_that_loses_its_lease_mid_request_still_saves_the_answer() {
+    const TOKEN_LATENCY_MS: u64 = 2_000;
+    const LEASE_TTL: Duration = Duration::from_millis(600);
+    for backend in backends().await {
+        let name = backend.name();
+        let sim = rotating_sim().await;
+        let db = backend.open().await;
+        let org = add_org(&db, &sim).await;
+        let policy = BudgetPolicy::per_minute(UNLIMITED);
+        let a = Process::start_with_lease_ttl(&backend, &sim, &org, policy, LEASE_TTL).await;
+        let (t0, r0) = stored_tokens(&db, &org).await;
+        slow_token_endpoint(&sim, TOKEN_LATENCY_MS);
+
+        let caller = tokio::spawn({
+            let (tokens, rejected) = (a.tokens.clone(), SecretString::from(t0.clone()));
+            async move { tokens.refresh_after_unauthorized(&rejected).await }
+        });
+        assert!(
+            wait_until(PATIENCE, || async { token_requests(&sim) == 1 }).await,
+            "{name}: the refresh reached the simulator"
+        );
+        // Another process takes the lease over while Webex has A's request.
+        let held = db
+            .lease(&org, REFRESH_SCOPE)
+            .await
+            .unwrap()
+            .expect("A holds the lease");
+        assert!(
+            db.release_lease(&org, REFRESH_SCOPE, &held.holder)
+                .await
+                .unwrap()
+        );
+        let intruder = vault::LeaseHolder {
+            id: "another-process".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+        };
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        assert!(matches!(
+            db.acquire_lease(&org, REFRESH_SCOPE, &intruder, now, 60_000)
+                .await
+                .unwrap(),
+            vault::LeaseAcquire::Acquired(_)
+        ));
+
+        let answer = tokio::time::timeout(PATIENCE, caller)
+            .await
+            .expect("the refresh ends")
+            .expect("the caller did not panic");
+        assert!(
+            answer.is_ok(),
+            "{name}: the answer Webex gave is used, not dropped: {:?}",
+            answer.err().map(|e| e.to_string())
+        );
+        let (t1, r1) = stored_tokens(&db, &org).await;
+        assert_ne!(r1, r0, "{name}: the rotated refresh token is stored");
+        assert_ne!(t1, t0, "{name}: the new access token is stored");
+
+        // What was saved is the live grant: another process refreshes with it.
+        sim.handle().set_faults(Faults::default());
+        db.release_lease(&org, REFRESH_SCOPE, &intruder.id)
+            .await
+            .unwrap();
+        let c = Process::start(&backend, &sim, &org, policy).await;
+        c.tokens
+            .refresh_after_unauthorized(&SecretString::from(t1))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: refresh with the saved tokens: {e}"));
+        let stats = sim.handle().stats();
+        assert_eq!(stats.refresh_grants, 2, "{name}");
+        assert_eq!(stats.invalid_grant, 0, "{name}");
+        sim.shutdown().await;
+    }
+}

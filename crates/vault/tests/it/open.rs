@@ -278,7 +278,10 @@ async fn a_current_sqlite_database_opens_while_another_process_writes() {
 
     let err = Vault::open(&fresh_url, keyring.clone()).await.unwrap_err();
     assert!(matches!(err, VaultError::Migrate { .. }), "{err:?}");
-    assert!(err.is_transient(), "a locked database is worth another try: {err}");
+    assert!(
+        err.is_transient(),
+        "a locked database is worth another try: {err}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("busy or unreachable"), "{msg}");
     assert!(!msg.contains("newer wxvault"), "{msg}");
