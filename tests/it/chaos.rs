@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use archive::testing::TestS3;
@@ -21,7 +21,8 @@ use vault::Vault;
 use webex_sim::{DatasetSpec, ExpectedRecording, Faults, SimConfig};
 
 use crate::harness::{
-    Env, MASTER_KEY, assert_archive_matches, expected_recordings, files, use_s3, wait_until,
+    Env, assert_archive_matches, expected_recordings, files, sigterm, tail, use_s3, wait_exit,
+    wait_until,
 };
 
 const WORKERS: usize = 4;
@@ -107,16 +108,8 @@ impl<'a> Fleet<'a> {
             .open(log)
             .expect("worker log");
         let err = out.try_clone().expect("worker log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxvault"));
-        cmd.arg("--config")
-            .arg(&self.env.config_path)
-            .args(["worker", "--plan"])
-            .env_remove("WXVAULT_CONFIG")
-            .env_remove("RUST_LOG")
-            .env("WXVAULT_MASTER_KEY", MASTER_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
+        let mut cmd = self.env.command(&["worker", "--plan"]);
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         for (k, v) in &self.aws {
             cmd.env(k, v);
         }
@@ -165,36 +158,17 @@ impl<'a> Fleet<'a> {
         .await;
         assert!(up, "a restarted worker never came up");
         for slot in &self.slots {
-            let ok = Command::new("kill")
-                .args(["-TERM", &slot.child.id().to_string()])
-                .status()
-                .expect("kill runs")
-                .success();
-            assert!(ok, "SIGTERM delivered");
+            sigterm(&slot.child);
         }
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let exited = wait_until(Duration::from_secs(30), || {
-                let code = slot.child.try_wait().expect("try_wait");
-                async move { code.is_some() }
-            })
-            .await;
-            if !exited {
-                let _ = slot.child.kill();
-            }
-            let code = slot.child.wait().expect("worker reaped");
+            let code = wait_exit(&mut slot.child, Duration::from_secs(30)).await;
             assert!(
-                exited && code.success(),
-                "worker {i} did not stop cleanly on SIGTERM ({code}):\n{}",
+                code.is_some_and(|c| c.success()),
+                "worker {i} did not stop cleanly on SIGTERM ({code:?}):\n{}",
                 tail(&slot.log)
             );
         }
     }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Multipart uploads the in-process S3 (s3s-fs) holds: it keeps each upload's record

@@ -111,12 +111,8 @@ async fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
     let now = env.handle().now_ms();
     let from = rfc3339(now - 3 * 86_400_000);
     let to = rfc3339(now + 1);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxvault"))
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sync", "--from", &from, "--to", &to])
-        .env("WXVAULT_MASTER_KEY", MASTER_KEY)
-        .stdin(std::process::Stdio::null())
+    let mut child = env
+        .command(&["sync", "--from", &from, "--to", &to])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -68,18 +68,34 @@ impl Env {
         self.dir.path().join("state/wxvault.db")
     }
 
-    /// Runs the binary with this env's config and the given extra environment.
-    pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    /// The binary with this env's config and `args`: the test master key, no inherited
+    /// `WXVAULT_CONFIG` or `RUST_LOG`, stdin not a terminal. Output goes wherever the caller
+    /// points it (inherited unless set).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxvault"));
         cmd.arg("--config").arg(&self.config_path).args(args);
         cmd.env_remove("WXVAULT_CONFIG")
-            .env_remove("WXVAULT_MASTER_KEY")
-            .env_remove("RUST_LOG");
-        cmd.env("WXVAULT_MASTER_KEY", MASTER_KEY);
+            .env_remove("RUST_LOG")
+            .env("WXVAULT_MASTER_KEY", MASTER_KEY)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// [`Env::command`] started with stdout and stderr piped (for `wait_with_output`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary starts")
+    }
+
+    /// Runs the binary with this env's config and the given extra environment.
+    pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(std::process::Stdio::null());
         tokio::task::spawn_blocking(move || cmd.output().expect("binary runs"))
             .await
             .expect("join")
@@ -139,6 +155,41 @@ impl Env {
         args.extend_from_slice(extra);
         self.run(&args, &[]).await
     }
+}
+
+/// Sends SIGTERM to `child` (the shutdown every deployment uses).
+pub fn sigterm(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "SIGTERM delivered");
+}
+
+/// Waits up to `limit` for `child` to exit (after a [`sigterm`]). `None` if it did not (it is
+/// then SIGKILLed and reaped, so no process outlives the test).
+pub async fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let exited = wait_until(limit, || {
+        let done = matches!(child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("process reaped");
+    exited.then_some(status)
+}
+
+/// The last 40 lines of a process log, for failure messages.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 pub fn rfc3339(ms: i64) -> String {

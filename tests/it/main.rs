@@ -15,6 +15,7 @@ mod lease;
 mod lifecycle;
 mod promises;
 mod queue;
+mod rate_limit;
 mod recheck;
 mod refresh_race;
 mod serve;

@@ -2,39 +2,15 @@
 //! hands unfinished jobs back and exits 0, `sync` goes through the same queue, `queue` and
 //! `status` show it.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
 use webex_sim::DatasetSpec;
 
-use crate::harness::{Env, MASTER_KEY, assert_ok, check_archive, text, wait_until};
+use crate::harness::{Env, assert_ok, check_archive, sigterm, text, wait_until};
 
 const WORKER_CONFIG: &str = "\n[sync]\nfirst_lookback_hours = 72\n\n[worker]\npoll_seconds = 1\n";
-
-fn spawn(env: &Env, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wxvault"))
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(args)
-        .env_remove("WXVAULT_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("WXVAULT_MASTER_KEY", MASTER_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts")
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "SIGTERM delivered");
-}
 
 async fn queue(env: &Env) -> Value {
     let out = env.run(&["queue", "--json"], &[]).await;
@@ -69,7 +45,7 @@ async fn a_worker_that_plans_archives_every_org_on_its_own_and_stops_on_sigterm(
     env.add_org("globex", &orgs[1].org_id).await;
     let started = h.now_ms();
 
-    let worker = spawn(&env, &["-v", "worker", "--plan"]);
+    let worker = env.spawn(&["-v", "worker", "--plan"]);
     // The worker's probes answer on [worker] listen.
     let probe = |path: &'static str| async move {
         reqwest::get(format!("http://127.0.0.1:{port}{path}"))
@@ -150,7 +126,7 @@ async fn sigterm_hands_a_running_job_back_within_the_grace_and_a_later_sync_fini
         latency_ms: 300,
         ..h.faults()
     });
-    let worker = spawn(&env, &["-v", "worker", "--plan"]);
+    let worker = env.spawn(&["-v", "worker", "--plan"]);
     let running = wait_until(Duration::from_secs(60), || {
         let env = &env;
         async move { queue(env).await["running"].as_i64() == Some(1) }
@@ -177,7 +153,7 @@ async fn sigterm_hands_a_running_job_back_within_the_grace_and_a_later_sync_fini
         latency_ms: 0,
         ..h.faults()
     });
-    let w = spawn(&env, &["worker"]);
+    let w = env.spawn(&["worker"]);
     let drained = wait_until(Duration::from_secs(120), || {
         let env = &env;
         async move {

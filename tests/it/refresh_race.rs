@@ -3,8 +3,6 @@
 //! tokens and revokes the old one on every refresh. Exactly one of them refreshes per expiry; the
 //! others take the token it stored; nobody presents a dead refresh token (`invalid_grant`).
 
-use std::process::{Command, Stdio};
-
 use vault::{Keyring, TokenUpdate, Vault};
 use webex_sim::{DatasetSpec, SimConfig};
 
@@ -56,20 +54,7 @@ async fn eight_processes_refresh_an_expiring_token_exactly_once_per_expiry() {
         .unwrap();
         let before = h.stats();
         let children: Vec<_> = (0..PROCESSES)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_wxvault"))
-                    .arg("--config")
-                    .arg(&env.config_path)
-                    .args(["keepalive", "--json"])
-                    .env_remove("WXVAULT_CONFIG")
-                    .env_remove("RUST_LOG")
-                    .env("WXVAULT_MASTER_KEY", MASTER_KEY)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("binary starts")
-            })
+            .map(|_| env.spawn(&["keepalive", "--json"]))
             .collect();
         let outs = tokio::task::spawn_blocking(move || {
             children

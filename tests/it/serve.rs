@@ -95,13 +95,8 @@ impl Proc {
 }
 
 fn serve(env: &Env) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxvault"));
-    cmd.arg("--config")
-        .arg(&env.config_path)
-        .args(["-v", "serve"])
-        .env_remove("RUST_LOG")
-        .env("WXVAULT_MASTER_KEY", MASTER_KEY)
-        .env("WXVAULT_CLIENT_SECRET", &env.client.client_secret);
+    let mut cmd = env.command(&["-v", "serve"]);
+    cmd.env("WXVAULT_CLIENT_SECRET", &env.client.client_secret);
     let mut p = Proc::spawn(cmd);
     p.wait_for("listening on");
     p

@@ -41,7 +41,9 @@
 //! client id arriving before it ends is counted in [`Stats::retry_after_violations`] (or, within
 //! [`SimConfig::retry_after_grace_ms`] of the 429, in [`Stats::retry_after_in_flight`]).
 //! [`Stats::rate_limited_429`] counts requests beyond the limit, [`Stats::peak_requests_in_window`]
-//! the busiest window, [`Stats::refresh_grants`] successful refreshes and
+//! the busiest window, [`SimHandle::accepted_request_times`] the arrival time of every API
+//! request the limit let through (8 bytes each, kept for the server's life, so a test can
+//! compute the rate sustained over any span), [`Stats::refresh_grants`] successful refreshes and
 //! [`Stats::invalid_grant`] refused token requests; all are in `GET /_sim/stats`. With
 //! [`SimConfig::rotate_refresh_tokens`] every refresh revokes the refresh token it was given.
 //! Token requests are outside the limit unless [`SimConfig::rate_limit_token_endpoint`] (opt-in:

@@ -289,6 +289,16 @@ impl SimHandle {
     pub fn stats(&self) -> Stats {
         lock(&self.shared.stats).clone()
     }
+
+    /// When (simulator clock, epoch ms, in arrival order) each API request of `client_id` that
+    /// the rate limit let through arrived — the requests that count against the limit,
+    /// including those then answered with an injected 429 or 5xx. Token and media requests are
+    /// not API requests here. Lets a test compute the rate a fleet actually sustained over any
+    /// span, not only the busiest window.
+    #[must_use]
+    pub fn accepted_request_times(&self, client_id: &str) -> Vec<i64> {
+        self.shared.accepted_times(client_id)
+    }
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -463,6 +463,9 @@ pub(crate) struct Shared {
     pub consent: Mutex<ConsentMode>,
     pub auth: Mutex<Auth>,
     limiter: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// Per client id: the arrival time (simulator ms) of every API request the limit let
+    /// through, in arrival order ([`crate::SimHandle::accepted_request_times`]).
+    accepted: Mutex<HashMap<String, Vec<i64>>>,
     /// Per client id: when the last 429 was answered and until when its `Retry-After` runs.
     retry_after: Mutex<HashMap<String, (i64, i64)>>,
     rng: Mutex<SplitMix64>,
@@ -496,6 +499,7 @@ impl Shared {
             consent: Mutex::new(cfg.consent),
             auth: Mutex::new(Auth::new(cfg.seed)),
             limiter: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(HashMap::new()),
             retry_after: Mutex::new(HashMap::new()),
             rng: Mutex::new(SplitMix64::new(mix2(cfg.seed, 0x4641_554C))),
             stats: Mutex::new(Stats {
@@ -547,11 +551,13 @@ impl Shared {
 
     /// Sliding window ([`SimConfig::rate_limit_window_secs`], a minute by default) per client
     /// id. `Err(secs)` = retry after. Also counts requests that arrive while a `Retry-After`
-    /// given to the client id is still running ([`Stats::retry_after_violations`]).
+    /// given to the client id is still running ([`Stats::retry_after_violations`]), and records
+    /// the arrival of every request it lets through.
     pub(crate) fn rate_check(&self, client_id: &str) -> Result<(), u64> {
         let now = self.now_ms();
         self.check_retry_after(client_id, now);
         let Some(limit) = self.cfg.rate_limit_per_minute else {
+            self.note_accepted(client_id, now);
             return Ok(());
         };
         let window = secs_to_ms(self.cfg.rate_limit_window_secs.max(1));
@@ -570,9 +576,26 @@ impl Shared {
         q.push_back(now);
         let in_window = q.len() as u64;
         drop(lim);
+        self.note_accepted(client_id, now);
         let mut stats = lock(&self.stats);
         stats.peak_requests_in_window = stats.peak_requests_in_window.max(in_window);
         Ok(())
+    }
+
+    fn note_accepted(&self, client_id: &str, now: i64) {
+        lock(&self.accepted)
+            .entry(client_id.to_owned())
+            .or_default()
+            .push(now);
+    }
+
+    /// Arrival times of the API requests of `client_id` the limit let through (see
+    /// [`crate::SimHandle::accepted_request_times`]).
+    pub(crate) fn accepted_times(&self, client_id: &str) -> Vec<i64> {
+        lock(&self.accepted)
+            .get(client_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Records that `client_id` was told to wait `secs` from now (never shortens a wait).

@@ -907,6 +907,13 @@ async fn rate_limit_429_with_retry_after() {
     assert_eq!(stats.rate_limited_429, 1);
     assert_eq!(stats.peak_requests_in_window, 5);
     assert_eq!(stats.retry_after_violations, 0);
+    // Only the requests the limit let through are recorded as accepted, with their arrival.
+    let first = ctx.sim.now_ms();
+    assert_eq!(
+        ctx.sim.accepted_request_times(SimClient::DEMO_CLIENT_ID),
+        vec![first; 5]
+    );
+    assert!(ctx.sim.accepted_request_times("C-unknown").is_empty());
     // Coming back before the Retry-After has elapsed is a violation, counted per client id.
     ctx.sim
         .advance_clock(Duration::from_millis(secs * 1_000 - 1));
@@ -920,6 +927,9 @@ async fn rate_limit_429_with_retry_after() {
         ctx.tasks(&t0, &format!("from={START}")).await.status(),
         StatusCode::OK
     );
+    let times = ctx.sim.accepted_request_times(SimClient::DEMO_CLIENT_ID);
+    assert_eq!(times.len(), 6, "{times:?}");
+    assert_eq!(times[5], ctx.sim.now_ms(), "{times:?}");
 
     // Injected 429s with the gateway body and a malformed Retry-After.
     ctx.sim.set_faults(Faults {

@@ -267,12 +267,8 @@ async fn kill_9_mid_run_then_resume_leaves_the_archive_complete_and_exact() {
     let from = t0 - 3 * DAY;
     let expected = archivable(&listed_calling(&h, &sim_org.org_id, from, t0 + 1, false));
     let (from_s, to_s) = (rfc3339(from), rfc3339(t0 + 1));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxvault"))
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sync", "--from", &from_s, "--to", &to_s])
-        .env("WXVAULT_MASTER_KEY", MASTER_KEY)
-        .stdin(std::process::Stdio::null())
+    let mut child = env
+        .command(&["sync", "--from", &from_s, "--to", &to_s])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
