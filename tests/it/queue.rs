@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use webex_sim::DatasetSpec;
 
-use crate::harness::{Env, assert_ok, check_archive, sigterm, text, wait_until};
+use crate::harness::{Env, assert_ok, check_archive, sigterm, tail, text, wait_exit, wait_until};
 
 const WORKER_CONFIG: &str = "\n[sync]\nfirst_lookback_hours = 72\n\n[worker]\npoll_seconds = 1\n";
 
@@ -192,4 +192,59 @@ async fn sync_goes_through_the_queue_and_keeps_its_report() {
         "{q:#}"
     );
     assert!(q["planner"].is_null(), "sync does not plan: {q:#}");
+}
+
+/// `serve` and `worker` started before their database answers (a boot where PostgreSQL comes up
+/// later) keep trying and say so instead of exiting; a SIGTERM while they wait ends them with
+/// exit 0, as at any other moment.
+#[tokio::test]
+async fn serve_and_worker_wait_for_an_unreachable_database_and_stop_cleanly() {
+    let env = Env::start(DatasetSpec::small()).await;
+    let config = std::fs::read_to_string(&env.config_path).unwrap();
+    // Port 1 on loopback: every connection is refused.
+    let config = config.replace(
+        "url = \"sqlite://state/wxvault.db\"",
+        "url = \"postgres://wxvault@127.0.0.1:1/wxvault\"",
+    );
+    std::fs::write(&env.config_path, config).unwrap();
+    for args in [
+        &["worker", "--plan"][..],
+        &["serve", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let log = env.dir.path().join(format!("{}.log", args[0]));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = env
+            .command(args)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("binary starts");
+        let retrying = wait_until(Duration::from_secs(30), || {
+            let seen = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("not usable yet, trying again")
+                .count()
+                >= 2;
+            async move { seen }
+        })
+        .await;
+        assert!(retrying, "{}: keeps trying:\n{}", args[0], tail(&log));
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "{}: still running while the database is down:\n{}",
+            args[0],
+            tail(&log)
+        );
+        sigterm(&child);
+        let status = wait_exit(&mut child, Duration::from_secs(15)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{}: exit 0 on SIGTERM while waiting ({status:?}):\n{}",
+            args[0],
+            tail(&log)
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("stopped before it started"), "{text}");
+        assert!(text.contains("127.0.0.1:1"), "names the database: {text}");
+    }
 }
