@@ -382,6 +382,24 @@ pub fn print_queue(view: &engine::queue::QueueView, now_ms: i64) {
             engine::clock::rfc3339(p.lease_expires_ms)
         );
     }
+    for j in &q.open_jobs {
+        let state = match (&j.host, j.pid) {
+            (Some(host), Some(pid)) if j.state == "running" => {
+                format!("running on {host} pid {pid}")
+            }
+            _ if j.next_attempt_ms > now_ms => {
+                format!("queued, due in {}", ago(now_ms, Some(j.next_attempt_ms)))
+            }
+            _ => j.state.clone(),
+        };
+        println!(
+            "  job {} ({} of {}, {}): {state}",
+            j.id,
+            j.kind,
+            name(j.org),
+            engine::queue::window_text(j)
+        );
+    }
     for l in &view.leases {
         println!(
             "  lease: org {} ({}) held by {} pid {}, expires in {}",

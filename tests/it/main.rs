@@ -2,6 +2,7 @@
 //! is needed) against the simulator on a loopback port.
 
 mod admin;
+mod backfill;
 mod calling;
 mod chaos;
 mod cli;

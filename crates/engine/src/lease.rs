@@ -33,8 +33,16 @@ use crate::clock::rfc3339;
 use crate::report::{OrgOutcome, OrgReport};
 use crate::sync::Engine;
 
-/// The lease scope of `wxvault sync` (the scale-out work adds per-source scopes).
+/// The lease scope of an org's harvests and rescans (`sync`, the planner's jobs).
 pub const SYNC_SCOPE: &str = "sync";
+
+/// The lease scope of the backfill chunk of an org that starts at `from_ms`: chunks cover
+/// disjoint windows, so they do not exclude each other (nor the org's regular harvest, which
+/// starts after the newest chunk), yet each run still holds a lease that fences a process paused
+/// past it, and a second run of the same chunk is skipped.
+pub fn backfill_scope(from_ms: i64) -> String {
+    format!("backfill:{from_ms}")
+}
 
 /// Event kind recorded when a run loses its lease.
 pub const LEASE_LOST_EVENT: &str = "sync_lease_lost";
@@ -117,11 +125,13 @@ impl OrgLease {
     }
 }
 
-/// Runs `run` for `org` while holding the org's sync lease; skips the org when another process
-/// holds it. Never fails: every problem ends up in the org's report.
+/// Runs `run` for `org` while holding the org's `scope` lease ([`SYNC_SCOPE`], or a backfill
+/// chunk's [`backfill_scope`]); skips the org when another process holds it. Never fails: every
+/// problem ends up in the org's report.
 pub(crate) async fn run_leased<F, Fut>(
     engine: &Engine,
     org: Org,
+    scope: &str,
     holder: LeaseHolder,
     run: F,
 ) -> OrgReport
@@ -141,7 +151,7 @@ where
     };
     let taken = engine
         .vault
-        .acquire_lease(&org, SYNC_SCOPE, &holder, engine.clock.now_ms(), ttl_ms)
+        .acquire_lease(&org, scope, &holder, engine.clock.now_ms(), ttl_ms)
         .await;
     let expires_at_ms = match taken {
         Ok(LeaseAcquire::Acquired(l)) => l.expires_at_ms,
@@ -152,7 +162,7 @@ where
                 .vault
                 .take_over_lease(
                     &org,
-                    SYNC_SCOPE,
+                    scope,
                     &l.holder,
                     &holder,
                     engine.clock.now_ms(),
@@ -177,7 +187,7 @@ where
                 }
                 Err(e) => {
                     let mut r = unstarted(OrgOutcome::Failed(format!(
-                        "org {}: cannot take its sync lease: {e}",
+                        "org {}: cannot take its {scope} lease: {e}",
                         org.name
                     )));
                     r.error_class = Some(vault_class(&e));
@@ -192,7 +202,7 @@ where
         }
         Err(e) => {
             let mut r = unstarted(OrgOutcome::Failed(format!(
-                "org {}: cannot take its sync lease: {e}",
+                "org {}: cannot take its {scope} lease: {e}",
                 org.name
             )));
             r.error_class = Some(vault_class(&e));
@@ -206,6 +216,7 @@ where
             vault: engine.vault.clone(),
             clock: engine.clock.clone(),
             org: org.clone(),
+            scope: scope.to_owned(),
             holder: holder.clone(),
             ttl_ms,
             renew_every,
@@ -226,11 +237,7 @@ where
         report.error_class = Some(webex::ErrorClass::Transient);
         return report;
     }
-    match engine
-        .vault
-        .release_lease(&org, SYNC_SCOPE, &holder.id)
-        .await
-    {
+    match engine.vault.release_lease(&org, scope, &holder.id).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             org = %org.name,
@@ -286,6 +293,7 @@ struct Heartbeat {
     vault: Vault,
     clock: SharedClock,
     org: Org,
+    scope: String,
     holder: LeaseHolder,
     ttl_ms: i64,
     renew_every: Duration,
@@ -308,7 +316,7 @@ async fn heartbeat(mut hb: Heartbeat, mut stop: oneshot::Receiver<()>) {
         let now = hb.clock.now_ms();
         let why = match hb
             .vault
-            .renew_lease(&hb.org, SYNC_SCOPE, &hb.holder.id, now, hb.ttl_ms)
+            .renew_lease(&hb.org, &hb.scope, &hb.holder.id, now, hb.ttl_ms)
             .await
         {
             Ok(LeaseRenewal::Renewed { expires_at_ms }) => {
@@ -326,10 +334,11 @@ async fn heartbeat(mut hb: Heartbeat, mut stop: oneshot::Receiver<()>) {
                     None => "its row was removed".into(),
                 };
                 format!(
-                    "org {}: this run lost its sync lease ({by}; this process was probably paused past {}); \
+                    "org {}: this run lost its {} lease ({by}; this process was probably paused past {}); \
                      stopped the org's run before it started more work — the other process carries on, \
                      or the next sync does",
                     hb.org.name,
+                    hb.scope,
                     rfc3339(hb.expires_at_ms)
                 )
             }
@@ -338,9 +347,10 @@ async fn heartbeat(mut hb: Heartbeat, mut stop: oneshot::Receiver<()>) {
                 continue;
             }
             Err(e) => format!(
-                "org {}: could not renew its sync lease before it expired at {} ({e}); stopped the \
+                "org {}: could not renew its {} lease before it expired at {} ({e}); stopped the \
                  org's run so that another process may take it over — check [database] url",
                 hb.org.name,
+                hb.scope,
                 rfc3339(hb.expires_at_ms)
             ),
         };

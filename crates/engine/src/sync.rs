@@ -179,9 +179,10 @@ impl Engine {
             .collect())
     }
 
-    /// Harvests the selected orgs: queues one job per org for the window (in the same queue
-    /// the workers of `serve` and `worker` use), works on them alongside any running workers, and
-    /// returns once every one has ended.
+    /// Harvests the selected orgs: queues one job per org for the window — or one per backfill
+    /// chunk when it is long (see `queue::backfill`) — in the same queue the workers of `serve`
+    /// and `worker` use, works on them alongside any running workers, and returns once every one
+    /// has ended, with one report per org.
     ///
     /// # Errors
     /// Only for problems that concern every org (unknown org names, database unreachable); each
@@ -206,33 +207,40 @@ impl Engine {
             Err(e) => tracing::warn!("could not remove abandoned sync jobs: {e}"),
         }
         let to = opts.to_ms.unwrap_or(now - SETTLE_LAG_MS).min(now);
-        let mut ids = Vec::with_capacity(orgs.len());
+        // One job per org, or one per backfill chunk of a long window: workers already running
+        // take chunks too, and the org's report merges them.
+        let mut per_org: Vec<Vec<i64>> = Vec::with_capacity(orgs.len());
         for org in &orgs {
-            let job = vault::NewJob {
-                kind: vault::KIND_HARVEST.into(),
-                from_ms: opts.from_ms,
-                to_ms: Some(to),
-                requested_by: "sync".into(),
-                // The run's report is the answer: `sync` never retries on its own.
-                max_attempts: 1,
-            };
-            ids.push(self.vault.enqueue_job(org, &job, now).await?);
+            // The run's report is the answer: `sync` never retries on its own.
+            let jobs =
+                crate::queue::jobs_for_window(self, org, opts.from_ms, Some(to), "sync", 1).await?;
+            per_org.push(match jobs.as_slice() {
+                [one] => vec![self.vault.enqueue_job(org, one, now).await?],
+                chunks => self.vault.enqueue_jobs(org, chunks, now).await?,
+            });
         }
+        let ids: Vec<i64> = per_org.iter().flatten().copied().collect();
         let jobs = crate::queue::work_until_done(self, &ids).await?;
         let reports = orgs
             .iter()
-            .zip(&ids)
-            .map(|(org, id)| match jobs.iter().find(|j| j.id == *id) {
-                Some(job) => crate::queue::job_report(org, job),
-                None => OrgReport {
-                    org: org.name.clone(),
-                    org_id: org.org_id.clone(),
-                    outcome: OrgOutcome::Failed(format!(
-                        "org {}: removed while it was being synced",
-                        org.name
-                    )),
-                    ..OrgReport::default()
-                },
+            .zip(&per_org)
+            .map(|(org, ids)| {
+                let parts = ids
+                    .iter()
+                    .map(|id| match jobs.iter().find(|j| j.id == *id) {
+                        Some(job) => crate::queue::job_report(org, job),
+                        None => OrgReport {
+                            org: org.name.clone(),
+                            org_id: org.org_id.clone(),
+                            outcome: OrgOutcome::Failed(format!(
+                                "org {}: removed while it was being synced",
+                                org.name
+                            )),
+                            ..OrgReport::default()
+                        },
+                    })
+                    .collect();
+                crate::queue::merge_chunk_reports(parts)
             })
             .collect();
         Ok(SyncReport { orgs: reports })
@@ -251,12 +259,15 @@ impl Engine {
     }
 
     /// One org's harvest over the window `opts` names (every source of the org, side by side),
-    /// under the org's sync lease taken as `holder` (a job's claim, so whoever hands the job back
-    /// can release that lease too); `stop` ends it early at the next batch boundary.
+    /// under the org's `scope` lease (see `crate::lease::run_leased`) taken as `holder` (a job's
+    /// claim, so whoever hands the job back can release that lease too); `stop` ends it early at
+    /// the next batch boundary.
     pub(crate) async fn harvest_org(
         &self,
         org: Org,
+        scope: &str,
         opts: &SyncOptions,
+        items_window: Option<(i64, i64)>,
         stop: Arc<std::sync::atomic::AtomicBool>,
         holder: vault::LeaseHolder,
     ) -> OrgReport {
@@ -272,8 +283,8 @@ impl Engine {
                 };
             }
         };
-        crate::lease::run_leased(self, org, holder, |org, lease| {
-            self.sync_org(org, opts, oauth, lease, stop)
+        crate::lease::run_leased(self, org, scope, holder, |org, lease| {
+            self.sync_org(org, opts, items_window, oauth, lease, stop)
         })
         .await
     }
@@ -282,6 +293,7 @@ impl Engine {
         &self,
         org: Org,
         opts: &SyncOptions,
+        items_window: Option<(i64, i64)>,
         oauth: OAuthClient,
         lease: crate::lease::OrgLease,
         stop: Arc<std::sync::atomic::AtomicBool>,
@@ -311,7 +323,7 @@ impl Engine {
                     return report;
                 }
             };
-        let run = self.org_run_with(&org, tokens.clone(), stop, opts.rescan);
+        let run = self.org_run_with(&org, tokens.clone(), stop, opts.rescan, items_window);
         lease.stop_on_loss(run.stop.clone());
         let names = org_sources(&org);
         // Sources run side by side; one source's refusal never stops the other.
@@ -404,17 +416,20 @@ impl Engine {
             tokens,
             Arc::new(std::sync::atomic::AtomicBool::new(false)),
             false,
+            None,
         )
     }
 
     /// [`Engine::org_run`] with a stop flag of the caller's (a job's: lease lost, shutdown),
-    /// and whether the run is a rescan ([`SyncOptions::rescan`]).
+    /// whether the run is a rescan ([`SyncOptions::rescan`]), and the window whose items alone it
+    /// works on (a backfill chunk's, see [`OrgRun::items_window`]).
     pub(crate) fn org_run_with(
         &self,
         org: &Org,
         tokens: Arc<OrgTokens>,
         stop: Arc<std::sync::atomic::AtomicBool>,
         rescan: bool,
+        items_window: Option<(i64, i64)>,
     ) -> Arc<OrgRun> {
         Arc::new(OrgRun {
             vault: self.vault.clone(),
@@ -429,6 +444,7 @@ impl Engine {
             tokens,
             stop,
             rescan,
+            items_window,
         })
     }
 

@@ -1,8 +1,9 @@
 //! The work queue: jobs in the state database, claimed by any wxvault process with a lease.
 //!
 //! Written here rather than taken from a queue crate because the claim has a rule of ours: at most
-//! one job per lane (an org) runs at a time across every process, so two processes never harvest
-//! the same org. The partial unique index `jobs_one_running_per_lane` enforces it in the
+//! one job per lane runs at a time across every process. An org's harvests and rescans share the
+//! org's lane, so two processes never harvest the same org's cursors at once; each backfill chunk
+//! (a disjoint part of a long catch-up) has its own lane, so chunks spread over processes. The partial unique index `jobs_one_running_per_lane` enforces it in the
 //! database; the claim's `NOT EXISTS` keeps a claimer from even trying a busy lane. On PostgreSQL
 //! the claim is `FOR UPDATE SKIP LOCKED`, so concurrent claimers pass each other instead of
 //! queueing on one row; two claimers that pick two jobs of one free lane at the same instant meet
@@ -26,11 +27,14 @@ use crate::{LeaseHolder, Org, Vault, VaultError};
 pub const KIND_HARVEST: &str = "harvest";
 /// The daily re-check of recent days (late captures, missing and pending items).
 pub const KIND_RESCAN: &str = "rescan";
+/// One chunk of an org's long catch-up, over an explicit window, on a lane of its own so that
+/// chunks of one org run in several processes at once.
+pub const KIND_BACKFILL: &str = "backfill";
 
 /// A job to add to the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
-    /// [`KIND_HARVEST`] or [`KIND_RESCAN`].
+    /// [`KIND_HARVEST`], [`KIND_RESCAN`] or [`KIND_BACKFILL`] (which needs both bounds).
     pub kind: String,
     /// Window start (epoch ms); `None`: each source's cursor, as a default `sync`.
     pub from_ms: Option<i64>,
@@ -79,59 +83,21 @@ impl Job {
     }
 }
 
-/// Jobs running in one process (each claim has its own holder id; host and pid name the
-/// process).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProcessJobs {
-    pub host: String,
-    pub pid: i64,
-    pub jobs: i64,
-    /// The earliest lease expiry among them.
-    pub lease_expires_ms: i64,
-}
-
-/// The queue as `status` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct QueueStatus {
-    /// Waiting jobs, due now or later.
-    pub queued: i64,
-    /// Of `queued`, those due now.
-    pub due: i64,
-    pub running: i64,
-    /// Running jobs whose lease has expired (their holder stopped renewing; the next claim puts
-    /// them back).
-    pub expired: i64,
-    pub failed: i64,
-    pub done: i64,
-    /// Running jobs per process.
-    pub in_flight: Vec<ProcessJobs>,
-    /// The newest failed jobs, with their reasons.
-    pub failed_jobs: Vec<Job>,
-}
-
-/// A process-wide singleton (the planner's lease and record).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Singleton {
-    pub name: String,
-    pub holder: Option<String>,
-    pub host: Option<String>,
-    pub pid: Option<i64>,
-    pub expires_at_ms: Option<i64>,
-    pub last_run_ms: Option<i64>,
-    pub last_rescan_ms: Option<i64>,
-    pub last_summary: Option<String>,
-}
-
-const COLUMNS: &str = "id, kind, org, lane, from_ms, to_ms, requested_by, state, attempts, \
+pub(crate) const COLUMNS: &str = "id, kind, org, lane, from_ms, to_ms, requested_by, state, attempts, \
     lost_leases, max_attempts, next_attempt_ms, holder, host, pid, lease_expires_ms, last_error, \
     result, created_ms, started_ms, finished_ms";
 
 /// How often a claim retries after losing a lane to a concurrent claimer.
 const CLAIM_TRIES: usize = 5;
 
-/// The lane of an org's jobs: one running at a time.
-fn lane(org: &Org) -> String {
-    format!("org:{}", org.id)
+/// The lane of a job: one running at a time. An org's harvests and rescans share the org's lane
+/// (they read and move the same cursors); each backfill chunk has a lane of its own, under the
+/// org's, since chunks cover disjoint windows and are meant to run side by side.
+fn lane(org: &Org, job: &NewJob) -> String {
+    match (job.kind.as_str(), job.from_ms) {
+        (KIND_BACKFILL, Some(from)) => format!("org:{}/{from}", org.id),
+        _ => format!("org:{}", org.id),
+    }
 }
 
 impl Vault {
@@ -153,7 +119,7 @@ impl Vault {
         )
         .bind(&job.kind)
         .bind(org.id)
-        .bind(lane(org))
+        .bind(lane(org, job))
         .bind(job.from_ms)
         .bind(job.to_ms)
         .bind(&job.requested_by)
@@ -166,6 +132,86 @@ impl Vault {
             job.kind, org.name
         )))?;
         get(&row, "id")
+    }
+
+    /// Adds all of `jobs` for `org` or none (one transaction): a planner that dies half-way
+    /// through an org's backfill chunks must not leave a hole between them. Returns their ids.
+    ///
+    /// # Errors
+    /// As [`Vault::enqueue_job`].
+    pub async fn enqueue_jobs(
+        &self,
+        org: &Org,
+        jobs: &[NewJob],
+        now_ms: i64,
+    ) -> Result<Vec<i64>, VaultError> {
+        for job in jobs {
+            check_new(job)?;
+        }
+        let what = || format!("queueing {} job(s) for org {}", jobs.len(), org.name);
+        let mut tx = self.pool.begin().await.map_err(VaultError::db(what()))?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let row = sqlx::query(
+                "INSERT INTO jobs (kind, org, lane, from_ms, to_ms, requested_by, state, max_attempts, \
+                   next_attempt_ms, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8) RETURNING id",
+            )
+            .bind(&job.kind)
+            .bind(org.id)
+            .bind(lane(org, job))
+            .bind(job.from_ms)
+            .bind(job.to_ms)
+            .bind(&job.requested_by)
+            .bind(job.max_attempts)
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(VaultError::db(what()))?;
+            ids.push(get(&row, "id")?);
+        }
+        tx.commit().await.map_err(VaultError::db(what()))?;
+        Ok(ids)
+    }
+
+    /// Whether `org` has a job of `kind` queued or running.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn has_open_job(&self, org: &Org, kind: &str) -> Result<bool, VaultError> {
+        let n = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM jobs WHERE org = $1 AND kind = $2 \
+               AND state IN ('queued', 'running')",
+        )
+        .bind(org.id)
+        .bind(kind)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(VaultError::db(format!(
+            "reading the open {kind} jobs of org {}",
+            org.name
+        )))?;
+        Ok(n > 0)
+    }
+
+    /// The end of the newest backfill chunk of `org` still queued or running, if any: while
+    /// chunks are open the org's regular harvest starts there instead of at its cursor.
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn open_backfill_end(&self, org: &Org) -> Result<Option<i64>, VaultError> {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(to_ms) FROM jobs WHERE org = $1 AND kind = $2 \
+               AND state IN ('queued', 'running')",
+        )
+        .bind(org.id)
+        .bind(KIND_BACKFILL)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(VaultError::db(format!(
+            "reading the open backfill of org {}",
+            org.name
+        )))
     }
 
     /// Adds `job` for `org` unless a job of the same kind is already queued or running for it
@@ -190,7 +236,7 @@ impl Vault {
         )
         .bind(&job.kind)
         .bind(org.id)
-        .bind(lane(org))
+        .bind(lane(org, job))
         .bind(job.from_ms)
         .bind(job.to_ms)
         .bind(&job.requested_by)
@@ -448,63 +494,6 @@ impl Vault {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Counts and the in-flight view of the queue at `now_ms`.
-    ///
-    /// # Errors
-    /// [`VaultError::Db`] on database failure.
-    pub async fn queue_status(&self, now_ms: i64) -> Result<QueueStatus, VaultError> {
-        let row = sqlx::query(
-            "SELECT \
-               COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0) AS queued, \
-               COALESCE(SUM(CASE WHEN state = 'queued' AND next_attempt_ms <= $1 THEN 1 ELSE 0 END), 0) AS due, \
-               COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running, \
-               COALESCE(SUM(CASE WHEN state = 'running' AND lease_expires_ms <= $1 THEN 1 ELSE 0 END), 0) AS expired, \
-               COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS failed, \
-               COALESCE(SUM(CASE WHEN state = 'done' THEN 1 ELSE 0 END), 0) AS done \
-             FROM jobs",
-        )
-        .bind(now_ms)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(VaultError::db("counting jobs"))?;
-        let count = |c: &str| -> Result<i64, VaultError> { get(&row, c) };
-        let procs = sqlx::query(
-            "SELECT host, pid, COUNT(*) AS jobs, MIN(lease_expires_ms) AS lease_expires_ms \
-             FROM jobs WHERE state = 'running' GROUP BY host, pid ORDER BY host, pid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(VaultError::db("listing running jobs"))?;
-        let mut in_flight = Vec::new();
-        for r in &procs {
-            in_flight.push(ProcessJobs {
-                host: get::<Option<String>>(r, "host")?.unwrap_or_default(),
-                pid: get::<Option<i64>>(r, "pid")?.unwrap_or_default(),
-                jobs: get(r, "jobs")?,
-                lease_expires_ms: get::<Option<i64>>(r, "lease_expires_ms")?.unwrap_or_default(),
-            });
-        }
-        let failed_rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE state = 'failed' ORDER BY finished_ms DESC, id DESC LIMIT 20"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(VaultError::db("listing failed jobs"))?;
-        Ok(QueueStatus {
-            queued: count("queued")?,
-            due: count("due")?,
-            running: count("running")?,
-            expired: count("expired")?,
-            failed: count("failed")?,
-            done: count("done")?,
-            in_flight,
-            failed_jobs: failed_rows
-                .iter()
-                .map(job_from_row)
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
     /// Deletes jobs that finished (done) before `before_ms`; failed ones stay until the
     /// operator has seen them for as long (`before_ms` applies to them too, so they do not
     /// pile up for ever). Returns how many were removed.
@@ -537,118 +526,20 @@ impl Vault {
         .map_err(VaultError::db("removing abandoned sync jobs"))?;
         Ok(done.rows_affected())
     }
-
-    /// Takes singleton `name` (the planner) for `holder` until `now_ms + ttl_ms` if it is free,
-    /// expired or already `holder`'s. One conditional upsert, as for org leases.
-    ///
-    /// # Errors
-    /// [`VaultError::Db`] on database failure.
-    pub async fn acquire_singleton(
-        &self,
-        name: &str,
-        holder: &LeaseHolder,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<bool, VaultError> {
-        let done = sqlx::query(
-            "INSERT INTO singletons (name, holder, host, pid, expires_at_ms) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, \
-               pid = excluded.pid, expires_at_ms = excluded.expires_at_ms \
-             WHERE singletons.holder IS NULL OR singletons.expires_at_ms <= $6 \
-               OR singletons.holder = excluded.holder",
-        )
-        .bind(name)
-        .bind(&holder.id)
-        .bind(&holder.host)
-        .bind(holder.pid)
-        .bind(now_ms.saturating_add(ttl_ms))
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(VaultError::db(format!("taking the {name} lease")))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Gives up singleton `name` if `holder_id` has it; its record of runs stays.
-    ///
-    /// # Errors
-    /// [`VaultError::Db`] on database failure.
-    pub async fn release_singleton(&self, name: &str, holder_id: &str) -> Result<bool, VaultError> {
-        let done = sqlx::query(
-            "UPDATE singletons SET holder = NULL, host = NULL, pid = NULL, expires_at_ms = NULL \
-             WHERE name = $1 AND holder = $2",
-        )
-        .bind(name)
-        .bind(holder_id)
-        .execute(&self.pool)
-        .await
-        .map_err(VaultError::db(format!("releasing the {name} lease")))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Records a run of singleton `name` by `holder_id` at `now_ms` (and a rescan, if it was
-    /// one) with a one-line summary. `false`: not held by `holder_id` any more.
-    ///
-    /// # Errors
-    /// [`VaultError::Db`] on database failure.
-    pub async fn record_singleton_run(
-        &self,
-        name: &str,
-        holder_id: &str,
-        now_ms: i64,
-        rescan: bool,
-        summary: &str,
-    ) -> Result<bool, VaultError> {
-        let rescan = if rescan { ", last_rescan_ms = $3" } else { "" };
-        let done = sqlx::query(&format!(
-            "UPDATE singletons SET last_run_ms = $3, last_summary = $4{rescan} \
-             WHERE name = $1 AND holder = $2"
-        ))
-        .bind(name)
-        .bind(holder_id)
-        .bind(now_ms)
-        .bind(summary)
-        .execute(&self.pool)
-        .await
-        .map_err(VaultError::db(format!("recording a {name} run")))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Singleton `name` as stored.
-    ///
-    /// # Errors
-    /// [`VaultError::Db`] on database failure.
-    pub async fn singleton(&self, name: &str) -> Result<Option<Singleton>, VaultError> {
-        let row = sqlx::query(
-            "SELECT name, holder, host, pid, expires_at_ms, last_run_ms, last_rescan_ms, last_summary \
-             FROM singletons WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(VaultError::db(format!("reading the {name} record")))?;
-        row.as_ref()
-            .map(|r| {
-                Ok(Singleton {
-                    name: get(r, "name")?,
-                    holder: get(r, "holder")?,
-                    host: get(r, "host")?,
-                    pid: get(r, "pid")?,
-                    expires_at_ms: get(r, "expires_at_ms")?,
-                    last_run_ms: get(r, "last_run_ms")?,
-                    last_rescan_ms: get(r, "last_rescan_ms")?,
-                    last_summary: get(r, "last_summary")?,
-                })
-            })
-            .transpose()
-    }
 }
 
 fn check_new(job: &NewJob) -> Result<(), VaultError> {
-    if job.kind != KIND_HARVEST && job.kind != KIND_RESCAN {
+    if ![KIND_HARVEST, KIND_RESCAN, KIND_BACKFILL].contains(&job.kind.as_str()) {
         return Err(VaultError::Invalid(format!(
             "unknown job kind {:?}",
             job.kind
+        )));
+    }
+    if job.kind == KIND_BACKFILL && !matches!((job.from_ms, job.to_ms), (Some(f), Some(t)) if f < t)
+    {
+        return Err(VaultError::Invalid(format!(
+            "a backfill chunk needs a window with from before to, got {:?} .. {:?}",
+            job.from_ms, job.to_ms
         )));
     }
     if job.max_attempts < 1 {
@@ -660,7 +551,7 @@ fn check_new(job: &NewJob) -> Result<(), VaultError> {
     Ok(())
 }
 
-fn job_from_row(row: &AnyRow) -> Result<Job, VaultError> {
+pub(crate) fn job_from_row(row: &AnyRow) -> Result<Job, VaultError> {
     Ok(Job {
         id: get(row, "id")?,
         kind: get(row, "kind")?,

@@ -1,4 +1,4 @@
-//! The ledger of tasks, completed harvest windows and the event log. Recordings are in
+//! The ledger of tasks and the event log (completed harvest windows are in `windows.rs`). Recordings are in
 //! `recordings.rs`, org-wide totals and failure lists in `status.rs`.
 //!
 //! Items are keyed by (org, source, id): a Webex Calling recording id and a WxCC capture id
@@ -342,65 +342,6 @@ impl Vault {
     ) -> Result<(), VaultError> {
         self.note_capture_checks_at(org, source, task_ids, now_ms())
             .await
-    }
-
-    /// Records that the window `[from_ms, to_ms)` of `source` was harvested completely.
-    /// Recording the same window again is a no-op.
-    ///
-    /// # Errors
-    /// [`VaultError::Invalid`] if `from_ms > to_ms`, [`VaultError::Db`] on database failure.
-    pub async fn window_done(
-        &self,
-        org: &Org,
-        source: &str,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<(), VaultError> {
-        if from_ms > to_ms {
-            return Err(VaultError::Invalid(format!(
-                "harvest window for org {} {source} ends ({to_ms}) before it starts ({from_ms})",
-                org.name
-            )));
-        }
-        sqlx::query(
-            "INSERT INTO windows (org, source, from_ms, to_ms, done_at_ms) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (org, source, from_ms, to_ms) DO NOTHING",
-        )
-        .bind(org.id)
-        .bind(source)
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(VaultError::db(format!(
-            "recording a harvest window for org {} {source}",
-            org.name
-        )))?;
-        Ok(())
-    }
-
-    /// The latest end of a completed window of `source`, if any.
-    ///
-    /// # Errors
-    /// [`VaultError::Db`] on database failure.
-    pub async fn last_window_end(
-        &self,
-        org: &Org,
-        source: &str,
-    ) -> Result<Option<i64>, VaultError> {
-        sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MAX(to_ms) FROM windows WHERE org = $1 AND source = $2",
-        )
-        .bind(org.id)
-        .bind(source)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(VaultError::db(format!(
-            "reading harvest windows of org {} {source}",
-            org.name
-        )))
     }
 
     /// Appends to the audit/event log. Callers must not pass secrets.

@@ -38,13 +38,16 @@ mod lease;
 mod ledger;
 mod model;
 mod orgs;
+mod queue_status;
 mod recheck;
 mod recordings;
 mod rotation;
 mod sealing;
+mod singleton;
 mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod windows;
 
 pub use budget::BudgetSlot;
 pub use connect::{CONNECT_SESSIONS_PER_INVITE, PENDING_AUTHS_PER_INVITE};
@@ -55,12 +58,14 @@ pub use connect::{
 pub use crypto::{KEY_LEN, Keyring, generate_key_base64, init_key_file};
 pub use db::{DEFAULT_PG_SCHEMA, Vault};
 pub use error::VaultError;
-pub use jobs::{Job, KIND_HARVEST, KIND_RESCAN, NewJob, ProcessJobs, QueueStatus, Singleton};
+pub use jobs::{Job, KIND_BACKFILL, KIND_HARVEST, KIND_RESCAN, NewJob};
 pub use keyfile::{add_key_version, retire_key_versions};
 pub use lease::{Lease, LeaseAcquire, LeaseHolder, LeaseRenewal};
 pub use model::{
     Archived, Counts, Event, Failure, NewOrg, Org, OrgSecrets, OrgStatus, RecordingRow,
     RecordingState, RecordingUpsert, RotationReport, TaskRow, TaskState, TaskUpsert, TokenUpdate,
 };
+pub use queue_status::{OPEN_JOBS_SHOWN, ProcessJobs, QueueStatus};
 pub use recheck::{RetryCounts, WindowProblems};
 pub use secrecy::SecretString;
+pub use singleton::Singleton;

@@ -14,6 +14,12 @@ pub struct ScheduleConfig {
     /// are checked again so late captures are found. 0 turns the rescan off.
     #[serde(default = "default_rescan_days")]
     pub rescan_days: u64,
+    /// Days per backfill chunk: a catch-up window longer than two chunks (a new org with a long
+    /// `[sync] first_lookback_hours`, an org that was off for weeks, `sync --from` far back) is
+    /// queued as one chunk per this many days, each on its own lane, so several workers harvest
+    /// one org's history at once. 0 never splits.
+    #[serde(default = "default_backfill_chunk_days")]
+    pub backfill_chunk_days: u64,
 }
 
 /// `[worker]`: how each process runs jobs from the queue.
@@ -50,6 +56,9 @@ fn default_interval_minutes() -> u64 {
 fn default_rescan_days() -> u64 {
     3
 }
+fn default_backfill_chunk_days() -> u64 {
+    7
+}
 fn default_concurrency() -> usize {
     4
 }
@@ -71,6 +80,7 @@ impl Default for ScheduleConfig {
         Self {
             interval_minutes: default_interval_minutes(),
             rescan_days: default_rescan_days(),
+            backfill_chunk_days: default_backfill_chunk_days(),
         }
     }
 }
@@ -111,7 +121,20 @@ impl ScheduleConfig {
                 "must be between 0 (off) and 90".into(),
             ));
         }
+        if self.backfill_chunk_days > 366 {
+            return Err((
+                "schedule.backfill_chunk_days",
+                self.backfill_chunk_days.to_string(),
+                "must be between 0 (never split) and 366".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// A backfill chunk in milliseconds; `None` when splitting is off.
+    pub fn backfill_chunk_ms(&self) -> Option<i64> {
+        let days = i64::try_from(self.backfill_chunk_days).ok()?;
+        (days > 0).then_some(days * 86_400_000)
     }
 }
 

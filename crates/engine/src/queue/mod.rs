@@ -2,11 +2,11 @@
 //! and `sync`'s wait for its own jobs.
 //!
 //! A job is one org's harvest over a window (every source of the org side by side, as `sync`
-//! always did), so the unit of exclusivity stays the org: the queue lets one job per org run at a
-//! time across every process (vault `jobs`), and the run also holds the org's sync lease, which
+//! always did). An org's harvests and rescans share the org's lane: one of them runs at a time
+//! across every process (vault `jobs`), and the run also holds the org's `sync` lease, which
 //! fences a process that was paused past its job lease (its heartbeat finds the lease gone and
-//! stops the run). Many orgs spread over many workers; one org's run is as parallel as
-//! `[sync] batch_concurrency` makes it.
+//! stops the run). A long catch-up is split into backfill chunks (see [`backfill`]), each on its
+//! own lane with its own lease scope, so one org's backfill spreads over many workers too.
 //!
 //! While a job runs, its holder renews the job's lease every third of `[worker] lease_seconds`.
 //! A run ends in one of: done (the report is stored with it); queued again after a transient
@@ -14,8 +14,10 @@
 //! refused, a permanent error, or the attempts ran out — `status` shows the reason); or released
 //! untouched when the process shuts down.
 
+mod backfill;
 mod config;
 mod planner;
+mod view;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +30,11 @@ use tokio::sync::watch;
 use vault::{Job, LeaseHolder, Org};
 use webex::ErrorClass;
 
+pub(crate) use backfill::jobs_for_window;
+pub use backfill::merge_chunk_reports;
 pub use config::{ScheduleConfig, WorkerConfig};
 pub use planner::{PLANNER, PlanSummary, plan_if_due};
+pub use view::{LeaseView, QueueView};
 
 use crate::clock::rfc3339;
 use crate::error::EngineError;
@@ -165,11 +170,11 @@ async fn run_one(
             .finish_job(job.id, &holder.id, now, &result)
             .await
             .map(|ok| if ok { Ended::Done } else { Ended::Lost }),
-        // Another process holds the org's sync lease (a run that died on another host, whose
+        // Another process holds the job's org lease (a run that died on another host, whose
         // lease has not expired yet): the job waits for it without losing an attempt. `sync`'s
         // own jobs report the skip, as `sync` always did.
         OrgOutcome::Skipped(_) if job.requested_by != "sync" => {
-            let due = org_lease_expiry(engine, job.org)
+            let due = org_lease_expiry(engine, job.org, &lease_scope(&job))
                 .await
                 .unwrap_or(now + lease_ms);
             vault
@@ -207,15 +212,19 @@ async fn run_one(
     }
 }
 
-/// When the org's sync lease (held by another process) expires.
-async fn org_lease_expiry(engine: &Engine, org: i64) -> Option<i64> {
+/// When the org's `scope` lease (held by another process) expires.
+async fn org_lease_expiry(engine: &Engine, org: i64, scope: &str) -> Option<i64> {
     let org = engine.vault.org_by_id(org).await.ok()??;
-    let lease = engine
-        .vault
-        .lease(&org, crate::lease::SYNC_SCOPE)
-        .await
-        .ok()??;
+    let lease = engine.vault.lease(&org, scope).await.ok()??;
     Some(lease.expires_at_ms)
+}
+
+/// The org lease a job's run holds: a backfill chunk's own scope, or the org's `sync` scope.
+pub(crate) fn lease_scope(job: &Job) -> String {
+    match (job.kind.as_str(), job.from_ms) {
+        (vault::KIND_BACKFILL, Some(from)) => crate::lease::backfill_scope(from),
+        _ => crate::lease::SYNC_SCOPE.to_owned(),
+    }
 }
 
 fn ended_from(state: Option<&'static str>) -> Ended {
@@ -260,7 +269,14 @@ async fn run_job(
         to_ms: job.to_ms,
         rescan: job.kind == vault::KIND_RESCAN,
     };
-    engine.harvest_org(org, &opts, stop, holder).await
+    // A chunk works on its own window's items only (see `OrgRun::items_window`).
+    let items_window = match (job.kind.as_str(), job.from_ms, job.to_ms) {
+        (vault::KIND_BACKFILL, Some(from), Some(to)) => Some((from, to)),
+        _ => None,
+    };
+    engine
+        .harvest_org(org, &lease_scope(job), &opts, items_window, stop, holder)
+        .await
 }
 
 /// `sync`'s part: claims and runs the jobs `ids` (other processes may run some of them) until
@@ -426,6 +442,7 @@ pub async fn run_workers(
                 s.push(InFlight {
                     job: job.id,
                     org: job.org,
+                    scope: lease_scope(&job),
                     holder: claim_holder.id.clone(),
                     stop: stop.clone(),
                 });
@@ -474,8 +491,8 @@ pub async fn run_workers(
         }
     }
     // Whatever still runs is cancelled mid-flight — as safe as a crash (create-only objects, the
-    // ledger after the object) — and handed back to the queue at once, with the org's sync lease
-    // it held, so the next claim does not wait for that lease to expire.
+    // ledger after the object) — and handed back to the queue at once, with the org lease it held
+    // (its `sync` scope, or a backfill chunk's), so the next claim does not wait for it to expire.
     running.shutdown().await;
     let left: Vec<InFlight> = stops
         .lock()
@@ -483,10 +500,7 @@ pub async fn run_workers(
         .unwrap_or_default();
     for f in left {
         if let Ok(Some(org)) = engine.vault.org_by_id(f.org).await {
-            let _ = engine
-                .vault
-                .release_lease(&org, crate::lease::SYNC_SCOPE, &f.holder)
-                .await;
+            let _ = engine.vault.release_lease(&org, &f.scope, &f.holder).await;
         }
         match engine
             .vault
@@ -518,7 +532,9 @@ pub async fn run_workers(
 struct InFlight {
     job: i64,
     org: i64,
-    /// The claim's holder id (also the org sync lease's holder for its run).
+    /// The org lease scope its run holds (see [`lease_scope`]).
+    scope: String,
+    /// The claim's holder id (also the org lease's holder for its run).
     holder: String,
     stop: Arc<AtomicBool>,
 }
@@ -549,62 +565,9 @@ fn note_end(summary: &mut WorkerSummary, id: i64, ended: Ended, stops: &Mutex<Ve
     tracing::info!(job = id, "job {id} ended: {ended:?}");
 }
 
-fn window_text(job: &Job) -> String {
+/// A job's window as `queue` and the log show it (`cursor` / `now` for open bounds).
+pub fn window_text(job: &Job) -> String {
     let from = job.from_ms.map_or_else(|| "cursor".to_string(), rfc3339);
     let to = job.to_ms.map_or_else(|| "now".to_string(), rfc3339);
     format!("{from} .. {to}")
-}
-
-/// The queue as `wxvault queue` and `status` show it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct QueueView {
-    #[serde(flatten)]
-    pub queue: vault::QueueStatus,
-    /// Org leases (`sync` scope: which process is harvesting which org).
-    pub leases: Vec<LeaseView>,
-    /// The planner: who holds it and when it last planned.
-    pub planner: Option<vault::Singleton>,
-    /// Org names by database id, for the jobs above.
-    pub org_names: std::collections::BTreeMap<i64, String>,
-}
-
-/// One org lease with the org's name.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LeaseView {
-    pub org: String,
-    #[serde(flatten)]
-    pub lease: vault::Lease,
-}
-
-impl Engine {
-    /// The queue, leases and planner as stored now.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn queue_view(&self) -> Result<QueueView, EngineError> {
-        let now = self.clock.now_ms();
-        let org_names: std::collections::BTreeMap<i64, String> = self
-            .vault
-            .orgs()
-            .await?
-            .into_iter()
-            .map(|o| (o.id, o.name))
-            .collect();
-        let leases = self
-            .vault
-            .leases()
-            .await?
-            .into_iter()
-            .map(|lease| LeaseView {
-                org: org_names.get(&lease.org).cloned().unwrap_or_default(),
-                lease,
-            })
-            .collect();
-        Ok(QueueView {
-            queue: self.vault.queue_status(now).await?,
-            leases,
-            planner: self.vault.singleton(PLANNER).await?,
-            org_names,
-        })
-    }
 }

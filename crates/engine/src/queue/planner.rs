@@ -1,11 +1,13 @@
 //! The planner: every `[schedule] interval_minutes` it queues a harvest for each active org that
-//! has none pending, and once a day a rescan of the last `[schedule] rescan_days`. Exactly one
+//! has none pending (as backfill chunks when the org is far behind, see [`super::backfill`]), and
+//! once a day a rescan of the last `[schedule] rescan_days`. Exactly one
 //! process plans at a time: it holds the `planner` singleton lease in the database, renewed on
 //! every pass, and records when it last planned there, so a planner that moves to another
 //! process (the first one died) keeps the same rhythm.
 
 use vault::{KIND_HARVEST, KIND_RESCAN, LeaseHolder, NewJob, OrgStatus};
 
+use super::backfill::jobs_for_window;
 use crate::error::EngineError;
 use crate::sync::{Engine, SETTLE_LAG_MS};
 
@@ -21,6 +23,8 @@ const KEEP_FINISHED_MS: i64 = 7 * DAY_MS;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanSummary {
     pub harvests: u64,
+    /// Backfill chunks queued (for orgs far behind).
+    pub backfill_chunks: u64,
     pub rescans: u64,
     /// Active orgs that already had a harvest queued or running.
     pub already_pending: u64,
@@ -33,8 +37,13 @@ impl PlanSummary {
     /// One line for the log and `status`.
     pub fn line(&self) -> String {
         format!(
-            "queued {} harvest(s) and {} rescan(s); {} org(s) had one pending, {} need re-authorization",
-            self.harvests, self.rescans, self.already_pending, self.needs_reauth
+            "queued {} harvest(s), {} backfill chunk(s) and {} rescan(s); {} org(s) had one pending, \
+             {} need re-authorization",
+            self.harvests,
+            self.backfill_chunks,
+            self.rescans,
+            self.already_pending,
+            self.needs_reauth
         )
     }
 }
@@ -80,20 +89,28 @@ pub async fn plan_if_due(
             summary.needs_reauth += 1;
             continue;
         }
-        let harvest = NewJob {
-            kind: KIND_HARVEST.into(),
-            from_ms: None,
-            to_ms: None,
-            requested_by: "planner".into(),
-            max_attempts: cfg.worker.max_attempts,
-        };
-        match engine
-            .vault
-            .enqueue_job_unless_open(&org, &harvest, now)
-            .await?
-        {
-            Some(_) => summary.harvests += 1,
-            None => summary.already_pending += 1,
+        if engine.vault.has_open_job(&org, KIND_HARVEST).await? {
+            summary.already_pending += 1;
+        } else {
+            let jobs =
+                jobs_for_window(engine, &org, None, None, "planner", cfg.worker.max_attempts)
+                    .await?;
+            match jobs.as_slice() {
+                [harvest] if harvest.kind == KIND_HARVEST => {
+                    match engine
+                        .vault
+                        .enqueue_job_unless_open(&org, harvest, now)
+                        .await?
+                    {
+                        Some(_) => summary.harvests += 1,
+                        None => summary.already_pending += 1,
+                    }
+                }
+                chunks => {
+                    let ids = engine.vault.enqueue_jobs(&org, chunks, now).await?;
+                    summary.backfill_chunks += ids.len() as u64;
+                }
+            }
         }
         if rescan_due {
             let days = i64::try_from(cfg.schedule.rescan_days).unwrap_or(3);

@@ -132,6 +132,11 @@ pub struct OrgRun {
     /// A rescan of the window ([`crate::SyncOptions::rescan`]): re-check items that look
     /// finished too (WxCC: captured tasks whose recordings are all archived).
     pub rescan: bool,
+    /// A backfill chunk's window: the run resumes and re-checks only unfinished items created in
+    /// it. Chunks of one org run at once, so each leaves the items of other windows to their own
+    /// runs and to the org's regular harvest (which resumes everything), instead of every chunk
+    /// downloading them side by side. `None`: every unfinished item of the org.
+    pub items_window: Option<(i64, i64)>,
 }
 
 impl OrgRun {
@@ -147,6 +152,13 @@ impl OrgRun {
         with_db_retry(&self.retry, op, f).await
     }
 
+    /// Whether an unfinished item created at `created_ms` is this run's to work on (see
+    /// [`OrgRun::items_window`]).
+    pub fn owns_item(&self, created_ms: i64) -> bool {
+        self.items_window
+            .is_none_or(|(from, to)| from <= created_ms && created_ms < to)
+    }
+
     /// Whether the run was told to stop.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -154,9 +166,10 @@ impl OrgRun {
 
     /// Records `[from, to)` as harvested for `source`, in windows of `window_ms`, once the
     /// source's run left nothing behind (`report` is that source's; the caller does not call
-    /// this after an org-level error). The cursor (`last_window_end`, the latest recorded end) only moves
-    /// contiguously: a window that starts after it (an ad-hoc `--from` ahead of the cursor) is
-    /// not recorded, so the gap before it is still harvested by the next default run.
+    /// this after an org-level error). The cursor (`last_window_end`) only moves contiguously: a
+    /// window that starts after it (a backfill chunk that finished before the chunk ahead of it,
+    /// an ad-hoc `--from` ahead of the cursor) is recorded *ahead* and moves the cursor only once
+    /// the gap before it is harvested, so the next default run still harvests that gap.
     ///
     /// # Errors
     /// Database failures.
@@ -185,9 +198,18 @@ impl OrgRun {
                 })
                 .await?;
                 cursor = Some(cursor.map_or(end, |c| c.max(end)));
+            } else {
+                self.db("recording a finished window ahead of the cursor", || {
+                    self.vault.window_done_ahead(&self.org, source, start, end)
+                })
+                .await?;
             }
             start = end;
         }
+        self.db("putting finished windows in line", || {
+            self.vault.promote_windows(&self.org, source)
+        })
+        .await?;
         Ok(())
     }
 

@@ -287,6 +287,7 @@ impl WxccHarvest {
             let mut seen: BTreeSet<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
             tasks.extend(again.into_iter().filter(|t| seen.insert(t.task_id.clone())));
         }
+        tasks.retain(|t| self.run.owns_item(t.created_ms));
         Ok(tasks)
     }
 

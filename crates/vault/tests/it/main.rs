@@ -1,6 +1,7 @@
 //! Integration tests of the vault. Every database test runs against SQLite (in a temp dir) and
 //! PostgreSQL (a fresh database per test, see `vault::testing`).
 
+mod backfill;
 mod budget;
 mod common;
 mod connect;

@@ -279,7 +279,10 @@ impl CallingHarvest {
                     &[RecordingState::Ready, RecordingState::Stored],
                 )
             })
-            .await?;
+            .await?
+            .into_iter()
+            .filter(|r| self.run.owns_item(r.task_created_ms))
+            .collect::<Vec<_>>();
         let concurrency = (self.run.config.sync.batch_concurrency
             * self.run.config.sync.downloads_per_batch)
             .max(1);
