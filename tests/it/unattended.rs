@@ -279,11 +279,19 @@ async fn one_planner_at_a_time_across_processes_one_harvest_per_org_per_interval
     h.advance_clock(Duration::from_millis(u64::try_from(before_day).unwrap()));
     let not_yet = plan_if_due(&a, &pa).await.unwrap().expect("due");
     assert_eq!(not_yet.rescans, 0, "less than a day after the first pass");
+    let record = a.vault.singleton(PLANNER).await.unwrap().unwrap();
+    assert_eq!(
+        (record.first_run_ms, record.last_rescan_ms),
+        (Some(t0), None),
+        "no rescan is recorded before one is queued"
+    );
     drain(&a).await;
     h.advance_clock(Duration::from_secs(16 * 60));
     let day = plan_if_due(&a, &pa).await.unwrap().expect("due");
     assert_eq!((day.harvests, day.rescans), (1, 1));
     let now = h.now_ms();
+    let record = a.vault.singleton(PLANNER).await.unwrap().unwrap();
+    assert_eq!(record.last_rescan_ms, Some(now));
     let jobs = drain(&a).await;
     let rescan = jobs
         .iter()

@@ -214,6 +214,26 @@ impl Vault {
         )))
     }
 
+    /// Where the earliest backfill chunk of `org` that is queued or running starts: that chunk
+    /// also owns the org's unfinished items created before it (see the engine's `run_job`).
+    ///
+    /// # Errors
+    /// [`VaultError::Db`] on database failure.
+    pub async fn open_backfill_start(&self, org: &Org) -> Result<Option<i64>, VaultError> {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(from_ms) FROM jobs WHERE org = $1 AND kind = $2 \
+               AND state IN ('queued', 'running')",
+        )
+        .bind(org.id)
+        .bind(KIND_BACKFILL)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(VaultError::db(format!(
+            "reading the open backfill of org {}",
+            org.name
+        )))
+    }
+
     /// Adds `job` for `org` unless a job of the same kind is already queued or running for it
     /// (the planner must not pile up work behind a slow org). Returns the new id, if any.
     ///

@@ -15,7 +15,10 @@ pub struct Singleton {
     pub host: Option<String>,
     pub pid: Option<i64>,
     pub expires_at_ms: Option<i64>,
+    /// The first run recorded (the planner's daily rescan is first due a day after it).
+    pub first_run_ms: Option<i64>,
     pub last_run_ms: Option<i64>,
+    /// The last run that queued a rescan.
     pub last_rescan_ms: Option<i64>,
     pub last_summary: Option<String>,
 }
@@ -70,7 +73,8 @@ impl Vault {
     }
 
     /// Records a run of singleton `name` by `holder_id` at `now_ms` (and a rescan, if it was
-    /// one) with a one-line summary. `false`: not held by `holder_id` any more.
+    /// one) with a one-line summary; the first run recorded is kept as `first_run_ms`. `false`:
+    /// not held by `holder_id` any more.
     ///
     /// # Errors
     /// [`VaultError::Db`] on database failure.
@@ -84,7 +88,8 @@ impl Vault {
     ) -> Result<bool, VaultError> {
         let rescan = if rescan { ", last_rescan_ms = $3" } else { "" };
         let done = sqlx::query(&format!(
-            "UPDATE singletons SET last_run_ms = $3, last_summary = $4{rescan} \
+            "UPDATE singletons SET last_run_ms = $3, last_summary = $4, \
+               first_run_ms = COALESCE(first_run_ms, $3){rescan} \
              WHERE name = $1 AND holder = $2"
         ))
         .bind(name)
@@ -103,7 +108,8 @@ impl Vault {
     /// [`VaultError::Db`] on database failure.
     pub async fn singleton(&self, name: &str) -> Result<Option<Singleton>, VaultError> {
         let row = sqlx::query(
-            "SELECT name, holder, host, pid, expires_at_ms, last_run_ms, last_rescan_ms, last_summary \
+            "SELECT name, holder, host, pid, expires_at_ms, first_run_ms, last_run_ms, last_rescan_ms, \
+               last_summary \
              FROM singletons WHERE name = $1",
         )
         .bind(name)
@@ -118,6 +124,7 @@ impl Vault {
                     host: get(r, "host")?,
                     pid: get(r, "pid")?,
                     expires_at_ms: get(r, "expires_at_ms")?,
+                    first_run_ms: get(r, "first_run_ms")?,
                     last_run_ms: get(r, "last_run_ms")?,
                     last_rescan_ms: get(r, "last_rescan_ms")?,
                     last_summary: get(r, "last_summary")?,

@@ -56,34 +56,44 @@ pub(crate) async fn jobs_for_window(
         requested_by: requested_by.into(),
         max_attempts,
     };
-    let start = match from_ms {
-        Some(from) => from,
+    // `start`: where the chunks would begin (the oldest source cursor); `latest`: the newest
+    // source cursor, which decides whether to chunk at all — a source that stays behind (it
+    // fails every run: a missing scope, downloads withheld) must not put its org into backfill
+    // again and again while the others are current; its own cursor-based harvest catches it up.
+    let (start, latest) = match from_ms {
+        Some(from) => (from, from),
         None => {
             if let Some(open_end) = vault.open_backfill_end(org).await? {
-                let mut from = open_end;
-                for (i, s) in sources.iter().enumerate() {
-                    let reach = vault.windows_reach(org, s, open_end).await?;
-                    from = if i == 0 { reach } else { from.min(reach) };
+                // Open chunks behind a source's cursor (an old period backfilled by hand) do not
+                // pull its harvest back to them: reach from whichever is later.
+                let mut from = i64::MAX;
+                for s in &sources {
+                    let base = vault
+                        .last_window_end(org, s)
+                        .await?
+                        .map_or(open_end, |c| c.max(open_end));
+                    from = from.min(vault.windows_reach(org, s, base).await?);
                 }
-                return Ok(vec![job(KIND_HARVEST, Some(from), to_ms)]);
+                return Ok(vec![job(KIND_HARVEST, Some(from.min(end)), to_ms)]);
             }
             // Each source starts at its cursor, or the first lookback ago (as `sync_source`).
             let lookback = i64::try_from(cfg.sync.first_lookback_hours).unwrap_or(24) * 3_600_000;
-            let mut start = i64::MAX;
+            let (mut start, mut latest) = (i64::MAX, i64::MIN);
             for s in &sources {
                 let from = vault
                     .last_window_end(org, s)
                     .await?
                     .unwrap_or(now - lookback);
                 start = start.min(from);
+                latest = latest.max(from);
             }
-            start.min(end)
+            (start.min(end), latest.min(end))
         }
     };
     let Some(chunk) = cfg.schedule.backfill_chunk_ms() else {
         return Ok(vec![job(KIND_HARVEST, from_ms, to_ms)]);
     };
-    if end - start <= 2 * chunk {
+    if end.saturating_sub(latest) <= 2 * chunk {
         return Ok(vec![job(KIND_HARVEST, from_ms, to_ms)]);
     }
     for s in &sources {
@@ -104,7 +114,22 @@ pub(crate) async fn jobs_for_window(
 /// One org's report from the reports of its jobs in window order (one job: that report as it
 /// is). Counters add up, the window spans them all, the outcome is the weightiest (a refused
 /// grant, then a failure, then a skip), sources are merged by name.
-pub fn merge_chunk_reports(parts: Vec<OrgReport>) -> OrgReport {
+pub fn merge_chunk_reports(mut parts: Vec<OrgReport>) -> OrgReport {
+    // One chunk skipped (its lease held by a process that may have died) leaves a period of the
+    // window unharvested: for the org that is a failure to try again, not a skip.
+    if parts.len() > 1 {
+        for p in &mut parts {
+            if let OrgOutcome::Skipped(why) = &p.outcome {
+                let part = if p.window_from.is_empty() {
+                    "one part of the window".to_owned()
+                } else {
+                    format!("the part from {} to {}", p.window_from, p.window_to)
+                };
+                p.outcome = OrgOutcome::Failed(format!("{part} was not harvested: {why}"));
+                p.error_class = Some(webex::ErrorClass::Transient);
+            }
+        }
+    }
     let mut parts = parts.into_iter();
     let Some(mut out) = parts.next() else {
         return OrgReport::default();
@@ -261,5 +286,37 @@ mod tests {
             (s.window_from.as_str(), s.window_to.as_str()),
             ("2024-01-01T00:00:00Z", "2024-01-20T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_skipped_chunk_fails_the_org_but_a_lone_skip_stays_a_skip() {
+        let merged = merge_chunk_reports(vec![
+            part(
+                "2024-01-01T00:00:00Z",
+                "2024-01-08T00:00:00Z",
+                3,
+                OrgOutcome::Ok,
+            ),
+            part(
+                "2024-01-08T00:00:00Z",
+                "2024-01-15T00:00:00Z",
+                0,
+                OrgOutcome::Skipped("held by host-b pid 7".into()),
+            ),
+        ]);
+        let OrgOutcome::Failed(why) = &merged.outcome else {
+            panic!(
+                "a period left unharvested is a failure: {:?}",
+                merged.outcome
+            );
+        };
+        assert!(
+            why.contains("2024-01-08T00:00:00Z") && why.contains("held by host-b pid 7"),
+            "{why}"
+        );
+        assert_eq!(merged.error_class, Some(webex::ErrorClass::Transient));
+
+        let alone = merge_chunk_reports(vec![part("", "", 0, OrgOutcome::Skipped("busy".into()))]);
+        assert_eq!(alone.outcome, OrgOutcome::Skipped("busy".into()));
     }
 }

@@ -269,14 +269,35 @@ async fn run_job(
         to_ms: job.to_ms,
         rescan: job.kind == vault::KIND_RESCAN,
     };
-    // A chunk works on its own window's items only (see `OrgRun::items_window`).
-    let items_window = match (job.kind.as_str(), job.from_ms, job.to_ms) {
-        (vault::KIND_BACKFILL, Some(from), Some(to)) => Some((from, to)),
-        _ => None,
-    };
+    let items_window = items_window(engine, &org, job).await;
     engine
         .harvest_org(org, &lease_scope(job), &opts, items_window, stop, holder)
         .await
+}
+
+/// Which unfinished items of the org a run of `job` resumes (see `OrgRun::items_window`), so
+/// that no two runs of one org work on the same item at once: a backfill chunk those created in
+/// its window — the earliest open chunk also those created before it, or nobody would resume
+/// them while the chunks run — and any other run, while chunks are open, those created after the
+/// newest chunk; with no chunks open, every unfinished item. A database error falls back to the
+/// narrower choice for a chunk and to every item otherwise (the org's regular harvest must not
+/// skip anything; at worst an item is downloaded twice, and writes are create-only).
+async fn items_window(engine: &Engine, org: &vault::Org, job: &Job) -> Option<(i64, i64)> {
+    match (job.kind.as_str(), job.from_ms, job.to_ms) {
+        (vault::KIND_BACKFILL, Some(from), Some(to)) => {
+            let earliest = engine.vault.open_backfill_start(org).await;
+            let bottom = if matches!(earliest, Ok(Some(start)) if start >= from) {
+                i64::MIN
+            } else {
+                from
+            };
+            Some((bottom, to))
+        }
+        _ => match engine.vault.open_backfill_end(org).await {
+            Ok(Some(end)) => Some((end, i64::MAX)),
+            _ => None,
+        },
+    }
 }
 
 /// `sync`'s part: claims and runs the jobs `ids` (other processes may run some of them) until
@@ -306,8 +327,12 @@ pub async fn work_until_done(engine: &Engine, ids: &[i64]) -> Result<Vec<Job>, E
             .filter(|j| !j.is_final() && !mine.contains(&j.id))
             .map(|j| j.id)
             .collect();
+        // At once: one job per org as before chunks existed, or `[worker] concurrency` if more —
+        // a year's backfill split into 52 chunks must not run 52 harvests in this one process.
+        let orgs: HashSet<i64> = jobs.iter().map(|j| j.org).collect();
+        let cap = engine.config.worker.concurrency.max(orgs.len());
         // Claimed jobs are not polled until every claim is made.
-        loop {
+        while running.len() < cap {
             // Every claim has its own holder id: a run that lost its job can never renew or end
             // the job's next claim, even in the same process.
             let holder = holder_for_this_run();
@@ -390,39 +415,43 @@ pub async fn run_workers(
         cfg.concurrency,
         if opts.plan { ", planning" } else { "" }
     );
-    engine.clean_staging().await;
+    // A database or store that hangs must not hold a SIGTERM past the grace: every call of the
+    // loop gives way to the shutdown (what it did half-way is redone by the next process: the
+    // sweep and the planner are idempotent, a claim whose answer is dropped expires back).
+    let _ = unless_stopped(&mut shutdown, engine.clean_staging()).await;
     let mut next_sweep = tokio::time::Instant::now() + STAGING_SWEEP_EVERY;
     while !*shutdown.borrow() {
         // Uploads of a process killed and restarted within the stale age are only found by a
         // later sweep: a long-running worker sweeps now and then, not only at start.
         if tokio::time::Instant::now() >= next_sweep {
-            engine.clean_staging().await;
+            let _ = unless_stopped(&mut shutdown, engine.clean_staging()).await;
             next_sweep = tokio::time::Instant::now() + STAGING_SWEEP_EVERY;
         }
         if opts.plan {
-            match planner::plan_if_due(&engine, &holder).await {
-                Ok(Some(s)) => tracing::info!("planner: {}", s.line()),
-                Ok(None) => {}
-                Err(e) => tracing::warn!("planner: {e}"),
+            match unless_stopped(&mut shutdown, planner::plan_if_due(&engine, &holder)).await {
+                Some(Ok(Some(s))) => tracing::info!("planner: {}", s.line()),
+                Some(Ok(None)) | None => {}
+                Some(Err(e)) => tracing::warn!("planner: {e}"),
             }
         }
         while running.len() < cfg.concurrency && !*shutdown.borrow() {
             // Every claim has its own holder id (see `work_until_done`).
             let claim_holder = holder_for_this_run();
-            let claim = engine
-                .vault
-                .claim_job(
+            let claim = unless_stopped(
+                &mut shutdown,
+                engine.vault.claim_job(
                     &claim_holder,
                     engine.clock.now_ms(),
                     cfg.lease_ms(),
                     None,
                     max_lost_leases(&engine),
-                )
-                .await;
+                ),
+            )
+            .await;
             let job = match claim {
-                Ok(Some(job)) => job,
-                Ok(None) => break,
-                Err(e) => {
+                None | Some(Ok(None)) => break,
+                Some(Ok(Some(job))) => job,
+                Some(Err(e)) => {
                     tracing::warn!("could not claim a job: {e}");
                     break;
                 }
@@ -498,25 +527,26 @@ pub async fn run_workers(
         .lock()
         .map(|mut s| std::mem::take(&mut *s))
         .unwrap_or_default();
-    for f in left {
-        if let Ok(Some(org)) = engine.vault.org_by_id(f.org).await {
-            let _ = engine.vault.release_lease(&org, &f.scope, &f.holder).await;
+    // The hand-back runs side by side and within a bound: with the database down, each call
+    // could wait out the pool's timeout, and what is not released expires back anyway.
+    let release = async {
+        let jobs = futures::future::join_all(left.iter().map(|f| release_in_flight(&engine, f)));
+        let planner = async {
+            if opts.plan {
+                let _ = engine.vault.release_singleton(PLANNER, &holder.id).await;
+            }
+        };
+        futures::future::join(jobs, planner).await.0
+    };
+    match tokio::time::timeout(RELEASE_LIMIT, release).await {
+        Ok(released) => {
+            summary.jobs_released += released.into_iter().filter(|r| *r).count() as u64;
         }
-        match engine
-            .vault
-            .release_job(f.job, &f.holder, engine.clock.now_ms())
-            .await
-        {
-            Ok(true) => summary.jobs_released += 1,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(
-                "could not release job {} ({e}); it goes back to the queue when its lease expires",
-                f.job
-            ),
-        }
-    }
-    if opts.plan {
-        let _ = engine.vault.release_singleton(PLANNER, &holder.id).await;
+        Err(_) => tracing::warn!(
+            "could not hand {} job(s) back within {} s; they go back to the queue when their leases expire",
+            left.len(),
+            RELEASE_LIMIT.as_secs()
+        ),
     }
     tracing::info!(
         "worker stopped: {} job(s) done, {} to retry, {} failed, {} handed back",
@@ -526,6 +556,49 @@ pub async fn run_workers(
         summary.jobs_released
     );
     summary
+}
+
+/// How long the hand-back at shutdown may take after the grace (see `run_workers`).
+const RELEASE_LIMIT: Duration = Duration::from_secs(5);
+
+/// `f`, unless a shutdown is requested first (then `None`, and `f` is dropped). A sender that
+/// is gone never asks for one.
+async fn unless_stopped<F: std::future::Future>(
+    shutdown: &mut watch::Receiver<bool>,
+    f: F,
+) -> Option<F::Output> {
+    let stopped = async {
+        if shutdown.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = stopped => None,
+        out = f => Some(out),
+    }
+}
+
+/// Hands one in-flight job back at shutdown: its org lease, then the job. True when the job
+/// was still ours and is queued again.
+async fn release_in_flight(engine: &Engine, f: &InFlight) -> bool {
+    if let Ok(Some(org)) = engine.vault.org_by_id(f.org).await {
+        let _ = engine.vault.release_lease(&org, &f.scope, &f.holder).await;
+    }
+    match engine
+        .vault
+        .release_job(f.job, &f.holder, engine.clock.now_ms())
+        .await
+    {
+        Ok(released) => released,
+        Err(e) => {
+            tracing::warn!(
+                "could not release job {} ({e}); it goes back to the queue when its lease expires",
+                f.job
+            );
+            false
+        }
+    }
 }
 
 /// A job running in this process: what shutdown needs to stop it and hand it back.

@@ -81,8 +81,9 @@ pub async fn plan_if_due(
     let last_rescan = record.as_ref().and_then(|r| r.last_rescan_ms);
     // The first rescan comes a day after the first pass: a new deployment's first harvest
     // covers the recent past already.
+    let since = last_rescan.or(record.as_ref().and_then(|r| r.first_run_ms));
     let rescan_due =
-        cfg.schedule.rescan_days > 0 && last_rescan.is_some_and(|t| now - t >= DAY_MS || now < t);
+        cfg.schedule.rescan_days > 0 && since.is_some_and(|t| now - t >= DAY_MS || now < t);
     let mut summary = PlanSummary::default();
     for org in engine.vault.orgs().await? {
         if matches!(org.status, OrgStatus::NeedsReauth { .. }) {
@@ -135,11 +136,10 @@ pub async fn plan_if_due(
         .vault
         .purge_finished_jobs(now - KEEP_FINISHED_MS)
         .await?;
-    // The first pass starts the rescan clock.
-    let rescan_mark = rescan_due || last_rescan.is_none();
+    // The first pass starts the rescan clock (`first_run_ms`).
     engine
         .vault
-        .record_singleton_run(PLANNER, &holder.id, now, rescan_mark, &summary.line())
+        .record_singleton_run(PLANNER, &holder.id, now, rescan_due, &summary.line())
         .await?;
     Ok(Some(summary))
 }

@@ -447,6 +447,11 @@ async fn the_planner_lease_is_held_by_one_process_and_its_runs_are_recorded() {
         );
         let s = v.singleton("planner").await.unwrap().unwrap();
         assert_eq!(s.last_rescan_ms, Some(NOW + 20 + TTL), "{b}");
+        assert_eq!(
+            (s.first_run_ms, s.last_run_ms),
+            (Some(NOW + 10), Some(NOW + 20 + TTL)),
+            "{b}: the first run is kept"
+        );
         assert_eq!(s.host.as_deref(), Some("host-c"), "{b}");
         // Released: free at once.
         assert!(v.release_singleton("planner", "c").await.unwrap(), "{b}");
