@@ -4,7 +4,7 @@
 //! or the org's regular harvest skip a period; `sync --from` far back splits the same way and
 //! keeps its one report per org.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use engine::OrgOutcome;
@@ -14,8 +14,8 @@ use vault::{Job, KIND_BACKFILL, KIND_HARVEST, Vault};
 use webex_sim::{DatasetSpec, Faults, SimConfig};
 
 use crate::harness::{
-    Env, MASTER_KEY, add_org_to_engine, assert_ok, check_archive, engine_on_sim_clock, rfc3339,
-    text, wait_until,
+    Env, add_org_to_engine, assert_ok, check_archive, engine_on_sim_clock, rfc3339, sigterm, text,
+    wait_exit, wait_until,
 };
 
 const DAY: i64 = 86_400_000;
@@ -144,26 +144,11 @@ async fn chunks_finishing_out_of_order_leave_no_gap_and_the_regular_harvest_foll
 
 fn spawn_worker(env: &Env, log: &std::path::Path) -> Child {
     let out = std::fs::File::create(log).expect("worker log");
-    let err = out.try_clone().expect("worker log");
-    Command::new(env!("CARGO_BIN_EXE_wxvault"))
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["-v", "worker", "--plan"])
-        .env_remove("WXVAULT_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("WXVAULT_MASTER_KEY", MASTER_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
+    env.command(&["-v", "worker", "--plan"])
+        .stdout(out.try_clone().expect("worker log"))
+        .stderr(out)
         .spawn()
         .expect("binary starts")
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,8 +192,15 @@ async fn two_workers_share_one_orgs_backfill_and_archive_it_once() {
         }
     })
     .await;
-    for w in workers {
-        stop(w);
+    for w in &workers {
+        sigterm(w);
+    }
+    for mut w in workers {
+        let status = wait_exit(&mut w, Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a worker exits 0 on SIGTERM: {status:?}"
+        );
     }
     let jobs = all_jobs(&vault).await;
     let logs_text = || {
@@ -304,4 +296,117 @@ async fn sync_far_back_splits_into_chunks_and_reports_once_per_org() {
     assert_eq!(q["open_jobs"].as_array().map(Vec::len), Some(0), "{q:#}");
     let shown = text(&env.run(&["queue"], &[]).await);
     assert!(shown.contains("queue: 0 queued"), "{shown}");
+}
+
+/// Unfinished items created before a backfill's start (downloads that failed in an earlier
+/// run) are resumed by the earliest chunk: while the chunks run, no regular harvest does it, and
+/// a `sync` over a long window runs chunks only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_earliest_chunk_resumes_items_left_unfinished_before_the_backfill() {
+    let env = Env::start_with(history(), Some(BACKFILL_CONFIG)).await;
+    let h = env.handle();
+    let sim_org = h.orgs()[0].org_id.clone();
+    env.add_org("acme", &sim_org).await;
+    let t0 = h.now_ms();
+    let (old_from, old_to) = (t0 - 21 * DAY, t0 - 20 * DAY);
+    assert!(
+        !crate::harness::expected_recordings(&h, &sim_org, old_from, old_to).is_empty(),
+        "the old day has recordings"
+    );
+    // Every download of the old day breaks off: its recordings stay unfinished.
+    let faults = h.faults();
+    h.set_faults(Faults {
+        truncate_rate: 1.0,
+        ..faults.clone()
+    });
+    let first = env
+        .run(
+            &[
+                "sync",
+                "--from",
+                &rfc3339(old_from),
+                "--to",
+                &rfc3339(old_to),
+            ],
+            &[],
+        )
+        .await;
+    assert_ne!(first.status.code(), Some(0), "{}", text(&first));
+    assert!(
+        crate::harness::files(&env.archive_dir())
+            .keys()
+            .all(|k| !k.ends_with(".wav")),
+        "nothing of the old day archived yet"
+    );
+    h.set_faults(faults);
+
+    // 19 days from a day after the old one: three chunks, none covering the old day.
+    let out = env
+        .run(&["sync", "--from", &rfc3339(t0 - 19 * DAY), "--json"], &[])
+        .await;
+    assert_ok(&out, "sync");
+    let jobs = all_jobs(
+        &Vault::open(
+            &format!("sqlite://{}", env.db_path().display()),
+            vault::testing::random_keyring(),
+        )
+        .await
+        .expect("vault"),
+    )
+    .await;
+    assert_eq!(
+        jobs.iter().filter(|j| j.kind == KIND_BACKFILL).count(),
+        3,
+        "{jobs:#?}"
+    );
+    let mut required = crate::harness::expected_recordings(&h, &sim_org, old_from, old_to);
+    required.extend(crate::harness::expected_recordings(
+        &h,
+        &sim_org,
+        t0 - 19 * DAY,
+        t0,
+    ));
+    let allowed = crate::harness::expected_recordings(&h, &sim_org, t0 - 19 * DAY, h.now_ms());
+    crate::harness::assert_archive_matches_allowing(
+        &crate::harness::files(&env.archive_dir()),
+        &sim_org,
+        &required,
+        &allowed,
+    );
+}
+
+/// A source that stays far behind while another is current (a source that fails every run:
+/// a missing scope, downloads withheld) does not put its org into backfill chunks again and
+/// again: chunks are for an org whose every source is behind; the lagging source catches up in
+/// the org's regular harvest, from its own cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_far_behind_does_not_chunk_an_org_whose_other_source_is_current() {
+    let env = Env::start_with(history(), Some(BACKFILL_CONFIG)).await;
+    let engine = engine_on_sim_clock(&env).await;
+    let h = env.handle();
+    let sim_org = h.orgs()[0].clone();
+    add_org_to_engine(&env, &engine, "acme", &sim_org.org_id).await;
+    let org = engine.vault.org_by_name("acme").await.unwrap().unwrap();
+    engine
+        .vault
+        .set_org_sources(&org, &["wxcc".into(), "calling".into()])
+        .await
+        .unwrap();
+    let t0 = h.now_ms();
+    // WxCC is current; Calling has no cursor, so it starts 22 days back.
+    engine
+        .vault
+        .window_done(&org, "wxcc", t0 - DAY, t0 - engine::sync::SETTLE_LAG_MS)
+        .await
+        .unwrap();
+    let planner = engine::lease::holder_for_this_run();
+    let pass = plan_if_due(&engine, &planner).await.unwrap().unwrap();
+    assert_eq!((pass.harvests, pass.backfill_chunks), (1, 0), "{pass:?}");
+    let jobs = all_jobs(&engine.vault).await;
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_eq!(
+        (jobs[0].kind.as_str(), jobs[0].from_ms, jobs[0].to_ms),
+        (KIND_HARVEST, None, None),
+        "the regular harvest, every source from its own cursor"
+    );
 }
