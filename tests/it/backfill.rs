@@ -155,19 +155,7 @@ fn spawn_worker(env: &Env, log: &std::path::Path) -> Child {
 async fn two_workers_share_one_orgs_backfill_and_archive_it_once() {
     let pg = vault::testing::TempPostgres::create().await;
     let env = Env::start_with(history(), Some(BACKFILL_CONFIG)).await;
-    let url = match &pg {
-        Some(pg) => {
-            let cfg = std::fs::read_to_string(&env.config_path)
-                .expect("config")
-                .replace("sqlite://state/wxvault.db", pg.url());
-            std::fs::write(&env.config_path, cfg).expect("config");
-            pg.url().to_owned()
-        }
-        None => {
-            eprintln!("backfill: PostgreSQL unreachable and WXVAULT_REQUIRE_PG unset; on SQLite");
-            format!("sqlite://{}", env.db_path().display())
-        }
-    };
+    let url = env.use_postgres_if_any(pg.as_ref(), "backfill");
     let h = env.handle();
     let sim_org = h.orgs()[0].org_id.clone();
     env.add_org("acme", &sim_org).await;

@@ -56,6 +56,28 @@ impl Env {
         }
     }
 
+    /// Points this env's config at `pg` when there is one (a fleet test shares PostgreSQL like
+    /// a real fleet), else leaves it on its SQLite file and says so; returns the database URL.
+    pub fn use_postgres_if_any(
+        &self,
+        pg: Option<&vault::testing::TempPostgres>,
+        test: &str,
+    ) -> String {
+        match pg {
+            Some(pg) => {
+                let cfg = std::fs::read_to_string(&self.config_path)
+                    .expect("config")
+                    .replace("sqlite://state/wxvault.db", pg.url());
+                std::fs::write(&self.config_path, cfg).expect("config");
+                pg.url().to_owned()
+            }
+            None => {
+                eprintln!("{test}: PostgreSQL unreachable and WXVAULT_REQUIRE_PG unset; on SQLite");
+                format!("sqlite://{}", self.db_path().display())
+            }
+        }
+    }
+
     pub fn handle(&self) -> SimHandle {
         self.sim.handle()
     }

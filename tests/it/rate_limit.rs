@@ -112,19 +112,7 @@ async fn four_workers_sustain_just_under_300_a_minute_and_honour_every_retry_aft
         Some(FLEET_CONFIG),
     )
     .await;
-    let db_url = match &pg {
-        Some(pg) => {
-            let cfg = std::fs::read_to_string(&env.config_path)
-                .expect("config")
-                .replace("sqlite://state/wxvault.db", pg.url());
-            std::fs::write(&env.config_path, cfg).expect("config");
-            pg.url().to_owned()
-        }
-        None => {
-            eprintln!("rate limit: PostgreSQL unreachable and WXVAULT_REQUIRE_PG unset; on SQLite");
-            format!("sqlite://{}", env.db_path().display())
-        }
-    };
+    let db_url = env.use_postgres_if_any(pg.as_ref(), "rate limit");
     let h = env.handle();
     let client_id = env.client.client_id.clone();
     let sim_orgs = h.orgs();
