@@ -132,10 +132,10 @@ pub struct OrgRun {
     /// A rescan of the window ([`crate::SyncOptions::rescan`]): re-check items that look
     /// finished too (WxCC: captured tasks whose recordings are all archived).
     pub rescan: bool,
-    /// A backfill chunk's window: the run resumes and re-checks only unfinished items created in
-    /// it. Chunks of one org run at once, so each leaves the items of other windows to their own
-    /// runs and to the org's regular harvest (which resumes everything), instead of every chunk
-    /// downloading them side by side. `None`: every unfinished item of the org.
+    /// The unfinished items this run resumes and re-checks: those created in `[from, to)`. Runs of
+    /// one org can go on at once while it has backfill chunks (the engine's queue decides each
+    /// run's share), so each leaves the others' items alone instead of downloading them side by
+    /// side. `None`: every unfinished item of the org.
     pub items_window: Option<(i64, i64)>,
 }
 
