@@ -68,6 +68,20 @@ struct Slot {
     child: Child,
     log: PathBuf,
     starts: usize,
+    /// Where the running incarnation's lines begin in `log` (its length when it was started).
+    since: u64,
+}
+
+/// How long `log` is now: where the next incarnation's lines will begin.
+fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
+/// What the running incarnation of a slot has logged so far.
+fn current_lines(slot: &Slot) -> String {
+    let text = std::fs::read(&slot.log).unwrap_or_default();
+    let from = usize::try_from(slot.since).unwrap_or(0).min(text.len());
+    String::from_utf8_lossy(&text[from..]).into_owned()
 }
 
 struct Fleet<'a> {
@@ -75,6 +89,16 @@ struct Fleet<'a> {
     aws: [(&'static str, String); 2],
     slots: Vec<Slot>,
     kills: usize,
+}
+
+/// A test that fails half-way must not leave its workers running.
+impl Drop for Fleet<'_> {
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            let _ = slot.child.kill();
+            let _ = slot.child.wait();
+        }
+    }
 }
 
 impl<'a> Fleet<'a> {
@@ -91,11 +115,13 @@ impl<'a> Fleet<'a> {
         };
         for i in 0..WORKERS {
             let log = env.dir.path().join(format!("worker-{i}.log"));
+            let since = log_len(&log);
             let child = fleet.spawn(&log);
             fleet.slots.push(Slot {
                 child,
                 log,
                 starts: 1,
+                since,
             });
         }
         fleet
@@ -135,28 +161,40 @@ impl<'a> Fleet<'a> {
         slot.child.wait().expect("killed worker reaped");
         self.kills += 1;
         let log = slot.log.clone();
+        let since = log_len(&log);
         let child = self.spawn(&log);
         let slot = &mut self.slots[i];
         slot.child = child;
         slot.starts += 1;
+        slot.since = since;
     }
 
     /// SIGTERMs every worker and expects each to exit 0 within the shutdown grace.
     async fn stop(mut self) {
         // Each incarnation says it is up once its SIGTERM handler is in place; one restarted a
-        // moment ago may not be there yet.
+        // moment ago may not be there yet. (Only the running incarnation counts: one killed
+        // while it was still starting never said it.)
         let up = wait_until(Duration::from_secs(60), || {
-            let all = self.slots.iter().all(|s| {
-                std::fs::read_to_string(&s.log)
-                    .unwrap_or_default()
-                    .matches("wxvault worker: up to")
-                    .count()
-                    >= s.starts
-            });
+            let all = self
+                .slots
+                .iter()
+                .all(|s| current_lines(s).contains("wxvault worker: up to"));
             async move { all }
         })
         .await;
-        assert!(up, "a restarted worker never came up");
+        if !up {
+            let late: Vec<String> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !current_lines(s).contains("wxvault worker: up to"))
+                .map(|(i, s)| format!("worker {i}:\n{}", current_lines(s)))
+                .collect();
+            panic!(
+                "a restarted worker never came up:\n{}",
+                late.join("\n---\n")
+            );
+        }
         for slot in &self.slots {
             sigterm(&slot.child);
         }

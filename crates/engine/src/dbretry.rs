@@ -63,6 +63,7 @@ mod tests {
         VaultError::Open {
             url: "postgres://db/x".into(),
             detail: "connection refused".into(),
+            transient: true,
         }
     }
 

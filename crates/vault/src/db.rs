@@ -118,6 +118,7 @@ impl Vault {
         let open_err = |detail: String| VaultError::Open {
             url: shown.clone(),
             detail,
+            transient: false,
         };
         if let Some(name) = schema {
             check_schema_name(name)?;
@@ -205,7 +206,11 @@ impl Vault {
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| open_err(redact::redact_urls_in(&e.to_string())))?;
+            .map_err(|e| VaultError::Open {
+                url: shown.clone(),
+                detail: redact::redact_urls_in(&e.to_string()),
+                transient: crate::error::sqlx_is_transient(&e),
+            })?;
 
         migrate(&pool, backend)
             .await

@@ -72,6 +72,9 @@ pub enum VaultError {
         url: String,
         /// What went wrong.
         detail: String,
+        /// The server could not be reached or was busy (worth another try), as opposed to a bad
+        /// URL, a database that does not exist or refused credentials.
+        transient: bool,
     },
 
     /// Applying the schema migrations failed.
@@ -202,7 +205,7 @@ impl VaultError {
     pub fn is_transient(&self) -> bool {
         match self {
             VaultError::Db { source, .. } => sqlx_is_transient(source),
-            VaultError::Open { .. } => true,
+            VaultError::Open { transient, .. } => *transient,
             VaultError::Migrate {
                 source: sqlx::migrate::MigrateError::Execute(e),
                 ..
@@ -230,7 +233,7 @@ fn migrate_hint(e: &sqlx::migrate::MigrateError) -> &'static str {
 
 /// Busy/locked SQLite, dropped or unobtainable connections, and PostgreSQL's connection,
 /// resource, shutdown and serialization classes are worth retrying.
-fn sqlx_is_transient(e: &sqlx::Error) -> bool {
+pub(crate) fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
