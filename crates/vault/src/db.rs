@@ -10,7 +10,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, Connection as _, Executor as _};
 
-use crate::error::redact_url;
+use crate::error::{redact_url, sqlx_is_transient};
 use crate::{Keyring, VaultError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -120,6 +120,13 @@ impl Vault {
             detail,
             transient: false,
         };
+        // A failure to reach or prepare the database: transient when the server was unreachable
+        // or busy (worth another try), not when it refused (no such database, bad credentials).
+        let unreachable = |detail: String, transient: bool| VaultError::Open {
+            url: shown.clone(),
+            detail,
+            transient,
+        };
         if let Some(name) = schema {
             check_schema_name(name)?;
         }
@@ -170,23 +177,38 @@ impl Vault {
         let mut probe =
             tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
                 .await
-                .map_err(|_| open_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-                .map_err(|e| open_err(redact::redact_urls_in(&e.to_string())))?;
+                .map_err(|_| {
+                    unreachable(
+                        format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                        true,
+                    )
+                })?
+                .map_err(|e| {
+                    unreachable(
+                        redact::redact_urls_in(&e.to_string()),
+                        sqlx_is_transient(&e),
+                    )
+                })?;
         let mut schema_used = None;
         let pool_options = match backend {
             Backend::Sqlite => {
                 let setup = sqlite_setup(&mut probe).await;
                 let _ = probe.close().await;
-                setup.map_err(|e| open_err(format!("cannot prepare the database: {e}")))?;
+                setup.map_err(|e| {
+                    unreachable(
+                        format!("cannot prepare the database: {e}"),
+                        sqlx_is_transient(&e),
+                    )
+                })?;
                 pool_options
             }
             Backend::Postgres => {
                 let chosen = pg_prepare_schema(&mut probe, schema).await;
                 let _ = probe.close().await;
                 let chosen = chosen.map_err(|e| {
-                    open_err(format!(
+                    unreachable(format!(
                         "cannot prepare the schema for wxvault's tables: {e} (check [database] schema and that the user may create schemas)"
-                    ))
+                    ), sqlx_is_transient(&e))
                 })?;
                 tracing::debug!(schema = %chosen, "PostgreSQL schema for wxvault's tables");
                 schema_used = Some(Arc::from(chosen.as_str()));
@@ -209,7 +231,7 @@ impl Vault {
             .map_err(|e| VaultError::Open {
                 url: shown.clone(),
                 detail: redact::redact_urls_in(&e.to_string()),
-                transient: crate::error::sqlx_is_transient(&e),
+                transient: sqlx_is_transient(&e),
             })?;
 
         migrate(&pool, backend)
