@@ -35,6 +35,7 @@ mod config;
 mod error;
 pub mod layout;
 mod open;
+mod s3_uploads;
 mod settle;
 pub mod sidecar;
 mod tally;
@@ -344,41 +345,53 @@ impl Archive {
         let id = uuid::Uuid::new_v4().to_string();
         let staging = Path::from_iter([STAGING_PREFIX, &id]);
         let marker_path = Marker::path(&id);
-        let (upload, upload_id): (Box<dyn MultipartUpload>, Option<String>) = match &self.multipart
-        {
-            Some(mp) => {
-                let upload = StoreUpload::create(mp, &staging)
-                    .await
-                    .map_err(|e| ArchiveError::store(key.as_str(), e))?;
-                let id = upload.id().to_owned();
-                (Box::new(upload), Some(id))
-            }
-            None => (
-                self.store
-                    .put_multipart(&staging)
-                    .await
-                    .map_err(|e| ArchiveError::store(key.as_str(), e))?,
-                None,
-            ),
-        };
-        let marker = Marker {
+        let mut marker = Marker {
             key: key.to_string(),
             staging: staging.to_string(),
-            upload_id,
+            upload_id: None,
             started: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             refreshed: 0,
         };
+        // The marker goes up before the store creates anything, so that a process killed at
+        // any later moment (even before the store's answer with the upload id arrives) leaves
+        // an upload the clean-up can find: by its id once the marker has it, by its staging
+        // key until then (see `upload::remove_stale`).
+        upload::write_marker(self.store.as_ref(), &marker_path, &marker)
+            .await
+            .map_err(|e| ArchiveError::store(key.as_str(), e))?;
+        // On an error the store may still have created the upload: the marker stays for the
+        // clean-up.
+        let upload: Box<dyn MultipartUpload> = match &self.multipart {
+            Some(mp) => {
+                let upload = StoreUpload::create(mp, &staging)
+                    .await
+                    .map_err(|e| ArchiveError::store(key.as_str(), e))?;
+                marker.upload_id = Some(upload.id().to_owned());
+                Box::new(upload)
+            }
+            None => self
+                .store
+                .put_multipart(&staging)
+                .await
+                .map_err(|e| ArchiveError::store(key.as_str(), e))?,
+        };
         let mut parts = Parts::new(upload);
-        if let Err(e) = upload::write_marker(self.store.as_ref(), &marker_path, &marker).await {
-            if let Err(abort) = parts.abort().await {
-                // No marker names this upload: only a bucket lifecycle rule removes its parts.
-                tracing::warn!(
+        if marker.upload_id.is_some()
+            && let Err(e) = upload::write_marker(self.store.as_ref(), &marker_path, &marker).await
+        {
+            match parts.abort().await {
+                Ok(()) => {
+                    let _ = upload::delete(self.store.as_ref(), &marker_path).await;
+                }
+                // The marker without the id stays: the clean-up finds the upload by its key.
+                Err(abort) => tracing::warn!(
                     key = %key,
                     error = %redact::redact_urls_in(&abort.to_string()),
-                    "could not abort a multipart upload that has no marker"
-                );
+                    "could not abort a multipart upload whose marker could not be completed; \
+                     the clean-up of interrupted uploads aborts it later"
+                ),
             }
             return Err(ArchiveError::store(key.as_str(), e));
         }

@@ -20,6 +20,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore};
 
 use crate::config::{MAX_MULTIPART_THRESHOLD, MIN_MULTIPART_THRESHOLD};
+use crate::s3_uploads::S3Uploads;
 use crate::{ArchiveError, Sse, StorageConfig};
 
 /// A backend ready for [`crate::Archive`].
@@ -42,6 +43,9 @@ pub(crate) struct Multipart {
     /// The raw store of an Azure archive, whose uploads are aborted by committing an empty
     /// block list and deleting the blob (see `upload::abort_upload`); `None` elsewhere.
     pub azure_objects: Option<Arc<dyn ObjectStore>>,
+    /// S3's listing of unfinished uploads, which finds an upload whose id its marker never
+    /// received (see `upload::remove_stale`); `None` elsewhere.
+    pub s3_uploads: Option<Arc<S3Uploads>>,
 }
 
 impl Multipart {
@@ -254,6 +258,7 @@ fn cloud<T: ObjectStore + MultipartStore>(
         store: view,
         multipart: Some(Multipart {
             azure_objects: (scheme == "az").then(|| Arc::clone(&store) as Arc<dyn ObjectStore>),
+            s3_uploads: None,
             store,
             prefix,
         }),
@@ -338,8 +343,18 @@ pub(crate) fn open_s3(
             builder = builder.with_sse_kms_encryption(key_id.trim());
         }
     }
-    let s3 = builder.build().map_err(|e| build_error("s3", e))?;
-    Ok(cloud(s3, "s3", bucket, prefix, endpoint.map(|e| e.1)))
+    let s3 = builder.clone().build().map_err(|e| build_error("s3", e))?;
+    let uploads = S3Uploads::new(
+        &builder,
+        &s3,
+        &client_options().with_allow_http(cfg.allow_http),
+    )
+    .map_err(|e| build_error("s3", e))?;
+    let mut opened = cloud(s3, "s3", bucket, prefix, endpoint.map(|e| e.1));
+    if let Some(mp) = &mut opened.multipart {
+        mp.s3_uploads = Some(Arc::new(uploads));
+    }
+    Ok(opened)
 }
 
 pub(crate) fn open_gcs(cfg: &StorageConfig, rest: &str) -> Result<Opened, ArchiveError> {

@@ -1,8 +1,11 @@
 //! Multipart uploads that a crash cannot orphan.
 //!
-//! A large body is uploaded in parts to a staging key `.wxvault-staging/<id>`. Before the first
-//! part goes up, a small marker object `.wxvault-staging/<id>.upload` records the final key and
-//! the store's upload id; while the upload lives, a heartbeat rewrites the marker every
+//! A large body is uploaded in parts to a staging key `.wxvault-staging/<id>`. Before the store
+//! is asked to create the upload, a small marker object `.wxvault-staging/<id>.upload` records
+//! the final key and the staging key; once the store has answered, the marker is rewritten with
+//! the store's upload id, before the first part goes up (a process killed in between leaves a
+//! marker without the id: the sweep finds that upload by its staging key, see `upload_ids`).
+//! While the upload lives, a heartbeat rewrites the marker every
 //! [`MARKER_REFRESH`], and the marker is deleted once the object is in place (or the upload was
 //! aborted). A process killed mid-upload leaves its marker behind, untouched from then on.
 //! [`remove_stale`] (run at the start of `sync` and of every worker) aborts the upload of each
@@ -476,24 +479,26 @@ async fn sweep_marker(
         let staging = Path::parse(&marker.staging)
             .ok()
             .filter(|p| p.prefix_matches(staging_dir) && p != staging_dir);
-        if let (Some(mp), Some(id), Some(staging)) = (multipart, &marker.upload_id, &staging) {
-            match abort_upload(mp, &mp.full(staging), &id.clone()).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                // An upload completed before the crash is no longer known to the store
-                // (some stores refuse its id instead of answering 404): its staging object
-                // or its final object says so. Otherwise keep the marker and report.
-                Err(e) => {
-                    let finished = store.head(staging).await.is_ok()
-                        || match Path::parse(&marker.key) {
-                            Ok(key) => store.head(&key).await.is_ok(),
-                            Err(_) => false,
-                        };
-                    if !finished {
-                        return Err(ArchiveError::store(marker.staging.clone(), e));
+        if let (Some(mp), Some(staging)) = (multipart, &staging) {
+            for id in upload_ids(mp, marker, staging).await? {
+                match abort_upload(mp, &mp.full(staging), &id).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    // An upload completed before the crash is no longer known to the store
+                    // (some stores refuse its id instead of answering 404): its staging object
+                    // or its final object says so. Otherwise keep the marker and report.
+                    Err(e) => {
+                        let finished = store.head(staging).await.is_ok()
+                            || match Path::parse(&marker.key) {
+                                Ok(key) => store.head(&key).await.is_ok(),
+                                Err(_) => false,
+                            };
+                        if !finished {
+                            return Err(ArchiveError::store(marker.staging.clone(), e));
+                        }
                     }
                 }
+                tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
             }
-            tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
         }
         // A staging object completed before the crash goes with its marker.
         if let Some(staging) = &staging
@@ -505,6 +510,41 @@ async fn sweep_marker(
     }
     delete(store, path).await?;
     Ok(removed + 1)
+}
+
+/// The uploads a stale marker stands for. A marker holds the store's upload id from the moment
+/// the store answered; one without it belongs to a process that died before (or while) the
+/// upload was created, which S3 finds by listing the staging key's unfinished uploads. Azure
+/// aborts by key (one empty id). GCS offers no listing through object_store: such an upload
+/// (it holds no part: parts go up only after the marker has the id) is left to the bucket's
+/// lifecycle rule for incomplete multipart uploads, and said so in the log.
+async fn upload_ids(
+    mp: &Multipart,
+    marker: &Marker,
+    staging: &Path,
+) -> Result<Vec<MultipartId>, ArchiveError> {
+    if let Some(id) = &marker.upload_id {
+        return Ok(vec![id.clone()]);
+    }
+    if mp.azure_objects.is_some() {
+        return Ok(vec![MultipartId::new()]);
+    }
+    match &mp.s3_uploads {
+        Some(s3) => s3
+            .ids(&mp.full(staging))
+            .await
+            .map_err(|e| ArchiveError::store(marker.staging.clone(), e)),
+        None => {
+            tracing::warn!(
+                key = %marker.key,
+                staging = %marker.staging,
+                "an interrupted upload may have been started without its id being recorded; \
+                 it holds no data, and a lifecycle rule that removes incomplete multipart \
+                 uploads removes it"
+            );
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Deletes `path`; `false` when it was already gone.

@@ -144,6 +144,7 @@ fn archive_on(store: &Arc<Faulty>, azure: bool) -> Archive {
             store: store.clone(),
             prefix: None,
             azure_objects: azure.then_some(objects),
+            s3_uploads: None,
         }),
         description: "memory://faulty".into(),
         local_root: None,

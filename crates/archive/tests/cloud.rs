@@ -596,6 +596,9 @@ async fn sse_is_refused_off_s3() {
     );
 }
 
+#[path = "cloud/unrecorded.rs"]
+mod unrecorded;
+
 /// GCS: what the emulator serves (see the module docs).
 mod gcs {
     use super::*;

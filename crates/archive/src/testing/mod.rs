@@ -11,8 +11,10 @@
 //! `CompleteMultipartUpload` (returning `412 Precondition Failed`), so
 //! never-overwrite behaviour is tested against the semantics of AWS.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
@@ -35,6 +37,7 @@ pub struct TestS3 {
     bucket: String,
     access_key: String,
     secret_key: String,
+    hold_creates: Arc<AtomicBool>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -63,10 +66,13 @@ impl TestS3 {
         let secret_key = uuid::Uuid::new_v4().simple().to_string();
 
         let data_root = root.clone();
+        let hold_creates = Arc::new(AtomicBool::new(false));
         let mut builder = S3ServiceBuilder::new(ConditionalFs {
             inner: fs,
             root: root.clone(),
             write_lock: tokio::sync::Mutex::new(()),
+            uploads: Mutex::default(),
+            hold_creates: Arc::clone(&hold_creates),
         });
         builder.set_access(ConditionalAccess { root });
         builder.set_auth(s3s::auth::SimpleAuth::from_single(
@@ -118,8 +124,15 @@ impl TestS3 {
             bucket: bucket.to_owned(),
             access_key,
             secret_key,
+            hold_creates,
             server,
         }
+    }
+
+    /// While `true`, `CreateMultipartUpload` creates the upload and never answers: the client
+    /// is left as one killed before it learnt the upload id.
+    pub fn hold_multipart_answers(&self, hold: bool) {
+        self.hold_creates.store(hold, Ordering::SeqCst);
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -234,12 +247,18 @@ impl Drop for TestS3 {
     }
 }
 
-/// `s3s-fs` plus the conditional-write semantics of AWS S3.
+/// `s3s-fs` plus the conditional-write semantics of AWS S3 and the listing of unfinished
+/// multipart uploads (`ListMultipartUploads`), which `s3s-fs` does not implement.
 struct ConditionalFs {
     inner: s3s_fs::FileSystem,
     root: PathBuf,
     /// Makes "check absent, then write" atomic among conditional writes.
     write_lock: tokio::sync::Mutex<()>,
+    /// Bucket and key of every upload created (`s3s-fs` keeps neither); an upload is open
+    /// while `s3s-fs` still has its `.upload-<id>.json`.
+    uploads: Mutex<BTreeMap<String, (String, String)>>,
+    /// See [`TestS3::hold_multipart_answers`].
+    hold_creates: Arc<AtomicBool>,
 }
 
 impl ConditionalFs {
@@ -413,7 +432,54 @@ impl S3 for ConditionalFs {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.inner.create_multipart_upload(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let created = self.inner.create_multipart_upload(req).await?;
+        if let Some(id) = &created.output.upload_id {
+            self.uploads
+                .lock()
+                .expect("uploads")
+                .insert(id.clone(), (bucket, key));
+        }
+        if self.hold_creates.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(created)
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mut open: Vec<(String, String)> = self
+            .uploads
+            .lock()
+            .expect("uploads")
+            .iter()
+            .filter(|(id, (bucket, key))| {
+                *bucket == input.bucket
+                    && key.starts_with(&prefix)
+                    && self.root.join(format!(".upload-{id}.json")).is_file()
+            })
+            .map(|(id, (_, key))| (key.clone(), id.clone()))
+            .collect();
+        open.sort();
+        let uploads = open
+            .into_iter()
+            .map(|(key, upload_id)| MultipartUpload {
+                key: Some(key),
+                upload_id: Some(upload_id),
+                ..MultipartUpload::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            uploads: Some(uploads),
+            is_truncated: Some(false),
+            ..ListMultipartUploadsOutput::default()
+        }))
     }
 
     async fn upload_part(

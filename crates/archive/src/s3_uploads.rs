@@ -1,0 +1,153 @@
+//! Finding the unfinished S3 multipart uploads of one key, for an upload whose id a crash kept
+//! from being recorded.
+//!
+//! A large upload's marker is written before the upload is created and rewritten with the
+//! store's upload id right after (see `upload`). A process killed between the two leaves an
+//! upload its marker cannot name; S3's `ListMultipartUploads` finds it by key, so the sweep can
+//! abort it. object_store has no call for that listing, so this one request is built here,
+//! signed by object_store's own SigV4 signer ([`AwsAuthorizer`]) with the store's credentials
+//! and sent through object_store's HTTP client with the archive's client options.
+
+use object_store::ClientOptions;
+use object_store::aws::AwsCredentialProvider;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
+use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
+use object_store::path::Path;
+use serde::Deserialize;
+
+/// At most this many listing pages are read for one key (each holds up to 1,000 uploads; one
+/// key has at most a few).
+const MAX_PAGES: usize = 10;
+
+/// Lists a bucket's unfinished multipart uploads by key.
+pub(crate) struct S3Uploads {
+    client: HttpClient,
+    bucket_endpoint: String,
+    region: String,
+    credentials: AwsCredentialProvider,
+}
+
+/// The parts of a `ListMultipartUploadsResult` used here.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListResult {
+    #[serde(default, rename = "Upload")]
+    uploads: Vec<Upload>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Upload {
+    key: String,
+    upload_id: String,
+}
+
+fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source: source.into(),
+    }
+}
+
+impl S3Uploads {
+    /// The lister of the bucket `builder` is configured for, with `store`'s credentials. The
+    /// bucket's address follows object_store's own rule (endpoint plus bucket, or the endpoint
+    /// itself for virtual-hosted requests, or AWS's regional address).
+    ///
+    /// # Errors
+    /// object_store's error when no HTTP client can be built from `options`.
+    pub fn new(
+        builder: &AmazonS3Builder,
+        store: &AmazonS3,
+        options: &ClientOptions,
+    ) -> object_store::Result<Self> {
+        let value = |key| builder.get_config_value(&key).filter(|v| !v.is_empty());
+        let bucket = value(AmazonS3ConfigKey::Bucket).unwrap_or_default();
+        let region = value(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
+        let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let bucket_endpoint = match (value(AmazonS3ConfigKey::Endpoint), virtual_hosted) {
+            (Some(endpoint), true) => endpoint,
+            (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        Ok(S3Uploads {
+            client: ReqwestConnector::default().connect(options)?,
+            bucket_endpoint,
+            region,
+            credentials: store.credentials().clone(),
+        })
+    }
+
+    /// The ids of the unfinished uploads to exactly `key` (as the store sees it).
+    ///
+    /// # Errors
+    /// object_store's error when the credentials cannot be had, the request fails, the store
+    /// answers with an error status or an answer that is not a listing.
+    pub async fn ids(&self, key: &Path) -> object_store::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self.page(key, markers.as_ref()).await?;
+            ids.extend(
+                page.uploads
+                    .into_iter()
+                    .filter(|u| u.key == key.as_ref())
+                    .map(|u| u.upload_id),
+            );
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(k), Some(u)) => markers = Some((k, u)),
+                _ => break,
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn page(
+        &self,
+        key: &Path,
+        markers: Option<&(String, String)>,
+    ) -> object_store::Result<ListResult> {
+        let mut url = url::Url::parse(&self.bucket_endpoint)
+            .map_err(|e| generic(format!("bucket address: {e}")))?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_key_only("uploads")
+                .append_pair("prefix", key.as_ref());
+            if let Some((key_marker, upload_marker)) = markers {
+                query
+                    .append_pair("key-marker", key_marker)
+                    .append_pair("upload-id-marker", upload_marker);
+            }
+        }
+        let mut request = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(url.as_str())
+            .body(HttpRequestBody::empty())
+            .map_err(generic)?;
+        let credential = self.credentials.get_credential().await?;
+        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+        let response = self.client.execute(request).await.map_err(generic)?;
+        let status = response.status();
+        let body = response.into_body().bytes().await.map_err(generic)?;
+        let text = String::from_utf8_lossy(&body);
+        if !status.is_success() {
+            let detail: String = text.chars().take(300).collect();
+            return Err(generic(format!(
+                "listing unfinished multipart uploads answered {status}: {detail}"
+            )));
+        }
+        quick_xml::de::from_str(&text)
+            .map_err(|e| generic(format!("listing of unfinished multipart uploads: {e}")))
+    }
+}
