@@ -38,6 +38,7 @@ mod open;
 mod s3_uploads;
 mod settle;
 pub mod sidecar;
+mod sweep;
 mod tally;
 #[cfg(feature = "test-s3")]
 pub mod testing;
@@ -357,7 +358,7 @@ impl Archive {
         // The marker goes up before the store creates anything, so that a process killed at
         // any later moment (even before the store's answer with the upload id arrives) leaves
         // an upload the clean-up can find: by its id once the marker has it, by its staging
-        // key until then (see `upload::remove_stale`).
+        // key until then (see `sweep::remove_stale`).
         upload::write_marker(self.store.as_ref(), &marker_path, &marker)
             .await
             .map_err(|e| ArchiveError::store(key.as_str(), e))?;
@@ -456,8 +457,8 @@ impl Archive {
                     self.finish_upload(heartbeat, &marker_path, false).await;
                     return Err(e);
                 }
-                self.remove_staging(&staging).await;
-                self.finish_upload(heartbeat, &marker_path, true).await;
+                let clean = self.remove_staging(&staging).await;
+                self.finish_upload(heartbeat, &marker_path, clean).await;
                 Ok(PutOutcome {
                     sha256,
                     size,
@@ -465,8 +466,8 @@ impl Archive {
                 })
             }
             Err(e) => {
-                self.remove_staging(&staging).await;
-                self.finish_upload(heartbeat, &marker_path, true).await;
+                let clean = self.remove_staging(&staging).await;
+                self.finish_upload(heartbeat, &marker_path, clean).await;
                 if exists(&e) {
                     self.settle_existing(key, sha256, size).await
                 } else {
@@ -607,7 +608,7 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError::Store`] when listing, reading, aborting or deleting fails.
     pub async fn remove_stale_staging(&self, older_than: Duration) -> Result<usize, ArchiveError> {
-        upload::remove_stale(
+        sweep::remove_stale(
             self.store.as_ref(),
             self.multipart.as_ref(),
             self.local_root.as_deref().map(PathBuf::as_path),

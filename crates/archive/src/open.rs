@@ -44,7 +44,7 @@ pub(crate) struct Multipart {
     /// block list and deleting the blob (see `upload::abort_upload`); `None` elsewhere.
     pub azure_objects: Option<Arc<dyn ObjectStore>>,
     /// S3's listing of unfinished uploads, which finds an upload whose id its marker never
-    /// received (see `upload::remove_stale`); `None` elsewhere.
+    /// received (see `sweep::upload_ids`); `None` elsewhere.
     pub s3_uploads: Option<Arc<S3Uploads>>,
 }
 

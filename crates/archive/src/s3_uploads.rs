@@ -19,6 +19,17 @@ use serde::Deserialize;
 /// key has at most a few).
 const MAX_PAGES: usize = 10;
 
+/// What a listing found.
+#[derive(Debug)]
+pub(crate) enum Listing {
+    /// The ids of the key's unfinished uploads.
+    Ids(Vec<String>),
+    /// The store does not list unfinished uploads for these credentials (403: the policy lacks
+    /// `s3:ListBucketMultipartUploads`; 405/501: an S3-compatible store without the call).
+    /// Asking again will not help.
+    Refused(String),
+}
+
 /// Lists a bucket's unfinished multipart uploads by key.
 pub(crate) struct S3Uploads {
     client: HttpClient,
@@ -68,8 +79,12 @@ impl S3Uploads {
         let value = |key| builder.get_config_value(&key).filter(|v| !v.is_empty());
         let bucket = value(AmazonS3ConfigKey::Bucket).unwrap_or_default();
         let region = value(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
-        let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        // object_store's reading of a boolean setting.
+        let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| {
+            ["true", "1", "yes", "on", "y"]
+                .iter()
+                .any(|t| v.trim().eq_ignore_ascii_case(t))
+        });
         let bucket_endpoint = match (value(AmazonS3ConfigKey::Endpoint), virtual_hosted) {
             (Some(endpoint), true) => endpoint,
             (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
@@ -84,39 +99,44 @@ impl S3Uploads {
         })
     }
 
-    /// The ids of the unfinished uploads to exactly `key` (as the store sees it).
+    /// The unfinished uploads to exactly `key` (as the store sees it).
     ///
     /// # Errors
     /// object_store's error when the credentials cannot be had, the request fails, the store
-    /// answers with an error status or an answer that is not a listing.
-    pub async fn ids(&self, key: &Path) -> object_store::Result<Vec<String>> {
+    /// answers with an error status other than a refusal (see [`Listing::Refused`]), with an
+    /// answer that is not a listing, or with more pages than one key can fill.
+    pub async fn ids(&self, key: &Path) -> object_store::Result<Listing> {
         let mut ids = Vec::new();
         let mut markers: Option<(String, String)> = None;
         for _ in 0..MAX_PAGES {
-            let page = self.page(key, markers.as_ref()).await?;
+            let page = match self.page(key, markers.as_ref()).await? {
+                Page::Listed(page) => page,
+                Page::Refused(why) => return Ok(Listing::Refused(why)),
+            };
             ids.extend(
                 page.uploads
                     .into_iter()
                     .filter(|u| u.key == key.as_ref())
                     .map(|u| u.upload_id),
             );
-            match (
-                page.is_truncated,
-                page.next_key_marker,
-                page.next_upload_id_marker,
-            ) {
-                (true, Some(k), Some(u)) => markers = Some((k, u)),
-                _ => break,
+            if !page.is_truncated {
+                return Ok(Listing::Ids(ids));
+            }
+            match (page.next_key_marker, page.next_upload_id_marker) {
+                (Some(k), Some(u)) => markers = Some((k, u)),
+                _ => return Err(generic("a truncated listing without markers to go on")),
             }
         }
-        Ok(ids)
+        Err(generic(format!(
+            "more than {MAX_PAGES} pages of unfinished uploads for one key"
+        )))
     }
 
     async fn page(
         &self,
         key: &Path,
         markers: Option<&(String, String)>,
-    ) -> object_store::Result<ListResult> {
+    ) -> object_store::Result<Page> {
         let mut url = url::Url::parse(&self.bucket_endpoint)
             .map_err(|e| generic(format!("bucket address: {e}")))?;
         {
@@ -141,13 +161,39 @@ impl S3Uploads {
         let status = response.status();
         let body = response.into_body().bytes().await.map_err(generic)?;
         let text = String::from_utf8_lossy(&body);
-        if !status.is_success() {
-            let detail: String = text.chars().take(300).collect();
-            return Err(generic(format!(
-                "listing unfinished multipart uploads answered {status}: {detail}"
-            )));
+        if status.is_success() {
+            return quick_xml::de::from_str(&text)
+                .map(Page::Listed)
+                .map_err(|e| generic(format!("listing of unfinished multipart uploads: {e}")));
         }
-        quick_xml::de::from_str(&text)
-            .map_err(|e| generic(format!("listing of unfinished multipart uploads: {e}")))
+        // Only the error's code and message: an S3 error document may echo request details
+        // (a session token's start, for one).
+        let error: ErrorDocument = quick_xml::de::from_str(&text).unwrap_or_default();
+        let why = format!(
+            "{status} {} {}",
+            error.code.unwrap_or_default(),
+            error.message.unwrap_or_default()
+        );
+        let why = why.trim().to_owned();
+        match status.as_u16() {
+            403 | 405 | 501 => Ok(Page::Refused(why)),
+            _ => Err(generic(format!(
+                "listing unfinished multipart uploads answered {why}"
+            ))),
+        }
     }
+}
+
+/// One answer to a listing request.
+enum Page {
+    Listed(ListResult),
+    Refused(String),
+}
+
+/// The parts of an S3 error document used here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorDocument {
+    code: Option<String>,
+    message: Option<String>,
 }

@@ -90,15 +90,21 @@ impl Archive {
         }
     }
 
-    /// Best-effort removal of a completed staging object; a leftover is
-    /// invisible to [`Archive::list`] and harmless.
-    pub(crate) async fn remove_staging(&self, staging: &Path) {
+    /// Best-effort removal of a completed staging object (a leftover is invisible to
+    /// [`Archive::list`] and the sweep removes it), and on S3 of any other unfinished upload
+    /// to the staging key (see `sweep::abort_strays`). Returns whether the marker may go: not
+    /// while such an upload may be left.
+    pub(crate) async fn remove_staging(&self, staging: &Path) -> bool {
         if let Err(e) = self.store.delete(staging).await {
             tracing::warn!(
                 staging = %staging,
                 error = %redact::redact_urls_in(&e.to_string()),
                 "could not remove staging object"
             );
+        }
+        match &self.multipart {
+            Some(mp) => crate::sweep::abort_strays(mp, staging).await,
+            None => true,
         }
     }
 }

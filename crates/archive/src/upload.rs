@@ -8,7 +8,7 @@
 //! While the upload lives, a heartbeat rewrites the marker every
 //! [`MARKER_REFRESH`], and the marker is deleted once the object is in place (or the upload was
 //! aborted). A process killed mid-upload leaves its marker behind, untouched from then on.
-//! [`remove_stale`] (run at the start of `sync` and of every worker) aborts the upload of each
+//! `sweep::remove_stale` (run at the start of `sync` and of every worker) aborts the upload of each
 //! marker not touched for longer than the given age, deletes its staging data and the marker.
 //!
 //! object_store's `MultipartStore` has create / put_part / complete / abort but no listing of
@@ -18,10 +18,9 @@
 //! parts already sent, and the download they came from restarts from byte 0 anyway.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
@@ -40,7 +39,7 @@ use crate::{ArchiveError, MAX_PARTS_IN_FLIGHT, PART_SIZE};
 pub(crate) const STAGING_PREFIX: &str = ".wxvault-staging";
 
 /// Suffix of an upload's marker object, next to its staging object.
-const MARKER_SUFFIX: &str = ".upload";
+pub(crate) const MARKER_SUFFIX: &str = ".upload";
 
 /// How often a live upload rewrites its marker.
 pub const MARKER_REFRESH: Duration = Duration::from_secs(60);
@@ -312,238 +311,10 @@ impl Parts {
     ///
     /// # Errors
     /// The store's error when the abort failed: the caller must then keep the upload's marker
-    /// so that [`remove_stale`] retries the abort once the marker is stale.
+    /// so that `sweep::remove_stale` retries the abort once the marker is stale.
     pub async fn abort(mut self) -> object_store::Result<()> {
         self.in_flight.shutdown().await;
         self.upload.abort().await
-    }
-}
-
-/// The upload id a staging entry belongs to: `<id>`, `<id>.upload` or a local part file
-/// `<id>#<n>`.
-fn upload_of(name: &str) -> &str {
-    let name = name.strip_suffix(MARKER_SUFFIX).unwrap_or(name);
-    name.split('#').next().unwrap_or(name)
-}
-
-/// Removes what interrupted uploads left: see the module docs. Returns how many staging
-/// objects, part files and markers were removed.
-pub(crate) async fn remove_stale(
-    store: &dyn ObjectStore,
-    multipart: Option<&Multipart>,
-    local_root: Option<&std::path::Path>,
-    older_than: Duration,
-) -> Result<usize, ArchiveError> {
-    let now = SystemTime::now();
-    let is_stale = |modified: SystemTime| {
-        now.duration_since(modified)
-            .is_ok_and(|age| age >= older_than)
-    };
-    let staging_dir = Path::from(STAGING_PREFIX);
-    let entries: Vec<object_store::ObjectMeta> = store
-        .list(Some(&staging_dir))
-        .try_collect()
-        .await
-        .map_err(|e| ArchiveError::store(STAGING_PREFIX, e))?;
-
-    // Uploads whose marker is fresh are alive somewhere: their staging data stays.
-    let mut live = std::collections::HashSet::new();
-    let mut stale_markers = Vec::new();
-    let mut others = Vec::new();
-    for meta in entries {
-        let name = meta.location.filename().unwrap_or_default().to_owned();
-        if name.ends_with(MARKER_SUFFIX) {
-            if is_stale(meta.last_modified.into()) {
-                stale_markers.push(meta.location);
-            } else {
-                live.insert(upload_of(&name).to_owned());
-            }
-        } else {
-            others.push(meta);
-        }
-    }
-
-    // One marker that cannot be handled (a refused abort, an unreadable object) must not keep
-    // the others from being cleaned: each failure is logged and counted, the first reported.
-    let mut sweep = Sweep::default();
-    for path in stale_markers {
-        let outcome = sweep_marker(store, multipart, &staging_dir, &path).await;
-        sweep.record(outcome);
-    }
-
-    for meta in others {
-        let name = meta.location.filename().unwrap_or_default();
-        if live.contains(upload_of(name)) || !is_stale(meta.last_modified.into()) {
-            continue;
-        }
-        let outcome = delete(store, &meta.location).await.map(usize::from);
-        sweep.record(outcome);
-    }
-
-    // The local backend writes parts to `<staging>#<n>` files, which it does not list; remove
-    // those directly.
-    if let Some(root) = local_root {
-        let dir = root.join(STAGING_PREFIX);
-        let files = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries.collect::<Result<Vec<_>, _>>(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-        .map_err(|e| ArchiveError::store(STAGING_PREFIX, local_io_error(&dir, e)));
-        let files = match files {
-            Ok(files) => files,
-            Err(e) => {
-                sweep.record(Err(e));
-                Vec::new()
-            }
-        };
-        for entry in files {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(is_stale);
-            if !stale || !name.contains('#') || live.contains(upload_of(&name)) {
-                continue;
-            }
-            let path = entry.path();
-            let outcome = match std::fs::remove_file(&path) {
-                Ok(()) => Ok(1),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-                Err(e) => Err(ArchiveError::store(
-                    STAGING_PREFIX,
-                    local_io_error(&path, e),
-                )),
-            };
-            sweep.record(outcome);
-        }
-    }
-    sweep.finish()
-}
-
-/// Tally of one clean-up: what was removed, what failed.
-#[derive(Default)]
-struct Sweep {
-    removed: usize,
-    failed: usize,
-    first: Option<ArchiveError>,
-}
-
-impl Sweep {
-    fn record(&mut self, outcome: Result<usize, ArchiveError>) {
-        match outcome {
-            Ok(n) => self.removed += n,
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "could not clean up an interrupted upload; the next clean-up retries it"
-                );
-                self.failed += 1;
-                self.first.get_or_insert(e);
-            }
-        }
-    }
-
-    fn finish(self) -> Result<usize, ArchiveError> {
-        match self.first {
-            None => Ok(self.removed),
-            Some(first) => Err(ArchiveError::Cleanup {
-                failed: self.failed,
-                removed: self.removed,
-                first: Box::new(first),
-            }),
-        }
-    }
-}
-
-/// Handles one stale marker: aborts its upload, removes its staging object and the marker.
-/// Returns how many objects were removed; on an error the marker stays for the next sweep.
-async fn sweep_marker(
-    store: &dyn ObjectStore,
-    multipart: Option<&Multipart>,
-    staging_dir: &Path,
-    path: &Path,
-) -> Result<usize, ArchiveError> {
-    let marker: Option<Marker> = match store.get(path).await {
-        Ok(got) => match got.bytes().await {
-            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-            Err(object_store::Error::NotFound { .. }) => return Ok(0),
-            Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
-        },
-        Err(object_store::Error::NotFound { .. }) => return Ok(0),
-        Err(e) => return Err(ArchiveError::store(path.to_string(), e)),
-    };
-    let mut removed = 0;
-    if let Some(marker) = &marker {
-        // Only ever below the staging folder, whatever the marker says.
-        let staging = Path::parse(&marker.staging)
-            .ok()
-            .filter(|p| p.prefix_matches(staging_dir) && p != staging_dir);
-        if let (Some(mp), Some(staging)) = (multipart, &staging) {
-            for id in upload_ids(mp, marker, staging).await? {
-                match abort_upload(mp, &mp.full(staging), &id).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    // An upload completed before the crash is no longer known to the store
-                    // (some stores refuse its id instead of answering 404): its staging object
-                    // or its final object says so. Otherwise keep the marker and report.
-                    Err(e) => {
-                        let finished = store.head(staging).await.is_ok()
-                            || match Path::parse(&marker.key) {
-                                Ok(key) => store.head(&key).await.is_ok(),
-                                Err(_) => false,
-                            };
-                        if !finished {
-                            return Err(ArchiveError::store(marker.staging.clone(), e));
-                        }
-                    }
-                }
-                tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
-            }
-        }
-        // A staging object completed before the crash goes with its marker.
-        if let Some(staging) = &staging
-            && store.head(staging).await.is_ok()
-            && delete(store, staging).await?
-        {
-            removed += 1;
-        }
-    }
-    delete(store, path).await?;
-    Ok(removed + 1)
-}
-
-/// The uploads a stale marker stands for. A marker holds the store's upload id from the moment
-/// the store answered; one without it belongs to a process that died before (or while) the
-/// upload was created, which S3 finds by listing the staging key's unfinished uploads. Azure
-/// aborts by key (one empty id). GCS offers no listing through object_store: such an upload
-/// (it holds no part: parts go up only after the marker has the id) is left to the bucket's
-/// lifecycle rule for incomplete multipart uploads, and said so in the log.
-async fn upload_ids(
-    mp: &Multipart,
-    marker: &Marker,
-    staging: &Path,
-) -> Result<Vec<MultipartId>, ArchiveError> {
-    if let Some(id) = &marker.upload_id {
-        return Ok(vec![id.clone()]);
-    }
-    if mp.azure_objects.is_some() {
-        return Ok(vec![MultipartId::new()]);
-    }
-    match &mp.s3_uploads {
-        Some(s3) => s3
-            .ids(&mp.full(staging))
-            .await
-            .map_err(|e| ArchiveError::store(marker.staging.clone(), e)),
-        None => {
-            tracing::warn!(
-                key = %marker.key,
-                staging = %marker.staging,
-                "an interrupted upload may have been started without its id being recorded; \
-                 it holds no data, and a lifecycle rule that removes incomplete multipart \
-                 uploads removes it"
-            );
-            Ok(Vec::new())
-        }
     }
 }
 

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
@@ -37,7 +37,7 @@ pub struct TestS3 {
     bucket: String,
     access_key: String,
     secret_key: String,
-    hold_creates: Arc<AtomicBool>,
+    held: Arc<AtomicU8>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -66,13 +66,13 @@ impl TestS3 {
         let secret_key = uuid::Uuid::new_v4().simple().to_string();
 
         let data_root = root.clone();
-        let hold_creates = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicU8::new(0));
         let mut builder = S3ServiceBuilder::new(ConditionalFs {
-            inner: fs,
+            inner: Arc::new(fs),
             root: root.clone(),
             write_lock: tokio::sync::Mutex::new(()),
-            uploads: Mutex::default(),
-            hold_creates: Arc::clone(&hold_creates),
+            uploads: Arc::default(),
+            held: Arc::clone(&held),
         });
         builder.set_access(ConditionalAccess { root });
         builder.set_auth(s3s::auth::SimpleAuth::from_single(
@@ -124,15 +124,16 @@ impl TestS3 {
             bucket: bucket.to_owned(),
             access_key,
             secret_key,
-            hold_creates,
+            held,
             server,
         }
     }
 
-    /// While `true`, `CreateMultipartUpload` creates the upload and never answers: the client
-    /// is left as one killed before it learnt the upload id.
-    pub fn hold_multipart_answers(&self, hold: bool) {
-        self.hold_creates.store(hold, Ordering::SeqCst);
+    /// From now on, requests of kind `op` are carried out and never answered: the client is
+    /// left as one killed before the answer arrived. `None` answers again.
+    pub fn hold_answers(&self, op: Option<HeldAnswer>) {
+        self.held
+            .store(op.map_or(0, |op| op as u8), Ordering::SeqCst);
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -198,6 +199,16 @@ impl TestS3 {
     }
 }
 
+/// Requests [`TestS3::hold_answers`] can leave unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HeldAnswer {
+    /// `CreateMultipartUpload`: the upload exists, its id never reaches the client.
+    CreateMultipartUpload = 1,
+    /// `UploadPartCopy`: the part is copied, the copy never completes.
+    UploadPartCopy = 2,
+}
+
 /// One request as the in-process S3 server received it (the `Authorization` header left out).
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -250,18 +261,25 @@ impl Drop for TestS3 {
 /// `s3s-fs` plus the conditional-write semantics of AWS S3 and the listing of unfinished
 /// multipart uploads (`ListMultipartUploads`), which `s3s-fs` does not implement.
 struct ConditionalFs {
-    inner: s3s_fs::FileSystem,
+    inner: Arc<s3s_fs::FileSystem>,
     root: PathBuf,
     /// Makes "check absent, then write" atomic among conditional writes.
     write_lock: tokio::sync::Mutex<()>,
     /// Bucket and key of every upload created (`s3s-fs` keeps neither); an upload is open
     /// while `s3s-fs` still has its `.upload-<id>.json`.
-    uploads: Mutex<BTreeMap<String, (String, String)>>,
-    /// See [`TestS3::hold_multipart_answers`].
-    hold_creates: Arc<AtomicBool>,
+    uploads: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+    /// See [`TestS3::hold_answers`].
+    held: Arc<AtomicU8>,
 }
 
 impl ConditionalFs {
+    /// Never returns while answers to `op` are held.
+    async fn maybe_hold(&self, op: HeldAnswer) {
+        if self.held.load(Ordering::SeqCst) == op as u8 {
+            std::future::pending::<()>().await;
+        }
+    }
+
     fn object_exists(&self, bucket: &str, key: &str) -> bool {
         object_exists(&self.root, bucket, key)
     }
@@ -432,17 +450,23 @@ impl S3 for ConditionalFs {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let created = self.inner.create_multipart_upload(req).await?;
-        if let Some(id) = &created.output.upload_id {
-            self.uploads
-                .lock()
-                .expect("uploads")
-                .insert(id.clone(), (bucket, key));
-        }
-        if self.hold_creates.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
+        // Created and registered in a task of its own: a client that hangs up mid-request
+        // must not leave an upload this server's listing does not know.
+        let (inner, uploads) = (Arc::clone(&self.inner), Arc::clone(&self.uploads));
+        let created = tokio::spawn(async move {
+            let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+            let created = inner.create_multipart_upload(req).await?;
+            if let Some(id) = &created.output.upload_id {
+                uploads
+                    .lock()
+                    .expect("uploads")
+                    .insert(id.clone(), (bucket, key));
+            }
+            Ok::<_, s3s::S3Error>(created)
+        })
+        .await
+        .map_err(|e| s3_error!(InternalError, "create task: {e}"))??;
+        self.maybe_hold(HeldAnswer::CreateMultipartUpload).await;
         Ok(created)
     }
 
@@ -493,7 +517,9 @@ impl S3 for ConditionalFs {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        self.inner.upload_part_copy(req).await
+        let copied = self.inner.upload_part_copy(req).await?;
+        self.maybe_hold(HeldAnswer::UploadPartCopy).await;
+        Ok(copied)
     }
 
     async fn list_parts(

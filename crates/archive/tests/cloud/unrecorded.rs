@@ -2,6 +2,7 @@
 //! create the upload and before (or while) the store's answer arrived.
 
 use super::*;
+use archive::testing::HeldAnswer;
 
 /// A marker as `put_stream` writes it before the store is asked to create the upload.
 fn id_less_marker(key: &ObjectKey, id: &str) -> Bytes {
@@ -23,7 +24,7 @@ async fn s3_an_upload_killed_before_its_id_was_recorded_is_found_by_key_and_abor
     let s3 = c.s3.as_ref().unwrap();
     let k = key(40);
     // The store creates the upload and its answer never arrives; the process is "killed".
-    s3.hold_multipart_answers(true);
+    s3.hold_answers(Some(HeldAnswer::CreateMultipartUpload));
     let archive = c.archive.clone();
     let k2 = k.clone();
     let task = tokio::spawn(async move {
@@ -37,7 +38,7 @@ async fn s3_an_upload_killed_before_its_id_was_recorded_is_found_by_key_and_abor
     .await;
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
-    s3.hold_multipart_answers(false);
+    s3.hold_answers(None);
     let marker = marker_json(&c.archive)
         .await
         .expect("the marker went up first");
@@ -87,7 +88,6 @@ async fn s3_an_upload_killed_before_its_id_was_recorded_is_found_by_key_and_abor
 /// request arrived) goes by itself: an upload of a key it is only a prefix of stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_an_id_less_marker_without_an_upload_goes_alone() {
-    use object_store::aws::AmazonS3Builder;
     use object_store::multipart::MultipartStore;
     let c = s3().await.unwrap();
     let s3 = c.s3.as_ref().unwrap();
@@ -99,15 +99,7 @@ async fn s3_an_id_less_marker_without_an_upload_goes_alone() {
         )
         .await
         .unwrap();
-    let raw = AmazonS3Builder::new()
-        .with_endpoint(s3.endpoint())
-        .with_bucket_name(s3.bucket())
-        .with_region("us-east-1")
-        .with_access_key_id(s3.access_key())
-        .with_secret_access_key(s3.secret_key())
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+    let raw = raw_s3(s3);
     raw.create_multipart(&Path::from("tenant/.wxvault-staging/5d1e-other"))
         .await
         .unwrap();
@@ -123,23 +115,223 @@ async fn s3_an_id_less_marker_without_an_upload_goes_alone() {
     assert_eq!(s3.open_uploads().len(), 1, "the other key's upload stays");
 }
 
+/// On Azure an upload is aborted by key: a marker without an id still discards the blocks
+/// staged under its staging key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn azure_an_id_less_marker_is_cleaned_by_key() {
-    let Some(c) = azure().await else { return };
-    let store = c.archive.store();
-    store
+async fn azure_an_id_less_marker_discards_the_staged_blocks() {
+    use object_store::multipart::MultipartStore;
+    let Some(azurite) = Azurite::from_env() else {
+        return;
+    };
+    let container = unique_name("wx");
+    azurite.create_container(&container).await;
+    let cfg = with_threshold(azurite.storage_config(&container, "tenant"));
+    let archive = Archive::open_azure_with_key(&cfg, Azurite::ACCOUNT, Azurite::KEY).unwrap();
+    let raw = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account(Azurite::ACCOUNT)
+        .with_access_key(Azurite::KEY)
+        .with_container_name(&container)
+        .with_endpoint(cfg.endpoint.clone().unwrap())
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let staging_key = Path::from("tenant/.wxvault-staging/7a2c");
+    let no_id = String::new();
+    let part = raw
+        .put_part(&staging_key, &no_id, 0, Bytes::from(vec![3u8; 4096]).into())
+        .await
+        .unwrap();
+    archive
+        .store()
         .put(
             &Path::from(".wxvault-staging/7a2c.upload"),
             id_less_marker(&key(43), "7a2c").into(),
         )
         .await
         .unwrap();
-    let removed = c
-        .archive
+    let removed = archive.remove_stale_staging(Duration::ZERO).await.unwrap();
+    assert!(removed >= 1, "{removed}");
+    assert!(staging(&archive).await.is_empty());
+    // The staged block is gone: it can no longer be committed.
+    assert!(
+        raw.complete_multipart(&staging_key, &no_id, vec![part])
+            .await
+            .is_err(),
+        "the staged block survived the sweep"
+    );
+}
+
+/// A raw client of the in-process S3 server, for uploads made behind the archive's back.
+fn raw_s3(s3: &archive::testing::TestS3) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s3.endpoint())
+        .with_bucket_name(s3.bucket())
+        .with_region("us-east-1")
+        .with_access_key_id(s3.access_key())
+        .with_secret_access_key(s3.secret_key())
+        .with_allow_http(true)
+        .build()
+        .unwrap()
+}
+
+/// Makes the marker `name` (under the test S3 root of `c`) look untouched for an hour.
+fn age_marker(c: &Cloud, name: &str) {
+    let path = c
+        ._tmp
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("vault/tenant/.wxvault-staging")
+        .join(name);
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_copy_into_place_killed_midway_is_aborted_by_the_sweep() {
+    let c = s3().await.unwrap();
+    let s3 = c.s3.as_ref().unwrap();
+    let k = key(44);
+    // The upload completes; the copy to the final key (a multipart copy on S3) never does.
+    s3.hold_answers(Some(HeldAnswer::UploadPartCopy));
+    let archive = c.archive.clone();
+    let k2 = k.clone();
+    let task = tokio::spawn(async move {
+        archive
+            .put_stream(&k2, chunks(body_bytes(LARGE, 8)), None)
+            .await
+    });
+    until("the copy into place under way", || async {
+        s3.requests().iter().any(|r| {
+            r.method == "PUT"
+                && r.target.contains("partNumber=")
+                && r.header("x-amz-copy-source").is_some()
+        })
+    })
+    .await;
+    task.abort();
+    let _ = task.await;
+    s3.hold_answers(None);
+    assert_eq!(s3.open_uploads().len(), 1, "{:?}", s3.open_uploads());
+
+    c.archive
         .remove_stale_staging(Duration::ZERO)
         .await
         .unwrap();
-    assert!(removed >= 1, "{removed}");
+    assert!(
+        s3.open_uploads().is_empty(),
+        "the copy's upload is left: {:?}",
+        s3.open_uploads()
+    );
     assert!(staging(&c.archive).await.is_empty());
-    assert_eq!(c.archive.head(&key(43)).await.unwrap(), None);
+    assert_eq!(c.archive.head(&k).await.unwrap(), None);
+}
+
+/// A dead upload's marker names a key that a live upload is putting into place: the live
+/// copy stays; once no live marker names the key, the leftover copy is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_live_copy_into_the_same_key_is_left_alone() {
+    let c = s3().await.unwrap();
+    let s3 = c.s3.as_ref().unwrap();
+    let k = key(45);
+    let raw = raw_s3(s3);
+    use object_store::multipart::MultipartStore;
+    raw.create_multipart(&Path::from(format!("tenant/{k}")))
+        .await
+        .unwrap();
+    let store = c.archive.store();
+    let marker = |id: &str| {
+        Bytes::from(
+            serde_json::json!({
+                "key": k.to_string(),
+                "staging": format!(".wxvault-staging/{id}"),
+                "upload_id": null,
+                "started": "2026-12-01T00:00:00Z",
+                "refreshed": 0,
+            })
+            .to_string(),
+        )
+    };
+    for id in ["dead1", "live"] {
+        store
+            .put(
+                &Path::from(format!(".wxvault-staging/{id}.upload")),
+                marker(id).into(),
+            )
+            .await
+            .unwrap();
+    }
+    age_marker(&c, "dead1.upload");
+    let removed = c
+        .archive
+        .remove_stale_staging(Duration::from_secs(1800))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the dead marker only");
+    assert_eq!(staging(&c.archive).await, vec!["live.upload".to_owned()]);
+    assert_eq!(s3.open_uploads().len(), 1, "the live copy stays");
+
+    // The live upload ends without its copy; another dead marker of the key turns up.
+    store
+        .delete(&Path::from(".wxvault-staging/live.upload"))
+        .await
+        .unwrap();
+    store
+        .put(
+            &Path::from(".wxvault-staging/dead2.upload"),
+            marker("dead2").into(),
+        )
+        .await
+        .unwrap();
+    age_marker(&c, "dead2.upload");
+    c.archive
+        .remove_stale_staging(Duration::from_secs(1800))
+        .await
+        .unwrap();
+    assert!(staging(&c.archive).await.is_empty());
+    assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
+}
+
+/// An upload whose create was answered twice (object_store retried it after the first answer
+/// was lost) is aborted with the one the marker recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_every_upload_to_a_dead_markers_staging_key_is_aborted() {
+    let c = s3().await.unwrap();
+    let s3 = c.s3.as_ref().unwrap();
+    let raw = raw_s3(s3);
+    use object_store::multipart::MultipartStore;
+    let staging_key = Path::from("tenant/.wxvault-staging/9f00");
+    let lost = raw.create_multipart(&staging_key).await.unwrap();
+    let recorded = raw.create_multipart(&staging_key).await.unwrap();
+    assert_ne!(lost, recorded);
+    raw.put_part(&staging_key, &lost, 0, Bytes::from(vec![1u8; 1024]).into())
+        .await
+        .unwrap();
+    let marker = serde_json::json!({
+        "key": key(46).to_string(),
+        "staging": ".wxvault-staging/9f00",
+        "upload_id": recorded,
+        "started": "2026-12-01T00:00:00Z",
+        "refreshed": 0,
+    });
+    c.archive
+        .store()
+        .put(
+            &Path::from(".wxvault-staging/9f00.upload"),
+            Bytes::from(marker.to_string()).into(),
+        )
+        .await
+        .unwrap();
+    assert!(s3.open_uploads().len() >= 2);
+    c.archive
+        .remove_stale_staging(Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
+    assert!(staging(&c.archive).await.is_empty());
 }
