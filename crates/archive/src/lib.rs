@@ -346,7 +346,7 @@ impl Archive {
         let id = uuid::Uuid::new_v4().to_string();
         let staging = Path::from_iter([STAGING_PREFIX, &id]);
         let marker_path = Marker::path(&id);
-        let mut marker = Marker {
+        let marker = Marker {
             key: key.to_string(),
             staging: staging.to_string(),
             upload_id: None,
@@ -362,46 +362,51 @@ impl Archive {
         upload::write_marker(self.store.as_ref(), &marker_path, &marker)
             .await
             .map_err(|e| ArchiveError::store(key.as_str(), e))?;
-        // On an error the store may still have created the upload: the marker stays for the
-        // clean-up.
-        let upload: Box<dyn MultipartUpload> = match &self.multipart {
-            Some(mp) => {
-                let upload = StoreUpload::create(mp, &staging)
-                    .await
-                    .map_err(|e| ArchiveError::store(key.as_str(), e))?;
-                marker.upload_id = Some(upload.id().to_owned());
-                Box::new(upload)
-            }
-            None => self
-                .store
-                .put_multipart(&staging)
-                .await
-                .map_err(|e| ArchiveError::store(key.as_str(), e))?,
-        };
-        let mut parts = Parts::new(upload);
-        if marker.upload_id.is_some()
-            && let Err(e) = upload::write_marker(self.store.as_ref(), &marker_path, &marker).await
-        {
-            match parts.abort().await {
-                Ok(()) => {
-                    let _ = upload::delete(self.store.as_ref(), &marker_path).await;
-                }
-                // The marker without the id stays: the clean-up finds the upload by its key.
-                Err(abort) => tracing::warn!(
-                    key = %key,
-                    error = %redact::redact_urls_in(&abort.to_string()),
-                    "could not abort a multipart upload whose marker could not be completed; \
-                     the clean-up of interrupted uploads aborts it later"
-                ),
-            }
-            return Err(ArchiveError::store(key.as_str(), e));
-        }
         let heartbeat = Heartbeat::start(
             Arc::clone(&self.store),
             marker_path.clone(),
             marker,
             self.marker_refresh,
         );
+        let created: object_store::Result<(Box<dyn MultipartUpload>, Option<String>)> =
+            match &self.multipart {
+                Some(mp) => StoreUpload::create(mp, &staging).await.map(|upload| {
+                    let id = upload.id().to_owned();
+                    (Box::new(upload) as Box<dyn MultipartUpload>, Some(id))
+                }),
+                None => self
+                    .store
+                    .put_multipart(&staging)
+                    .await
+                    .map(|upload| (upload, None)),
+            };
+        let (upload, upload_id) = match created {
+            Ok(created) => created,
+            Err(e) => {
+                // The store may have created the upload all the same: the marker stays for
+                // the clean-up.
+                self.finish_upload(heartbeat, &marker_path, false).await;
+                return Err(ArchiveError::store(key.as_str(), e));
+            }
+        };
+        let mut parts = Parts::new(upload);
+        if let Some(id) = &upload_id
+            && let Err(e) = heartbeat.record_upload_id(id).await
+        {
+            let aborted = parts.abort().await;
+            if let Err(abort) = &aborted {
+                // The marker without the id stays: the clean-up finds the upload by its key.
+                tracing::warn!(
+                    key = %key,
+                    error = %redact::redact_urls_in(&abort.to_string()),
+                    "could not abort a multipart upload whose marker could not be completed; \
+                     the clean-up of interrupted uploads aborts it later"
+                );
+            }
+            self.finish_upload(heartbeat, &marker_path, aborted.is_ok())
+                .await;
+            return Err(ArchiveError::store(key.as_str(), e));
+        }
         let streamed = async {
             for chunk in first.freeze().into_iter().chain(rest_pending) {
                 parts

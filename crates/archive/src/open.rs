@@ -352,7 +352,7 @@ pub(crate) fn open_s3(
     .map_err(|e| build_error("s3", e))?;
     let mut opened = cloud(s3, "s3", bucket, prefix, endpoint.map(|e| e.1));
     if let Some(mp) = &mut opened.multipart {
-        mp.s3_uploads = Some(Arc::new(uploads));
+        mp.s3_uploads = uploads.map(Arc::new);
     }
     Ok(opened)
 }

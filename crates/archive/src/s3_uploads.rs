@@ -14,6 +14,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthori
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::path::Path;
 use serde::Deserialize;
+use std::time::SystemTime;
 
 /// At most this many listing pages are read for one key (each holds up to 1,000 uploads; one
 /// key has at most a few).
@@ -22,12 +23,20 @@ const MAX_PAGES: usize = 10;
 /// What a listing found.
 #[derive(Debug)]
 pub(crate) enum Listing {
-    /// The ids of the key's unfinished uploads.
-    Ids(Vec<String>),
-    /// The store does not list unfinished uploads for these credentials (403: the policy lacks
-    /// `s3:ListBucketMultipartUploads`; 405/501: an S3-compatible store without the call).
-    /// Asking again will not help.
+    /// The key's unfinished uploads.
+    Found(Vec<Unfinished>),
+    /// The store does not list unfinished uploads here: `AccessDenied` (the policy lacks
+    /// `s3:ListBucketMultipartUploads`), or 400/404/405/501 (an S3-compatible store without the
+    /// call). Asking again will not help.
     Refused(String),
+}
+
+/// One unfinished upload.
+#[derive(Debug)]
+pub(crate) struct Unfinished {
+    pub id: String,
+    /// When the store created it, if it said so readably.
+    pub initiated: Option<SystemTime>,
 }
 
 /// Lists a bucket's unfinished multipart uploads by key.
@@ -55,6 +64,21 @@ struct ListResult {
 struct Upload {
     key: String,
     upload_id: String,
+    initiated: Option<String>,
+}
+
+impl Upload {
+    fn unfinished(self) -> Unfinished {
+        let initiated = self.initiated.as_deref().and_then(|t| {
+            time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(SystemTime::from)
+        });
+        Unfinished {
+            id: self.upload_id,
+            initiated,
+        }
+    }
 }
 
 fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
@@ -67,7 +91,9 @@ fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> objec
 impl S3Uploads {
     /// The lister of the bucket `builder` is configured for, with `store`'s credentials. The
     /// bucket's address follows object_store's own rule (endpoint plus bucket, or the endpoint
-    /// itself for virtual-hosted requests, or AWS's regional address).
+    /// itself for virtual-hosted requests, or AWS's regional address). `None` for an S3
+    /// Express directory bucket (`…--x-s3`), whose zonal endpoint and session credentials
+    /// object_store keeps to itself.
     ///
     /// # Errors
     /// object_store's error when no HTTP client can be built from `options`.
@@ -75,9 +101,12 @@ impl S3Uploads {
         builder: &AmazonS3Builder,
         store: &AmazonS3,
         options: &ClientOptions,
-    ) -> object_store::Result<Self> {
+    ) -> object_store::Result<Option<Self>> {
         let value = |key| builder.get_config_value(&key).filter(|v| !v.is_empty());
         let bucket = value(AmazonS3ConfigKey::Bucket).unwrap_or_default();
+        if bucket.ends_with("--x-s3") {
+            return Ok(None);
+        }
         let region = value(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
         // object_store's reading of a boolean setting.
         let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| {
@@ -91,12 +120,12 @@ impl S3Uploads {
             (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
             (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
         };
-        Ok(S3Uploads {
+        Ok(Some(S3Uploads {
             client: ReqwestConnector::default().connect(options)?,
             bucket_endpoint,
             region,
             credentials: store.credentials().clone(),
-        })
+        }))
     }
 
     /// The unfinished uploads to exactly `key` (as the store sees it).
@@ -106,21 +135,21 @@ impl S3Uploads {
     /// answers with an error status other than a refusal (see [`Listing::Refused`]), with an
     /// answer that is not a listing, or with more pages than one key can fill.
     pub async fn ids(&self, key: &Path) -> object_store::Result<Listing> {
-        let mut ids = Vec::new();
+        let mut found = Vec::new();
         let mut markers: Option<(String, String)> = None;
         for _ in 0..MAX_PAGES {
             let page = match self.page(key, markers.as_ref()).await? {
                 Page::Listed(page) => page,
                 Page::Refused(why) => return Ok(Listing::Refused(why)),
             };
-            ids.extend(
+            found.extend(
                 page.uploads
                     .into_iter()
                     .filter(|u| u.key == key.as_ref())
-                    .map(|u| u.upload_id),
+                    .map(Upload::unfinished),
             );
             if !page.is_truncated {
-                return Ok(Listing::Ids(ids));
+                return Ok(Listing::Found(found));
             }
             match (page.next_key_marker, page.next_upload_id_marker) {
                 (Some(k), Some(u)) => markers = Some((k, u)),
@@ -171,12 +200,14 @@ impl S3Uploads {
         let error: ErrorDocument = quick_xml::de::from_str(&text).unwrap_or_default();
         let why = format!(
             "{status} {} {}",
-            error.code.unwrap_or_default(),
-            error.message.unwrap_or_default()
+            error.code.as_deref().unwrap_or_default(),
+            error.message.as_deref().unwrap_or_default()
         );
         let why = why.trim().to_owned();
+        let access_denied = error.code.as_deref() == Some("AccessDenied");
         match status.as_u16() {
-            403 | 405 | 501 => Ok(Page::Refused(why)),
+            403 if access_denied => Ok(Page::Refused(why)),
+            400 | 404 | 405 | 501 => Ok(Page::Refused(why)),
             _ => Err(generic(format!(
                 "listing unfinished multipart uploads answered {why}"
             ))),

@@ -13,7 +13,9 @@ use object_store::{MultipartId, ObjectStore};
 use crate::ArchiveError;
 use crate::open::Multipart;
 use crate::s3_uploads::{Listing, S3Uploads};
-use crate::upload::{MARKER_SUFFIX, Marker, STAGING_PREFIX, abort_upload, delete, local_io_error};
+use crate::upload::{
+    MARKER_REFRESH, MARKER_SUFFIX, Marker, STAGING_PREFIX, abort_upload, delete, local_io_error,
+};
 
 /// The upload id a staging entry belongs to: `<id>`, `<id>.upload` or a local part file
 /// `<id>#<n>`.
@@ -51,7 +53,7 @@ pub(crate) async fn remove_stale(
         let name = meta.location.filename().unwrap_or_default().to_owned();
         if name.ends_with(MARKER_SUFFIX) {
             if is_stale(meta.last_modified.into()) {
-                stale_markers.push(meta.location);
+                stale_markers.push(meta);
             } else {
                 live.insert(upload_of(&name).to_owned());
                 live_markers.push(meta.location);
@@ -70,8 +72,8 @@ pub(crate) async fn remove_stale(
         }
         _ => FinalKeys::Skip,
     };
-    for path in stale_markers {
-        let outcome = sweep_marker(store, multipart, &staging_dir, &path, &finals).await;
+    for stale in &stale_markers {
+        let outcome = sweep_marker(store, multipart, &staging_dir, stale, &finals).await;
         sweep.record(outcome);
     }
 
@@ -161,15 +163,20 @@ impl Sweep {
 }
 
 /// Handles one stale marker: aborts its upload, removes its staging object and the marker.
-/// Returns how many objects were removed; on an error the marker stays for the next sweep.
+/// Returns how many objects were removed; on an error the marker stays for the next sweep, and
+/// so it does while a live upload puts the same key into place (see
+/// [`abort_copy_into_place`]).
 async fn sweep_marker(
     store: &dyn ObjectStore,
     multipart: Option<&Multipart>,
     staging_dir: &Path,
-    path: &Path,
+    stale: &object_store::ObjectMeta,
     finals: &FinalKeys,
 ) -> Result<usize, ArchiveError> {
+    let path = &stale.location;
     let marker: Option<Marker> = match store.get(path).await {
+        // Rewritten since it was listed: alive after all.
+        Ok(got) if got.meta.last_modified > stale.last_modified => return Ok(0),
         Ok(got) => match got.bytes().await {
             Ok(bytes) => serde_json::from_slice(&bytes).ok(),
             Err(object_store::Error::NotFound { .. }) => return Ok(0),
@@ -184,6 +191,12 @@ async fn sweep_marker(
         let staging = Path::parse(&marker.staging)
             .ok()
             .filter(|p| p.prefix_matches(staging_dir) && p != staging_dir);
+        if let (Some(mp), FinalKeys::Check(live)) = (multipart, finals)
+            && let Some(s3) = &mp.s3_uploads
+            && !abort_copy_into_place(mp, s3, marker, stale.last_modified.into(), live).await?
+        {
+            return Ok(0);
+        }
         if let (Some(mp), Some(staging)) = (multipart, &staging) {
             for id in upload_ids(mp, marker, staging).await? {
                 match abort_upload(mp, &mp.full(staging), &id).await {
@@ -205,11 +218,6 @@ async fn sweep_marker(
                 tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
             }
         }
-        if let (Some(mp), FinalKeys::Check(live)) = (multipart, finals)
-            && let Some(s3) = &mp.s3_uploads
-        {
-            abort_copy_into_place(mp, s3, marker, live).await?;
-        }
         // A staging object completed before the crash goes with its marker.
         if let Some(staging) = &staging
             && store.head(staging).await.is_ok()
@@ -230,6 +238,10 @@ async fn sweep_marker(
 /// whose id was never recorded (it holds no part: parts go up only after the marker has the
 /// id) is left to the bucket's lifecycle rule for incomplete multipart uploads, and the log
 /// says so.
+///
+/// # Errors
+/// A listing that failed (not refused) for a marker without an id: the marker stays so that
+/// the next sweep lists again. With an id, the recorded upload is aborted all the same.
 async fn upload_ids(
     mp: &Multipart,
     marker: &Marker,
@@ -241,25 +253,31 @@ async fn upload_ids(
     }
     let listed = match &mp.s3_uploads {
         Some(s3) => match s3.ids(&mp.full(staging)).await {
-            Ok(Listing::Ids(listed)) => Some(listed),
+            Ok(Listing::Found(found)) => Some(found),
             Ok(Listing::Refused(why)) => {
+                refused(&marker.staging, &why);
+                None
+            }
+            Err(e) if ids.is_empty() => {
+                return Err(ArchiveError::store(marker.staging.clone(), e));
+            }
+            Err(e) => {
                 tracing::warn!(
                     staging = %marker.staging,
-                    answer = %why,
-                    "the store does not list unfinished multipart uploads for these \
-                     credentials (allow s3:ListBucketMultipartUploads)"
+                    error = %redact::redact_urls_in(&e.to_string()),
+                    "could not list the unfinished uploads of a dead upload's staging key; \
+                     aborting the one its marker names"
                 );
                 None
             }
-            Err(e) => return Err(ArchiveError::store(marker.staging.clone(), e)),
         },
         None => None,
     };
     match listed {
-        Some(listed) => {
-            for id in listed {
-                if !ids.contains(&id) {
-                    ids.push(id);
+        Some(found) => {
+            for upload in found {
+                if !ids.contains(&upload.id) {
+                    ids.push(upload.id);
                 }
             }
         }
@@ -275,28 +293,57 @@ async fn upload_ids(
     Ok(ids)
 }
 
+fn refused(key: &str, why: &str) {
+    tracing::warn!(
+        key = %key,
+        answer = %why,
+        "the store does not list unfinished multipart uploads here (on S3 allow \
+         s3:ListBucketMultipartUploads); what a killed process left unnamed stays until the \
+         bucket's lifecycle rule for incomplete multipart uploads removes it"
+    );
+}
+
 /// After a successful upload on S3: aborts the staging key's other unfinished uploads (a
-/// create object_store retried after its first answer was lost leaves one). Returns whether
-/// the key is clean, so the marker may go; otherwise it stays, and the sweep retries.
+/// create object_store retried after its first answer was lost leaves one; it holds no data).
+/// Returns whether the marker may go: not when the listing failed for a reason that may pass,
+/// then the marker stays and the sweep lists again once it is stale.
 pub(crate) async fn abort_strays(mp: &Multipart, staging: &Path) -> bool {
     let Some(s3) = &mp.s3_uploads else {
         return true;
     };
     let full = mp.full(staging);
-    match s3.ids(&full).await {
-        Ok(Listing::Ids(ids)) => {
-            let mut clean = true;
-            for id in ids {
-                match abort_upload(mp, &full, &id).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(_) => clean = false,
-                }
-            }
-            clean
+    let found = match s3.ids(&full).await {
+        Ok(Listing::Found(found)) => found,
+        Ok(Listing::Refused(why)) => {
+            refused(staging.as_ref(), &why);
+            return true;
         }
-        Ok(Listing::Refused(_)) => true,
-        Err(_) => false,
+        Err(e) => {
+            tracing::warn!(
+                staging = %staging,
+                error = %redact::redact_urls_in(&e.to_string()),
+                "could not check a finished upload's staging key for unfinished uploads; its \
+                 marker is kept for the clean-up of interrupted uploads"
+            );
+            return false;
+        }
+    };
+    let mut clean = true;
+    for upload in found {
+        match abort_upload(mp, &full, &upload.id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(
+                    staging = %staging,
+                    error = %redact::redact_urls_in(&e.to_string()),
+                    "could not abort a stray upload of a finished upload's staging key; its \
+                     marker is kept for the clean-up of interrupted uploads"
+                );
+                clean = false;
+            }
+        }
     }
+    clean
 }
 
 /// Whether the sweep also looks for unfinished copies into place (S3 only).
@@ -308,6 +355,10 @@ enum FinalKeys {
 }
 
 /// The final keys the live markers name.
+///
+/// # Errors
+/// A live marker that cannot be read or parsed: its key is unknown, so no copy is safe to
+/// abort this time.
 async fn live_keys(
     store: &dyn ObjectStore,
     markers: &[Path],
@@ -320,9 +371,16 @@ async fn live_keys(
         };
         match got {
             Ok(bytes) => {
-                if let Ok(marker) = serde_json::from_slice::<Marker>(&bytes) {
-                    keys.insert(marker.key);
-                }
+                let marker = serde_json::from_slice::<Marker>(&bytes).map_err(|e| {
+                    ArchiveError::store(
+                        path.to_string(),
+                        object_store::Error::Generic {
+                            store: "archive",
+                            source: format!("not an upload marker: {e}").into(),
+                        },
+                    )
+                })?;
+                keys.insert(marker.key);
             }
             // Finished since it was listed.
             Err(object_store::Error::NotFound { .. }) => {}
@@ -335,15 +393,23 @@ async fn live_keys(
 /// On S3, putting a finished upload into place is itself a multipart upload to the final key
 /// (object_store's copy-if-absent: create, copy the staging object as one part, complete with
 /// `If-None-Match: *`). A process killed during that copy leaves an upload at the final key
-/// that no marker names by id; the dead upload's marker names the key, so the key's unfinished
-/// uploads are aborted, unless a live upload is putting the same key into place. On an error
-/// the marker stays for the next sweep.
+/// that no marker names by id; the dead upload's marker names the key. The key's unfinished
+/// uploads the store created before the dead upload's marker was last refreshed (plus one
+/// refresh period) are aborted; later ones belong to another, live upload.
+///
+/// Returns `false` when a live upload names the same key: the dead marker then waits, whole,
+/// for a sweep after the live upload has finished.
+///
+/// # Errors
+/// A live marker that could not be read, or a listing or abort that failed: the marker stays
+/// for the next sweep.
 async fn abort_copy_into_place(
     mp: &Multipart,
     s3: &S3Uploads,
     marker: &Marker,
+    last_refreshed: SystemTime,
     live: &Result<HashSet<String>, ArchiveError>,
-) -> Result<(), ArchiveError> {
+) -> Result<bool, ArchiveError> {
     let live = match live {
         Ok(live) => live,
         Err(e) => {
@@ -357,28 +423,34 @@ async fn abort_copy_into_place(
         }
     };
     let Ok(key) = Path::parse(&marker.key) else {
-        return Ok(());
+        return Ok(true);
     };
     if live.contains(&marker.key) {
-        return Ok(());
+        return Ok(false);
     }
     let full = mp.full(&key);
-    let ids = match s3
+    let found = match s3
         .ids(&full)
         .await
         .map_err(|e| ArchiveError::store(marker.key.clone(), e))?
     {
-        Listing::Ids(ids) => ids,
-        // Said by the listing of the staging key already.
-        Listing::Refused(_) => return Ok(()),
+        Listing::Found(found) => found,
+        Listing::Refused(why) => {
+            refused(&marker.key, &why);
+            return Ok(true);
+        }
     };
-    for id in ids {
-        match abort_upload(mp, &full, &id).await {
+    let died_by = last_refreshed + MARKER_REFRESH;
+    for upload in found {
+        if upload.initiated.is_some_and(|at| at > died_by) {
+            continue;
+        }
+        match abort_upload(mp, &full, &upload.id).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                 tracing::info!(key = %marker.key, "aborted an interrupted copy into place");
             }
             Err(e) => return Err(ArchiveError::store(marker.key.clone(), e)),
         }
     }
-    Ok(())
+    Ok(true)
 }

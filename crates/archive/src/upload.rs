@@ -87,10 +87,15 @@ pub(crate) async fn write_marker(
 }
 
 /// Rewrites a marker every `every` until stopped; stopping waits for a rewrite in progress, so
-/// none can land after the marker is deleted.
+/// none can land after the marker is deleted. Runs from the marker's first write on, so even a
+/// create that takes long keeps its marker fresh.
 pub(crate) struct Heartbeat {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    /// Locked for each write, so that writes land in the order the marker changed.
+    marker: Arc<tokio::sync::Mutex<Marker>>,
 }
 
 impl Drop for Heartbeat {
@@ -105,27 +110,45 @@ impl Heartbeat {
     pub fn start(
         store: Arc<dyn ObjectStore>,
         path: Path,
-        mut marker: Marker,
+        marker: Marker,
         every: Duration,
     ) -> Heartbeat {
+        let marker = Arc::new(tokio::sync::Mutex::new(marker));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (task_store, task_path, task_marker) =
+            (Arc::clone(&store), path.clone(), Arc::clone(&marker));
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stopped.changed() => return,
                     () = tokio::time::sleep(every) => {}
                 }
+                let mut marker = task_marker.lock().await;
                 marker.refreshed += 1;
-                if let Err(e) = write_marker(store.as_ref(), &path, &marker).await {
+                if let Err(e) = write_marker(task_store.as_ref(), &task_path, &marker).await {
                     tracing::warn!(
-                        marker = %path,
+                        marker = %task_path,
                         error = %redact::redact_urls_in(&e.to_string()),
                         "could not refresh the upload marker"
                     );
                 }
             }
         });
-        Heartbeat { stop, task }
+        Heartbeat {
+            stop,
+            task,
+            store,
+            path,
+            marker,
+        }
+    }
+
+    /// Adds the store's upload id to the marker and writes it; no refresh can write the marker
+    /// without the id afterwards.
+    pub async fn record_upload_id(&self, id: &str) -> object_store::Result<PutResult> {
+        let mut marker = self.marker.lock().await;
+        marker.upload_id = Some(id.to_owned());
+        write_marker(self.store.as_ref(), &self.path, &marker).await
     }
 
     pub async fn stop(mut self) {

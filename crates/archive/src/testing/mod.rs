@@ -38,6 +38,7 @@ pub struct TestS3 {
     access_key: String,
     secret_key: String,
     held: Arc<AtomicU8>,
+    listing_failure: Arc<AtomicU8>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -67,12 +68,14 @@ impl TestS3 {
 
         let data_root = root.clone();
         let held = Arc::new(AtomicU8::new(0));
+        let listing_failure = Arc::new(AtomicU8::new(0));
         let mut builder = S3ServiceBuilder::new(ConditionalFs {
             inner: Arc::new(fs),
             root: root.clone(),
             write_lock: tokio::sync::Mutex::new(()),
             uploads: Arc::default(),
             held: Arc::clone(&held),
+            listing_failure: Arc::clone(&listing_failure),
         });
         builder.set_access(ConditionalAccess { root });
         builder.set_auth(s3s::auth::SimpleAuth::from_single(
@@ -125,6 +128,7 @@ impl TestS3 {
             access_key,
             secret_key,
             held,
+            listing_failure,
             server,
         }
     }
@@ -134,6 +138,12 @@ impl TestS3 {
     pub fn hold_answers(&self, op: Option<HeldAnswer>) {
         self.held
             .store(op.map_or(0, |op| op as u8), Ordering::SeqCst);
+    }
+
+    /// From now on, `ListMultipartUploads` fails as `failure` says; `None` answers again.
+    pub fn fail_upload_listing(&self, failure: Option<ListingFailure>) {
+        self.listing_failure
+            .store(failure.map_or(0, |f| f as u8), Ordering::SeqCst);
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -209,6 +219,16 @@ pub enum HeldAnswer {
     UploadPartCopy = 2,
 }
 
+/// How [`TestS3::fail_upload_listing`] fails `ListMultipartUploads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ListingFailure {
+    /// `403 AccessDenied`: credentials without `s3:ListBucketMultipartUploads`.
+    AccessDenied = 1,
+    /// `503 ServiceUnavailable`: a failure that passes.
+    ServiceUnavailable = 2,
+}
+
 /// One request as the in-process S3 server received it (the `Authorization` header left out).
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -258,6 +278,9 @@ impl Drop for TestS3 {
     }
 }
 
+/// Bucket, key and time of an upload's creation, by upload id.
+type Created = (String, String, std::time::SystemTime);
+
 /// `s3s-fs` plus the conditional-write semantics of AWS S3 and the listing of unfinished
 /// multipart uploads (`ListMultipartUploads`), which `s3s-fs` does not implement.
 struct ConditionalFs {
@@ -267,9 +290,11 @@ struct ConditionalFs {
     write_lock: tokio::sync::Mutex<()>,
     /// Bucket and key of every upload created (`s3s-fs` keeps neither); an upload is open
     /// while `s3s-fs` still has its `.upload-<id>.json`.
-    uploads: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+    uploads: Arc<Mutex<BTreeMap<String, Created>>>,
     /// See [`TestS3::hold_answers`].
     held: Arc<AtomicU8>,
+    /// See [`TestS3::fail_upload_listing`].
+    listing_failure: Arc<AtomicU8>,
 }
 
 impl ConditionalFs {
@@ -460,7 +485,7 @@ impl S3 for ConditionalFs {
                 uploads
                     .lock()
                     .expect("uploads")
-                    .insert(id.clone(), (bucket, key));
+                    .insert(id.clone(), (bucket, key, std::time::SystemTime::now()));
             }
             Ok::<_, s3s::S3Error>(created)
         })
@@ -474,26 +499,39 @@ impl S3 for ConditionalFs {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        match self.listing_failure.load(Ordering::SeqCst) {
+            x if x == ListingFailure::AccessDenied as u8 => {
+                return Err(s3_error!(
+                    AccessDenied,
+                    "not allowed to list multipart uploads"
+                ));
+            }
+            x if x == ListingFailure::ServiceUnavailable as u8 => {
+                return Err(s3_error!(ServiceUnavailable, "try again later"));
+            }
+            _ => {}
+        }
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let mut open: Vec<(String, String)> = self
+        let mut open: Vec<(String, String, std::time::SystemTime)> = self
             .uploads
             .lock()
             .expect("uploads")
             .iter()
-            .filter(|(id, (bucket, key))| {
+            .filter(|(id, (bucket, key, _))| {
                 *bucket == input.bucket
                     && key.starts_with(&prefix)
                     && self.root.join(format!(".upload-{id}.json")).is_file()
             })
-            .map(|(id, (_, key))| (key.clone(), id.clone()))
+            .map(|(id, (_, key, at))| (key.clone(), id.clone(), *at))
             .collect();
         open.sort();
         let uploads = open
             .into_iter()
-            .map(|(key, upload_id)| MultipartUpload {
+            .map(|(key, upload_id, at)| MultipartUpload {
                 key: Some(key),
                 upload_id: Some(upload_id),
+                initiated: Some(Timestamp::from(at)),
                 ..MultipartUpload::default()
             })
             .collect();

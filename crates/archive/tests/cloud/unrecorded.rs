@@ -161,6 +161,14 @@ async fn azure_an_id_less_marker_discards_the_staged_blocks() {
     );
 }
 
+/// The uploads (not their parts) the in-process S3 server holds open.
+fn uploads(s3: &archive::testing::TestS3) -> usize {
+    s3.open_uploads()
+        .iter()
+        .filter(|f| f.starts_with(".upload-"))
+        .count()
+}
+
 /// A raw client of the in-process S3 server, for uploads made behind the archive's back.
 fn raw_s3(s3: &archive::testing::TestS3) -> object_store::aws::AmazonS3 {
     object_store::aws::AmazonS3Builder::new()
@@ -174,8 +182,8 @@ fn raw_s3(s3: &archive::testing::TestS3) -> object_store::aws::AmazonS3 {
         .unwrap()
 }
 
-/// Makes the marker `name` (under the test S3 root of `c`) look untouched for an hour.
-fn age_marker(c: &Cloud, name: &str) {
+/// Makes the marker `name` (under the test S3 root of `c`) look untouched for `age`.
+fn age_marker(c: &Cloud, name: &str, age: Duration) {
     let path = c
         ._tmp
         .as_ref()
@@ -183,12 +191,11 @@ fn age_marker(c: &Cloud, name: &str) {
         .path()
         .join("vault/tenant/.wxvault-staging")
         .join(name);
-    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     std::fs::File::options()
         .write(true)
         .open(&path)
         .unwrap()
-        .set_modified(hour_ago)
+        .set_modified(std::time::SystemTime::now() - age)
         .unwrap();
 }
 
@@ -217,7 +224,7 @@ async fn s3_a_copy_into_place_killed_midway_is_aborted_by_the_sweep() {
     task.abort();
     let _ = task.await;
     s3.hold_answers(None);
-    assert_eq!(s3.open_uploads().len(), 1, "{:?}", s3.open_uploads());
+    assert_eq!(uploads(s3), 1, "{:?}", s3.open_uploads());
 
     c.archive
         .remove_stale_staging(Duration::ZERO)
@@ -232,16 +239,19 @@ async fn s3_a_copy_into_place_killed_midway_is_aborted_by_the_sweep() {
     assert_eq!(c.archive.head(&k).await.unwrap(), None);
 }
 
-/// A dead upload's marker names a key that a live upload is putting into place: the live
-/// copy stays; once no live marker names the key, the leftover copy is aborted.
+/// A dead upload's marker names a key that a live upload is putting into place: the dead
+/// marker waits, whole; once no live marker names the key, the dead copy is aborted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_a_live_copy_into_the_same_key_is_left_alone() {
+    use object_store::multipart::MultipartStore;
+    // Markers untouched for this long are dead; the dead one is aged twice that, the live
+    // one is written just before each sweep.
+    const STALE: Duration = Duration::from_secs(10);
     let c = s3().await.unwrap();
     let s3 = c.s3.as_ref().unwrap();
     let k = key(45);
-    let raw = raw_s3(s3);
-    use object_store::multipart::MultipartStore;
-    raw.create_multipart(&Path::from(format!("tenant/{k}")))
+    raw_s3(s3)
+        .create_multipart(&Path::from(format!("tenant/{k}")))
         .await
         .unwrap();
     let store = c.archive.store();
@@ -257,7 +267,7 @@ async fn s3_a_live_copy_into_the_same_key_is_left_alone() {
             .to_string(),
         )
     };
-    for id in ["dead1", "live"] {
+    for id in ["dead", "live"] {
         store
             .put(
                 &Path::from(format!(".wxvault-staging/{id}.upload")),
@@ -266,34 +276,109 @@ async fn s3_a_live_copy_into_the_same_key_is_left_alone() {
             .await
             .unwrap();
     }
-    age_marker(&c, "dead1.upload");
-    let removed = c
-        .archive
-        .remove_stale_staging(Duration::from_secs(1800))
-        .await
-        .unwrap();
-    assert_eq!(removed, 1, "the dead marker only");
-    assert_eq!(staging(&c.archive).await, vec!["live.upload".to_owned()]);
-    assert_eq!(s3.open_uploads().len(), 1, "the live copy stays");
+    age_marker(&c, "dead.upload", 2 * STALE);
+    let removed = c.archive.remove_stale_staging(STALE).await.unwrap();
+    assert_eq!(removed, 0, "the dead marker waits for the live upload");
+    assert_eq!(
+        staging(&c.archive).await,
+        vec!["dead.upload".to_owned(), "live.upload".to_owned()]
+    );
+    assert_eq!(uploads(s3), 1, "the live copy stays");
 
-    // The live upload ends without its copy; another dead marker of the key turns up.
+    // The live upload ends without its copy (its process dies after the sweep's look).
     store
         .delete(&Path::from(".wxvault-staging/live.upload"))
         .await
         .unwrap();
-    store
+    let removed = c.archive.remove_stale_staging(STALE).await.unwrap();
+    assert_eq!(removed, 1, "the dead marker");
+    assert!(staging(&c.archive).await.is_empty());
+    assert_eq!(uploads(s3), 0, "{:?}", s3.open_uploads());
+}
+
+/// Credentials that may not list unfinished uploads: large puts still succeed and leave no
+/// marker; the sweep aborts what markers name and removes the markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_without_the_listing_permission_puts_and_sweeps_what_markers_name() {
+    use archive::testing::ListingFailure;
+    let c = s3().await.unwrap();
+    let s3 = c.s3.as_ref().unwrap();
+    s3.fail_upload_listing(Some(ListingFailure::AccessDenied));
+    let data = body_bytes(LARGE, 9);
+    let out = c
+        .archive
+        .put_stream(&key(47), chunks(data.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(out.status, PutStatus::Created);
+    assert!(staging(&c.archive).await.is_empty(), "the marker went");
+
+    // A killed upload whose marker has the id: aborted by id.
+    let body = chunks(body_bytes(LARGE, 10)).chain(stream::pending());
+    let archive = c.archive.clone();
+    let task =
+        tokio::spawn(async move { archive.put_stream(&key(48), Box::pin(body), None).await });
+    until("a stored part", || async {
+        s3.open_uploads().iter().any(|f| f.contains(".part-"))
+    })
+    .await;
+    task.abort();
+    let _ = task.await;
+    // And an id-less marker, which names nothing the store can be asked about.
+    c.archive
+        .store()
         .put(
-            &Path::from(".wxvault-staging/dead2.upload"),
-            marker("dead2").into(),
+            &Path::from(".wxvault-staging/6c3b.upload"),
+            id_less_marker(&key(49), "6c3b").into(),
         )
         .await
         .unwrap();
-    age_marker(&c, "dead2.upload");
+    let removed = c
+        .archive
+        .remove_stale_staging(Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, 2, "both markers");
+    assert!(staging(&c.archive).await.is_empty());
+    assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
+}
+
+/// A listing that fails for a reason that may pass keeps a finished upload's marker (the
+/// sweep checks again later) and keeps an id-less dead marker until a listing works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_failing_listing_keeps_markers_until_it_works() {
+    use archive::testing::ListingFailure;
+    let c = s3().await.unwrap();
+    let s3 = c.s3.as_ref().unwrap();
+    s3.fail_upload_listing(Some(ListingFailure::ServiceUnavailable));
+    let data = body_bytes(LARGE, 11);
+    let k = key(50);
+    let out = c
+        .archive
+        .put_stream(&k, chunks(data.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(out.status, PutStatus::Created);
+    assert_eq!(staging(&c.archive).await.len(), 1, "the marker is kept");
+    let err = c
+        .archive
+        .remove_stale_staging(Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::Cleanup { .. }), "{err}");
+    assert_eq!(staging(&c.archive).await.len(), 1, "still kept");
+
+    s3.fail_upload_listing(None);
     c.archive
-        .remove_stale_staging(Duration::from_secs(1800))
+        .remove_stale_staging(Duration::ZERO)
         .await
         .unwrap();
     assert!(staging(&c.archive).await.is_empty());
+    assert_eq!(
+        c.archive.sha256_of(&k).await.unwrap(),
+        Some((sha_hex(&data), LARGE as u64)),
+        "the archived object is untouched"
+    );
     assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
 }
 
