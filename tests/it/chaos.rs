@@ -35,6 +35,8 @@ const SEED: u64 = 0x00c4_a05e_ed09;
 const LARGE_BYTES: u64 = 32 * 1024 * 1024 + 44;
 /// Gap between two random kills, in milliseconds.
 const KILL_GAP_MS: (u64, u64) = (800, 2_000);
+/// How long the kills may go on waiting for the large recording's upload.
+const UPLOAD_KILL_LIMIT: Duration = Duration::from_secs(240);
 /// How long the fleet may take to finish once the kills stop (a harvest that ended with
 /// transient leftovers is followed by the planner's next pass, a minute later).
 const FINISH_LIMIT: Duration = Duration::from_secs(300);
@@ -233,6 +235,28 @@ fn multipart_uploads(s3_root: &Path) -> BTreeSet<String> {
     ids
 }
 
+/// Whether a file of exactly `size` bytes is anywhere below `root` (metadata only), outside
+/// the staging folder.
+fn holds_file_of_size(root: &Path, size: u64) -> bool {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                if e.file_name() != ".wxvault-staging" {
+                    stack.push(e.path());
+                }
+            } else if meta.len() == size {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Whether every org's ledger has all its expected recordings done and the queue is idle.
 async fn finished(vault: &Vault, expected: &BTreeMap<String, Vec<ExpectedRecording>>) -> bool {
     let now = now_ms();
@@ -338,14 +362,21 @@ async fn killing_workers_at_random_loses_and_duplicates_nothing() {
     let mut work_done_at = None;
     let mut kills_mid_job = 0;
     let mut last_look = Instant::now();
-    while fleet.kills < MIN_KILLS {
+    let bucket = s3_root.path().join("recordings");
+    let mut large_archived = false;
+    // The random kills may end before the large recording's turn: they go on until its upload
+    // was interrupted, or it is archived without having been seen (bounded).
+    while fleet.kills < MIN_KILLS
+        || (upload_kills == 0 && !large_archived && t0.elapsed() < UPLOAD_KILL_LIMIT)
+    {
         tick.tick().await;
         fleet.check_alive();
-        if work_done_at.is_none() && last_look.elapsed() >= Duration::from_secs(1) {
+        if last_look.elapsed() >= Duration::from_secs(1) {
             last_look = Instant::now();
-            if finished(&vault, &expected).await {
+            if work_done_at.is_none() && finished(&vault, &expected).await {
                 work_done_at = Some(t0.elapsed());
             }
+            large_archived = large_archived || holds_file_of_size(&bucket, LARGE_BYTES);
         }
         if upload_kills == 0 && !multipart_uploads(s3_root.path()).is_empty() {
             for i in 0..WORKERS {
