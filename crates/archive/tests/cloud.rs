@@ -406,17 +406,36 @@ async fn interrupted_upload_is_aborted_once_its_marker_is_stale(c: Cloud) {
     }
     assert_eq!(c.archive.head(&k).await.unwrap(), None);
     // The next attempt stores the recording normally.
-    let data = body_bytes(LARGE, 4);
-    let out = c
-        .archive
-        .put_stream(&k, chunks(data.clone()), Some(LARGE as u64))
+    stores_large(&c.archive, &k, 4).await;
+}
+
+/// A put of `LARGE` bytes (seeded by `seed`) to `k` creates the object, byte-exact.
+async fn stores_large(archive: &Archive, k: &ObjectKey, seed: u8) {
+    let data = body_bytes(LARGE, seed);
+    let out = archive
+        .put_stream(k, chunks(data.clone()), Some(LARGE as u64))
         .await
         .unwrap();
     assert_eq!(out.status, PutStatus::Created);
     assert_eq!(
-        c.archive.sha256_of(&k).await.unwrap(),
+        archive.sha256_of(k).await.unwrap(),
         Some((sha_hex(&data), LARGE as u64))
     );
+}
+
+/// Starts a put of `LARGE` bytes (seeded by `seed`) to `k` in a task of its own, to be
+/// aborted as a killed process would be.
+fn start_large_put(
+    archive: &Archive,
+    k: &ObjectKey,
+    seed: u8,
+) -> tokio::task::JoinHandle<Result<archive::PutOutcome, ArchiveError>> {
+    let (archive, k) = (archive.clone(), k.clone());
+    tokio::spawn(async move {
+        archive
+            .put_stream(&k, chunks(body_bytes(LARGE, seed)), None)
+            .await
+    })
 }
 
 async fn stale_staging_is_cleaned_and_objects_stay(c: Cloud) {

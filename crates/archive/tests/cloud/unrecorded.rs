@@ -25,13 +25,7 @@ async fn s3_an_upload_killed_before_its_id_was_recorded_is_found_by_key_and_abor
     let k = key(40);
     // The store creates the upload and its answer never arrives; the process is "killed".
     s3.hold_answers(Some(HeldAnswer::CreateMultipartUpload));
-    let archive = c.archive.clone();
-    let k2 = k.clone();
-    let task = tokio::spawn(async move {
-        archive
-            .put_stream(&k2, chunks(body_bytes(LARGE, 6)), None)
-            .await
-    });
+    let task = start_large_put(&c.archive, &k, 6);
     until("the upload created in the store", || async {
         !s3.open_uploads().is_empty()
     })
@@ -70,17 +64,7 @@ async fn s3_an_upload_killed_before_its_id_was_recorded_is_found_by_key_and_abor
     );
 
     // The next attempt stores the recording.
-    let data = body_bytes(LARGE, 6);
-    let out = c
-        .archive
-        .put_stream(&k, chunks(data.clone()), Some(LARGE as u64))
-        .await
-        .unwrap();
-    assert_eq!(out.status, PutStatus::Created);
-    assert_eq!(
-        c.archive.sha256_of(&k).await.unwrap(),
-        Some((sha_hex(&data), LARGE as u64))
-    );
+    stores_large(&c.archive, &k, 6).await;
     assert!(staging(&c.archive).await.is_empty());
 }
 
@@ -206,13 +190,7 @@ async fn s3_a_copy_into_place_killed_midway_is_aborted_by_the_sweep() {
     let k = key(44);
     // The upload completes; the copy to the final key (a multipart copy on S3) never does.
     s3.hold_answers(Some(HeldAnswer::UploadPartCopy));
-    let archive = c.archive.clone();
-    let k2 = k.clone();
-    let task = tokio::spawn(async move {
-        archive
-            .put_stream(&k2, chunks(body_bytes(LARGE, 8)), None)
-            .await
-    });
+    let task = start_large_put(&c.archive, &k, 8);
     until("the copy into place under way", || async {
         s3.requests().iter().any(|r| {
             r.method == "PUT"
