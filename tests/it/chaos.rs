@@ -364,8 +364,9 @@ async fn killing_workers_at_random_loses_and_duplicates_nothing() {
     let mut last_look = Instant::now();
     let bucket = s3_root.path().join("recordings");
     let mut large_archived = false;
-    // The random kills may end before the large recording's turn: they go on until its upload
-    // was interrupted, or it is archived without having been seen (bounded).
+    // The random kills may end before the large recording's turn: the loop goes on (without
+    // more random kills) until its upload was interrupted, or it is archived without having
+    // been seen (bounded).
     while fleet.kills < MIN_KILLS
         || (upload_kills == 0 && !large_archived && t0.elapsed() < UPLOAD_KILL_LIMIT)
     {
@@ -384,7 +385,7 @@ async fn killing_workers_at_random_loses_and_duplicates_nothing() {
             }
             upload_kills += 1;
         }
-        if Instant::now() >= next_kill {
+        if fleet.kills < MIN_KILLS && Instant::now() >= next_kill {
             let victim = usize::try_from(rng.below(WORKERS as u64)).expect("index");
             let pid = i64::from(fleet.slots[victim].child.id());
             if let Ok(q) = vault.queue_status(now_ms()).await
@@ -398,6 +399,10 @@ async fn killing_workers_at_random_loses_and_duplicates_nothing() {
         }
     }
     let chaos_took = t0.elapsed();
+    assert!(
+        upload_kills > 0 || large_archived,
+        "the large recording was neither seen uploading nor archived within {UPLOAD_KILL_LIMIT:?}"
+    );
 
     // The fleet finishes on its own (faults stay on).
     let deadline = Instant::now() + FINISH_LIMIT;

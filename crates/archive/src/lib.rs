@@ -403,8 +403,8 @@ impl Archive {
                      the clean-up of interrupted uploads aborts it later"
                 );
             }
-            self.finish_upload(heartbeat, &marker_path, aborted.is_ok())
-                .await;
+            let clean = aborted.is_ok() && self.strays_aborted(&staging).await;
+            self.finish_upload(heartbeat, &marker_path, clean).await;
             return Err(ArchiveError::store(key.as_str(), e));
         }
         let streamed = async {
@@ -442,8 +442,8 @@ impl Archive {
                          clean-up of interrupted uploads aborts it later"
                     );
                 }
-                self.finish_upload(heartbeat, &marker_path, aborted.is_ok())
-                    .await;
+                let clean = aborted.is_ok() && self.strays_aborted(&staging).await;
+                self.finish_upload(heartbeat, &marker_path, clean).await;
                 return Err(e);
             }
         };

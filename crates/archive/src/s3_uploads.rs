@@ -26,8 +26,9 @@ pub(crate) enum Listing {
     /// The key's unfinished uploads.
     Found(Vec<Unfinished>),
     /// The store does not list unfinished uploads here: `AccessDenied` (the policy lacks
-    /// `s3:ListBucketMultipartUploads`), or 400/404/405/501 (an S3-compatible store without the
-    /// call). Asking again will not help.
+    /// `s3:ListBucketMultipartUploads`), or an S3-compatible store without the call
+    /// (`NotImplemented`, `MethodNotAllowed`, `InvalidRequest`, `InvalidArgument`, 405, 501).
+    /// Asking again will not help.
     Refused(String),
 }
 
@@ -204,13 +205,24 @@ impl S3Uploads {
             error.message.as_deref().unwrap_or_default()
         );
         let why = why.trim().to_owned();
-        let access_denied = error.code.as_deref() == Some("AccessDenied");
-        match status.as_u16() {
-            403 if access_denied => Ok(Page::Refused(why)),
-            400 | 404 | 405 | 501 => Ok(Page::Refused(why)),
-            _ => Err(generic(format!(
+        // A refusal that lasts: the permission is missing, or the store has no such call.
+        // Anything else (an expired token, a timeout, a missing bucket) may pass.
+        let lasting = matches!(
+            error.code.as_deref(),
+            Some(
+                "AccessDenied"
+                    | "NotImplemented"
+                    | "MethodNotAllowed"
+                    | "InvalidArgument"
+                    | "InvalidRequest"
+            )
+        ) || matches!(status.as_u16(), 405 | 501);
+        if lasting {
+            Ok(Page::Refused(why))
+        } else {
+            Err(generic(format!(
                 "listing unfinished multipart uploads answered {why}"
-            ))),
+            )))
         }
     }
 }

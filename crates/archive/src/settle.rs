@@ -102,6 +102,12 @@ impl Archive {
                 "could not remove staging object"
             );
         }
+        self.strays_aborted(staging).await
+    }
+
+    /// On S3, aborts the staging key's other unfinished uploads once its own has ended (see
+    /// `sweep::abort_strays`); whether the marker may go.
+    pub(crate) async fn strays_aborted(&self, staging: &Path) -> bool {
         match &self.multipart {
             Some(mp) => crate::sweep::abort_strays(mp, staging).await,
             None => true,

@@ -164,8 +164,8 @@ impl Sweep {
 
 /// Handles one stale marker: aborts its upload, removes its staging object and the marker.
 /// Returns how many objects were removed; on an error the marker stays for the next sweep, and
-/// so it does while a live upload puts the same key into place (see
-/// [`abort_copy_into_place`]).
+/// so it does (its staging upload aborted) while a live upload puts the same key into place
+/// (see [`abort_copy_into_place`]).
 async fn sweep_marker(
     store: &dyn ObjectStore,
     multipart: Option<&Multipart>,
@@ -191,12 +191,6 @@ async fn sweep_marker(
         let staging = Path::parse(&marker.staging)
             .ok()
             .filter(|p| p.prefix_matches(staging_dir) && p != staging_dir);
-        if let (Some(mp), FinalKeys::Check(live)) = (multipart, finals)
-            && let Some(s3) = &mp.s3_uploads
-            && !abort_copy_into_place(mp, s3, marker, stale.last_modified.into(), live).await?
-        {
-            return Ok(0);
-        }
         if let (Some(mp), Some(staging)) = (multipart, &staging) {
             for id in upload_ids(mp, marker, staging).await? {
                 match abort_upload(mp, &mp.full(staging), &id).await {
@@ -217,6 +211,13 @@ async fn sweep_marker(
                 }
                 tracing::info!(key = %marker.key, started = %marker.started, "aborted an interrupted upload");
             }
+        }
+        // The staging key was the dead upload's alone; the final key may be a live one's too.
+        if let (Some(mp), FinalKeys::Check(live)) = (multipart, finals)
+            && let Some(s3) = &mp.s3_uploads
+            && !abort_copy_into_place(mp, s3, marker, stale.last_modified.into(), live).await?
+        {
+            return Ok(0);
         }
         // A staging object completed before the crash goes with its marker.
         if let Some(staging) = &staging
@@ -241,7 +242,8 @@ async fn sweep_marker(
 ///
 /// # Errors
 /// A listing that failed (not refused) for a marker without an id: the marker stays so that
-/// the next sweep lists again. With an id, the recorded upload is aborted all the same.
+/// the next sweep lists again. With an id, the recorded upload is aborted all the same (the
+/// marker may then stay for the final key's listing, see [`abort_copy_into_place`]).
 async fn upload_ids(
     mp: &Multipart,
     marker: &Marker,
@@ -303,10 +305,11 @@ fn refused(key: &str, why: &str) {
     );
 }
 
-/// After a successful upload on S3: aborts the staging key's other unfinished uploads (a
-/// create object_store retried after its first answer was lost leaves one; it holds no data).
-/// Returns whether the marker may go: not when the listing failed for a reason that may pass,
-/// then the marker stays and the sweep lists again once it is stale.
+/// After an upload on S3 ended (completed, or aborted on a failure): aborts the staging key's
+/// other unfinished uploads (a create object_store retried after its first answer was lost
+/// leaves one; it holds no data). Returns whether the marker may go: not when such an upload
+/// could not be aborted (the sweep retries). A listing that fails is logged and not waited
+/// for: what it would find holds no data, and the lifecycle rule removes it.
 pub(crate) async fn abort_strays(mp: &Multipart, staging: &Path) -> bool {
     let Some(s3) = &mp.s3_uploads else {
         return true;
@@ -322,10 +325,9 @@ pub(crate) async fn abort_strays(mp: &Multipart, staging: &Path) -> bool {
             tracing::warn!(
                 staging = %staging,
                 error = %redact::redact_urls_in(&e.to_string()),
-                "could not check a finished upload's staging key for unfinished uploads; its \
-                 marker is kept for the clean-up of interrupted uploads"
+                "could not check a finished upload's staging key for unfinished uploads"
             );
-            return false;
+            return true;
         }
     };
     let mut clean = true;
@@ -394,11 +396,11 @@ async fn live_keys(
 /// (object_store's copy-if-absent: create, copy the staging object as one part, complete with
 /// `If-None-Match: *`). A process killed during that copy leaves an upload at the final key
 /// that no marker names by id; the dead upload's marker names the key. The key's unfinished
-/// uploads the store created before the dead upload's marker was last refreshed (plus one
-/// refresh period) are aborted; later ones belong to another, live upload.
+/// uploads the store created before the dead upload's marker was last refreshed (plus two
+/// refresh periods) are aborted; later ones belong to another, live upload.
 ///
-/// Returns `false` when a live upload names the same key: the dead marker then waits, whole,
-/// for a sweep after the live upload has finished.
+/// Returns `false` when a live upload names the same key: the dead marker then waits for a
+/// sweep after the live upload has finished.
 ///
 /// # Errors
 /// A live marker that could not be read, or a listing or abort that failed: the marker stays
@@ -440,7 +442,10 @@ async fn abort_copy_into_place(
             return Ok(true);
         }
     };
-    let died_by = last_refreshed + MARKER_REFRESH;
+    // Refreshes come every period plus the write's own time: two periods bound when the dead
+    // process last ran. A live upload of the key missing from `live` (its marker written after
+    // the look) started far later: the dead marker had been stale for the sweep's age.
+    let died_by = last_refreshed + 2 * MARKER_REFRESH;
     for upload in found {
         if upload.initiated.is_some_and(|at| at > died_by) {
             continue;

@@ -571,6 +571,14 @@ impl S3 for ConditionalFs {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        // AWS answers an upload id it does not know (completed, aborted) with 404
+        // NoSuchUpload; s3s-fs with 403.
+        let id = &req.input.upload_id;
+        if uuid::Uuid::parse_str(id).is_ok()
+            && !self.root.join(format!(".upload-{id}.json")).is_file()
+        {
+            return Err(s3_error!(NoSuchUpload));
+        }
         self.inner.abort_multipart_upload(req).await
     }
 }

@@ -321,30 +321,41 @@ async fn s3_without_the_listing_permission_puts_and_sweeps_what_markers_name() {
     assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
 }
 
-/// A listing that fails for a reason that may pass keeps a finished upload's marker (the
-/// sweep checks again later) and keeps an id-less dead marker until a listing works.
+/// A listing that fails for a reason that may pass: a finished upload's marker goes all the
+/// same (what the listing would find holds no data); a dead upload's recorded upload is
+/// aborted, and its marker stays until a listing of its final key works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_a_failing_listing_keeps_markers_until_it_works() {
+async fn s3_a_failing_listing_keeps_a_dead_markers_until_it_works() {
     use archive::testing::ListingFailure;
     let c = s3().await.unwrap();
     let s3 = c.s3.as_ref().unwrap();
     s3.fail_upload_listing(Some(ListingFailure::ServiceUnavailable));
-    let data = body_bytes(LARGE, 11);
     let k = key(50);
-    let out = c
-        .archive
-        .put_stream(&k, chunks(data.clone()), None)
-        .await
-        .unwrap();
-    assert_eq!(out.status, PutStatus::Created);
-    assert_eq!(staging(&c.archive).await.len(), 1, "the marker is kept");
+    stores_large(&c.archive, &k, 11).await;
+    assert!(staging(&c.archive).await.is_empty(), "the marker went");
+
+    let body = chunks(body_bytes(LARGE, 12)).chain(stream::pending());
+    let archive = c.archive.clone();
+    let task =
+        tokio::spawn(async move { archive.put_stream(&key(51), Box::pin(body), None).await });
+    until("a stored part", || async {
+        s3.open_uploads().iter().any(|f| f.contains(".part-"))
+    })
+    .await;
+    task.abort();
+    let _ = task.await;
     let err = c
         .archive
         .remove_stale_staging(Duration::ZERO)
         .await
         .unwrap_err();
     assert!(matches!(err, ArchiveError::Cleanup { .. }), "{err}");
-    assert_eq!(staging(&c.archive).await.len(), 1, "still kept");
+    assert!(
+        s3.open_uploads().is_empty(),
+        "the recorded upload is aborted: {:?}",
+        s3.open_uploads()
+    );
+    assert_eq!(staging(&c.archive).await.len(), 1, "the marker stays");
 
     s3.fail_upload_listing(None);
     c.archive
@@ -352,12 +363,12 @@ async fn s3_a_failing_listing_keeps_markers_until_it_works() {
         .await
         .unwrap();
     assert!(staging(&c.archive).await.is_empty());
+    assert_eq!(c.archive.head(&key(51)).await.unwrap(), None);
     assert_eq!(
         c.archive.sha256_of(&k).await.unwrap(),
-        Some((sha_hex(&data), LARGE as u64)),
+        Some((sha_hex(&body_bytes(LARGE, 11)), LARGE as u64)),
         "the archived object is untouched"
     );
-    assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
 }
 
 /// An upload whose create was answered twice (object_store retried it after the first answer
