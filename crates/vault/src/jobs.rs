@@ -111,27 +111,12 @@ impl Vault {
         job: &NewJob,
         now_ms: i64,
     ) -> Result<i64, VaultError> {
-        check_new(job)?;
-        let row = sqlx::query(
-            "INSERT INTO jobs (kind, org, lane, from_ms, to_ms, requested_by, state, max_attempts, \
-               next_attempt_ms, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8) RETURNING id",
-        )
-        .bind(&job.kind)
-        .bind(org.id)
-        .bind(lane(org, job))
-        .bind(job.from_ms)
-        .bind(job.to_ms)
-        .bind(&job.requested_by)
-        .bind(job.max_attempts)
-        .bind(now_ms)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(VaultError::db(format!(
-            "queueing a {} job for org {}",
-            job.kind, org.name
-        )))?;
-        get(&row, "id")
+        let ids = self
+            .enqueue_jobs(org, std::slice::from_ref(job), now_ms)
+            .await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| VaultError::Invalid("no job was queued".into()))
     }
 
     /// Adds all of `jobs` for `org` or none (one transaction): a planner that dies half-way
@@ -148,7 +133,10 @@ impl Vault {
         for job in jobs {
             check_new(job)?;
         }
-        let what = || format!("queueing {} job(s) for org {}", jobs.len(), org.name);
+        let what = || match jobs {
+            [job] => format!("queueing a {} job for org {}", job.kind, org.name),
+            _ => format!("queueing {} job(s) for org {}", jobs.len(), org.name),
+        };
         let mut tx = self.pool.begin().await.map_err(VaultError::db(what()))?;
         let mut ids = Vec::with_capacity(jobs.len());
         for job in jobs {

@@ -153,6 +153,20 @@ fn uploads(s3: &archive::testing::TestS3) -> usize {
         .count()
 }
 
+/// A large put to `k` that stores its first part, then is "killed" (its task aborted).
+async fn killed_after_a_part(c: &Cloud, k: &ObjectKey, seed: u8) {
+    let s3 = c.s3.as_ref().unwrap();
+    let body = chunks(body_bytes(LARGE, seed)).chain(stream::pending());
+    let (archive, k) = (c.archive.clone(), k.clone());
+    let task = tokio::spawn(async move { archive.put_stream(&k, Box::pin(body), None).await });
+    until("a stored part", || async {
+        s3.open_uploads().iter().any(|f| f.contains(".part-"))
+    })
+    .await;
+    task.abort();
+    let _ = task.await;
+}
+
 /// A raw client of the in-process S3 server, for uploads made behind the archive's back.
 fn raw_s3(s3: &archive::testing::TestS3) -> object_store::aws::AmazonS3 {
     object_store::aws::AmazonS3Builder::new()
@@ -292,16 +306,7 @@ async fn s3_without_the_listing_permission_puts_and_sweeps_what_markers_name() {
     assert!(staging(&c.archive).await.is_empty(), "the marker went");
 
     // A killed upload whose marker has the id: aborted by id.
-    let body = chunks(body_bytes(LARGE, 10)).chain(stream::pending());
-    let archive = c.archive.clone();
-    let task =
-        tokio::spawn(async move { archive.put_stream(&key(48), Box::pin(body), None).await });
-    until("a stored part", || async {
-        s3.open_uploads().iter().any(|f| f.contains(".part-"))
-    })
-    .await;
-    task.abort();
-    let _ = task.await;
+    killed_after_a_part(&c, &key(48), 10).await;
     // And an id-less marker, which names nothing the store can be asked about.
     c.archive
         .store()
@@ -334,16 +339,7 @@ async fn s3_a_failing_listing_keeps_a_dead_markers_until_it_works() {
     stores_large(&c.archive, &k, 11).await;
     assert!(staging(&c.archive).await.is_empty(), "the marker went");
 
-    let body = chunks(body_bytes(LARGE, 12)).chain(stream::pending());
-    let archive = c.archive.clone();
-    let task =
-        tokio::spawn(async move { archive.put_stream(&key(51), Box::pin(body), None).await });
-    until("a stored part", || async {
-        s3.open_uploads().iter().any(|f| f.contains(".part-"))
-    })
-    .await;
-    task.abort();
-    let _ = task.await;
+    killed_after_a_part(&c, &key(51), 12).await;
     let err = c
         .archive
         .remove_stale_staging(Duration::ZERO)
